@@ -1,0 +1,175 @@
+"""The Redis key layout: the one module that names keys, for the write and the read side.
+
+Every key starts with `{prefix}:v1:`; the version changes when a layout does,
+so a new release never misreads an old layout. docs/redis-keys.md documents
+each key: its fields, who writes it, who reads it, its size.
+
+Members of rollup hashes join identifiers with ASCII separators, which the
+event contract refuses inside identifiers, so a member splits back unambiguously.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from infraprism.core.buckets import Granularity
+
+SEP = "\x1f"  # between the identifiers of a member
+TAG_KV_SEP = "\x1e"  # between a tag's key and value inside a tag set
+TAG_PAIR_SEP = "\x1d"  # between the pairs of a tag set
+
+
+class Dimension(StrEnum):
+    """What a rollup hash groups by. The member of each field says which group."""
+
+    TOTAL = "t"  # member "" : the project's total
+    ENTITY = "e"  # member entity_type SEP entity_id
+    MODEL = "m"  # member model SEP provider
+    TAG = "g"  # member tag_key SEP tag_value
+    ENTITY_MODEL = "em"  # member entity_type SEP entity_id SEP model SEP provider
+    CUBE = "x"  # member entity_type SEP entity_id SEP model SEP provider SEP tag_set
+
+
+class Metric(StrEnum):
+    """The six counters of a rollup cell. A hash field is metric code + member."""
+
+    EVENTS = "e"
+    COST_NANO = "c"
+    INPUT_TOKENS = "i"
+    OUTPUT_TOKENS = "o"
+    LATENCY_SUM_US = "l"  # latency in integer microseconds, so the sum is exact
+    LATENCY_COUNT = "n"  # events that reported a latency
+
+
+METRICS: tuple[Metric, ...] = tuple(Metric)
+
+# Granularities each dimension is kept at. The cube is not kept per hour: no
+# query reads hours with a tag or model filter (only /costs/timeseries reads
+# hours, and it filters by entity alone), and per-hour cube cells would be the
+# largest set of keys by far.
+DIMENSION_GRANULARITIES: dict[Dimension, tuple[Granularity, ...]] = {
+    Dimension.TOTAL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+    Dimension.ENTITY: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+    Dimension.MODEL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+    Dimension.TAG: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+    Dimension.ENTITY_MODEL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+    Dimension.CUBE: (Granularity.DAY, Granularity.MONTH),
+}
+
+# Leaderboards (sorted sets of entities by cost) are kept per day and month.
+LEADERBOARD_GRANULARITIES: tuple[Granularity, ...] = (Granularity.DAY, Granularity.MONTH)
+ALL_ENTITY_TYPES = "*"  # the leaderboard across every entity type
+
+
+def entity_member(entity_type: str, entity_id: str) -> str:
+    return f"{entity_type}{SEP}{entity_id}"
+
+
+def model_member(model: str, provider: str) -> str:
+    return f"{model}{SEP}{provider}"
+
+
+def tag_member(key: str, value: str) -> str:
+    return f"{key}{SEP}{value}"
+
+
+def tag_set_text(tags: tuple[tuple[str, str], ...]) -> str:
+    """A canonical text of a sorted tag set, for the cube member."""
+    return TAG_PAIR_SEP.join(f"{key}{TAG_KV_SEP}{value}" for key, value in tags)
+
+
+def parse_tag_set(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    return dict(pair.split(TAG_KV_SEP, 1) for pair in text.split(TAG_PAIR_SEP))
+
+
+def split_member(member: str) -> list[str]:
+    return member.split(SEP)
+
+
+class KeyLayout:
+    """Builds every InfraPrism Redis key under one prefix (`ip` unless configured)."""
+
+    def __init__(self, prefix: str = "ip") -> None:
+        self.root = f"{prefix}:v1"
+
+    # --- aggregates (written by the aggregator, read by the API and detector) ---
+    def rollup(self, project: str, dimension: Dimension, granularity: Granularity, bucket: str) -> str:
+        """Hash: field metric+member -> integer counter."""
+        return f"{self.root}:{project}:r:{dimension}:{granularity}:{bucket}"
+
+    def leaderboard(self, project: str, granularity: Granularity, bucket: str, entity_type: str) -> str:
+        """Sorted set: member entity_type SEP entity_id, score cost in nano-dollars.
+
+        Scores are doubles and serve ranking only; exact totals come from the
+        entity rollup. `entity_type` is ALL_ENTITY_TYPES for the board of all types.
+        """
+        return f"{self.root}:{project}:lb:{granularity}:{bucket}:{entity_type}"
+
+    def session(self, project: str, session_id: str) -> str:
+        """Hash: entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output."""
+        return f"{self.root}:{project}:s:{session_id}"
+
+    def session_index(self, project: str) -> str:
+        """Sorted set: member session_id, score started_ms."""
+        return f"{self.root}:{project}:si"
+
+    def session_entity_index(self, project: str, entity_type: str, entity_id: str) -> str:
+        """Sorted set of one entity's sessions: member session_id, score started_ms."""
+        return f"{self.root}:{project}:si:{entity_member(entity_type, entity_id)}"
+
+    def session_type_index(self, project: str, entity_type: str) -> str:
+        """Sorted set of one entity type's sessions: member session_id, score started_ms."""
+        return f"{self.root}:{project}:sit:{entity_type}"
+
+    def dedupe(self, project: str, day: str) -> str:
+        """Set of event_ids counted, by the event's UTC day; expires after the dedupe window."""
+        return f"{self.root}:{project}:dd:{day}"
+
+    def projects(self) -> str:
+        """Set of every project that has data."""
+        return f"{self.root}:projects"
+
+    def entity_types(self, project: str) -> str:
+        """Set of the entity types a project has seen."""
+        return f"{self.root}:{project}:etypes"
+
+    def tag_keys(self, project: str) -> str:
+        """Set of the tag keys a project has seen."""
+        return f"{self.root}:{project}:tagkeys"
+
+    # --- exactly-once bookkeeping (aggregator only) ---
+    def offsets(self, topic: str, group: str) -> str:
+        """Hash: partition -> next offset to apply. Written in the same atomic call as the batch."""
+        return f"{self.root}:offsets:{group}:{topic}"
+
+    def halted_partitions(self, topic: str, group: str) -> str:
+        """Hash: partition -> why the aggregator stopped applying it (offset beyond the log)."""
+        return f"{self.root}:halted:{group}:{topic}"
+
+    # --- API keys (written by `infraprism keys`, read by the API) ---
+    def api_key(self, key_hash: str) -> str:
+        """Hash: id, project, name, created_at, revoked_at."""
+        return f"{self.root}:apikey:{key_hash}"
+
+    def api_key_ids(self) -> str:
+        """Hash: key id -> key hash, for `keys list` and `keys revoke ID`."""
+        return f"{self.root}:apikeys"
+
+    # --- anomalies (written by the detector, read by the API) ---
+    def anomaly(self, project: str, anomaly_id: str) -> str:
+        """Hash: the anomaly record in the reference's shape."""
+        return f"{self.root}:{project}:an:{anomaly_id}"
+
+    def anomaly_index(self, project: str) -> str:
+        """Sorted set: member anomaly id, score detected_at epoch ms."""
+        return f"{self.root}:{project}:ai"
+
+    def open_anomaly(self, project: str, subject: str, anomaly_type: str) -> str:
+        """String: the id of the one open anomaly for (project, subject, type)."""
+        return f"{self.root}:{project}:ao:{anomaly_type}:{subject}"
+
+    def detector_state(self, project: str, name: str) -> str:
+        """Detector-owned state (baselines, episodes), one key per name."""
+        return f"{self.root}:{project}:det:{name}"

@@ -1,0 +1,199 @@
+"""Which rollup cells a batch of events touches, combined in memory. Pure.
+
+The aggregator's cost is dominated by Python work per Redis command, so a
+batch is combined twice before it reaches Redis:
+
+1. events fold into *groups*, one per distinct (project, entity, model, tag set,
+   hour): a few integer additions per event;
+2. each group expands into the cells of every rollup (total, entity, model,
+   tag, entity x model, cube) at every granularity, summed per cell.
+
+The result is one increment per (key, field) for the whole batch, which the
+write side applies in one atomic Redis call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from infraprism.core.buckets import MS_PER_HOUR, Granularity, labels_for_hour, next_month, parse_day_label
+from infraprism.core.events import CostEvent
+from infraprism.core.keys import (
+    ALL_ENTITY_TYPES,
+    DIMENSION_GRANULARITIES,
+    LEADERBOARD_GRANULARITIES,
+    METRICS,
+    SEP,
+    Dimension,
+    KeyLayout,
+    tag_set_text,
+)
+
+# Index of each counter in a cell vector, in Metric order.
+EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
+
+GroupKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], int]
+
+
+@dataclass(slots=True)
+class SessionDelta:
+    """What one batch adds to one session record."""
+
+    entity_type: str
+    entity_id: str
+    started_ms: int
+    ended_ms: int
+    turns: int = 0
+    cost_nano: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
+class BatchRollup:
+    """The combined effect of a batch of (already de-duplicated) events."""
+
+    groups: dict[GroupKey, list[int]] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], SessionDelta] = field(default_factory=dict)
+    # (project, event UTC day label) -> event ids, for the dedupe sets.
+    event_ids: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    events: int = 0
+
+    def add(self, event: CostEvent) -> None:
+        hour_index = event.ts_ms // MS_PER_HOUR
+        key = (
+            event.project_id,
+            event.entity_type,
+            event.entity_id,
+            event.model,
+            event.provider,
+            event.tags,
+            hour_index,
+        )
+        cell = self.groups.get(key)
+        if cell is None:
+            cell = self.groups[key] = [0, 0, 0, 0, 0, 0]
+        cell[EVENTS] += 1
+        cell[COST] += event.cost_nano
+        cell[INPUT] += event.input_tokens
+        cell[OUTPUT] += event.output_tokens
+        if event.latency_us is not None:
+            cell[LATENCY_SUM] += event.latency_us
+            cell[LATENCY_COUNT] += 1
+
+        day = labels_for_hour(hour_index)[1]
+        ids_key = (event.project_id, day)
+        ids = self.event_ids.get(ids_key)
+        if ids is None:
+            ids = self.event_ids[ids_key] = []
+        ids.append(event.event_id)
+
+        if event.session_id is not None:
+            session_key = (event.project_id, event.session_id)
+            session = self.sessions.get(session_key)
+            if session is None:
+                session = self.sessions[session_key] = SessionDelta(
+                    event.entity_type, event.entity_id, event.ts_ms, event.ts_ms
+                )
+            elif event.ts_ms < session.started_ms:
+                # The earliest turn names the session's entity, whatever order turns arrive in.
+                session.started_ms = event.ts_ms
+                session.entity_type = event.entity_type
+                session.entity_id = event.entity_id
+            session.ended_ms = max(session.ended_ms, event.ts_ms)
+            session.turns += 1
+            session.cost_nano += event.cost_nano
+            session.input_tokens += event.input_tokens
+            session.output_tokens += event.output_tokens
+        self.events += 1
+
+    def cells(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]]:
+        """(project, dimension, granularity, bucket) -> member -> the six summed counters."""
+        out: dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]] = {}
+
+        def bump(where: tuple[str, Dimension, Granularity, str], member: str, cell: list[int]) -> None:
+            members = out.get(where)
+            if members is None:
+                members = out[where] = {}
+            total = members.get(member)
+            if total is None:
+                members[member] = cell.copy()
+            else:
+                for index in range(6):
+                    total[index] += cell[index]
+
+        for (project, etype, eid, model, provider, tags, hour_index), cell in self.groups.items():
+            labels = dict(zip((Granularity.HOUR, Granularity.DAY, Granularity.MONTH), labels_for_hour(hour_index), strict=True))
+            entity = f"{etype}{SEP}{eid}"
+            model_provider = f"{model}{SEP}{provider}"
+            members: dict[Dimension, list[str]] = {
+                Dimension.TOTAL: [""],
+                Dimension.ENTITY: [entity],
+                Dimension.MODEL: [model_provider],
+                Dimension.TAG: [f"{key}{SEP}{value}" for key, value in tags],
+                Dimension.ENTITY_MODEL: [f"{entity}{SEP}{model_provider}"],
+                Dimension.CUBE: [f"{entity}{SEP}{model_provider}{SEP}{tag_set_text(tags)}"],
+            }
+            for dimension, dim_members in members.items():
+                for granularity in DIMENSION_GRANULARITIES[dimension]:
+                    where = (project, dimension, granularity, labels[granularity])
+                    for member in dim_members:
+                        bump(where, member, cell)
+        return out
+
+    def leaderboard(self) -> dict[tuple[str, Granularity, str, str], dict[str, int]]:
+        """(project, granularity, bucket, entity type or ALL) -> entity member -> cost nano."""
+        out: dict[tuple[str, Granularity, str, str], dict[str, int]] = {}
+        for (project, etype, eid, _model, _provider, _tags, hour_index), cell in self.groups.items():
+            _, day, month = labels_for_hour(hour_index)
+            entity = f"{etype}{SEP}{eid}"
+            for granularity, bucket in zip(LEADERBOARD_GRANULARITIES, (day, month), strict=True):
+                for board_type in (etype, ALL_ENTITY_TYPES):
+                    board = out.setdefault((project, granularity, bucket, board_type), {})
+                    board[entity] = board.get(entity, 0) + cell[COST]
+        return out
+
+    def entity_types(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for project, etype, *_ in self.groups:
+            out.setdefault(project, set()).add(etype)
+        return out
+
+    def tag_keys(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for project, _e, _i, _m, _p, tags, _h in self.groups:
+            keys = out.setdefault(project, set())
+            keys.update(key for key, _ in tags)
+        return out
+
+
+def fields_of(members: dict[str, list[int]]) -> Iterable[tuple[str, int]]:
+    """Hash fields (metric code + member) and their non-zero increments."""
+    for member, cell in members.items():
+        for metric, value in zip(METRICS, cell, strict=True):
+            if value:
+                yield f"{metric}{member}", value
+
+
+def bucket_end(granularity: Granularity, bucket: str) -> datetime:
+    """The first instant after a bucket, UTC."""
+    if granularity is Granularity.HOUR:
+        start = datetime(int(bucket[:4]), int(bucket[4:6]), int(bucket[6:8]), int(bucket[8:10]), tzinfo=UTC)
+        return start + timedelta(hours=1)
+    if granularity is Granularity.DAY:
+        day = parse_day_label(bucket)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    first = next_month(parse_day_label(bucket + "01"))
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+
+
+def expire_at(granularity: Granularity, bucket: str, retention_days: int | None) -> int:
+    """Epoch seconds when a bucket's keys may go, or 0 to keep them forever (the default)."""
+    if retention_days is None:
+        return 0
+    return int((bucket_end(granularity, bucket) + timedelta(days=retention_days)).timestamp())
+
+
+__all__ = ["BatchRollup", "KeyLayout", "SessionDelta", "bucket_end", "expire_at", "fields_of"]

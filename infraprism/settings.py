@@ -1,0 +1,62 @@
+"""The one place configuration is read. Every address and secret comes from here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All of InfraPrism's configuration, read from `INFRAPRISM_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="INFRAPRISM_", extra="ignore")
+
+    # Where things live.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = Field(
+        default="ip",
+        pattern=r"^[A-Za-z0-9._-]{1,32}$",
+        description="first part of every Redis key; keys read PREFIX:v1:...",
+    )
+
+    # Topics.
+    events_topic: str = "llm-cost-events"
+    dlq_topic: str = "llm-cost-events.dlq"
+    deltas_topic: str = "llm-cost-deltas"
+    anomalies_topic: str = "llm-cost-anomalies"
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+
+    # The aggregation worker.
+    aggregator_group: str = "infraprism-aggregator"
+    batch_max_events: int = Field(default=5000, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    dedupe_window_days: int = Field(
+        default=7,
+        ge=1,
+        le=3650,
+        description="a repeated event_id is counted once if its event day is this recent",
+    )
+    retention_hour_days: int | None = Field(default=None, ge=1)
+    retention_day_days: int | None = Field(default=None, ge=1)
+    retention_month_days: int | None = Field(default=None, ge=1)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    # The API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
+    # The anomaly detector and its alerts.
+    detector_group: str = "infraprism-detector"
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+
+    def redis_dsn(self) -> str:
+        return self.redis_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
