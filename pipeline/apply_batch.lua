@@ -6,32 +6,38 @@
 -- Money stays exact: increments arrive as decimal strings and go straight to
 -- HINCRBY (int64); Lua numbers (doubles) never hold a counter.
 --
--- ARGV, read in order by `pos`:
---   offsets_key, P, then P x (partition, from_offset, to_offset)
---   D, then D x (dedupe_key, expire_at, n, n x event_id)
---   H, then H x (hash_key, expire_at, n, n x (field, increment))
---   Z, then Z x (zset_key, expire_at, n, n x (member, increment))
---   S, then S x (session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
---                entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output)
---   (the per-type and per-entity index keys are prefix .. entity_type [.. US .. entity_id],
---    as KeyLayout.session_type_index and session_entity_index build them)
---   M, then M x (set_key, n, n x member)
+-- ARGV[1] is one JSON document (encoding one document is far cheaper on the
+-- Python side than passing 100k+ separate arguments):
+--   {"offsets_key": k, "ranges": [[partition, from_offset, to_offset], ...],
+--    "dedupe": [[set_key, expire_at, [event_id, ...]], ...],
+--    "hashes": [[hash_key, expire_at, [field, increment, field, increment, ...]], ...],
+--    "zsets":  [[zset_key, expire_at, [member, increment, ...]], ...],
+--    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
+--                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output], ...],
+--    "sets": [[set_key, [member, ...]], ...]}
+-- Every integer is a decimal string, so no counter ever passes through a Lua double.
+-- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
+--  as KeyLayout.session_type_index and session_entity_index build them.)
 -- Returns {"ok"}, {"fenced", partition, stored_offset}, or
 -- {"duplicates", dedupe_key, event_id, dedupe_key, event_id, ...}.
 
-local pos = 1
-local function take()
-  local value = ARGV[pos]
-  pos = pos + 1
-  return value
+local batch = cjson.decode(ARGV[1])
+
+-- unpack() has a stack limit: call a variadic command in chunks.
+local function call_chunked(command, key, items)
+  local i = 1
+  while i <= #items do
+    local stop = math.min(i + 3999, #items)
+    redis.call(command, key, unpack(items, i, stop))
+    i = stop + 1
+  end
 end
 
 -- 1. The fence: each partition's batch must start where the last applied one ended.
-local offsets_key = take()
-local partitions = tonumber(take())
+local offsets_key = batch.offsets_key
 local offset_args = {}
-for _ = 1, partitions do
-  local partition, from_offset, to_offset = take(), take(), take()
+for _, range in ipairs(batch.ranges) do
+  local partition, from_offset, to_offset = range[1], range[2], range[3]
   local stored = redis.call('HGET', offsets_key, partition)
   if stored and stored ~= from_offset then
     return {'fenced', partition, stored}
@@ -42,20 +48,20 @@ end
 
 -- 2. Dedupe: refuse the batch, naming every id already counted, so the caller
 -- can drop them and resend. Nothing has been written yet.
-local dedupe_count = tonumber(take())
-local dedupe_start = pos
 local duplicates = {'duplicates'}
-for _ = 1, dedupe_count do
-  local key, _expire, n = take(), take(), tonumber(take())
-  local ids = {}
-  for j = 1, n do ids[j] = ARGV[pos + j - 1] end
-  pos = pos + n
-  local seen = redis.call('SMISMEMBER', key, unpack(ids))
-  for j = 1, n do
-    if seen[j] == 1 then
-      duplicates[#duplicates + 1] = key
-      duplicates[#duplicates + 1] = ids[j]
+for _, entry in ipairs(batch.dedupe) do
+  local key, ids = entry[1], entry[3]
+  local i = 1
+  while i <= #ids do
+    local stop = math.min(i + 3999, #ids)
+    local seen = redis.call('SMISMEMBER', key, unpack(ids, i, stop))
+    for j = 1, #seen do
+      if seen[j] == 1 then
+        duplicates[#duplicates + 1] = key
+        duplicates[#duplicates + 1] = ids[i + j - 1]
+      end
     end
+    i = stop + 1
   end
 end
 if #duplicates > 1 then
@@ -63,47 +69,33 @@ if #duplicates > 1 then
 end
 
 -- From here on the batch is accepted: write everything.
-pos = dedupe_start
-for _ = 1, dedupe_count do
-  local key, expire_at, n = take(), tonumber(take()), tonumber(take())
-  -- SADD in chunks: unpack() has a stack limit.
-  local j = 0
-  while j < n do
-    local chunk = {}
-    for c = 1, math.min(4000, n - j) do chunk[c] = ARGV[pos + j + c - 1] end
-    redis.call('SADD', key, unpack(chunk))
-    j = j + #chunk
-  end
-  pos = pos + n
+for _, entry in ipairs(batch.dedupe) do
+  local key, expire_at, ids = entry[1], tonumber(entry[2]), entry[3]
+  call_chunked('SADD', key, ids)
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
-local hash_count = tonumber(take())
-for _ = 1, hash_count do
-  local key, expire_at, n = take(), tonumber(take()), tonumber(take())
-  for _ = 1, n do
-    redis.call('HINCRBY', key, take(), take())
+for _, entry in ipairs(batch.hashes) do
+  local key, expire_at, fields = entry[1], tonumber(entry[2]), entry[3]
+  for i = 1, #fields, 2 do
+    redis.call('HINCRBY', key, fields[i], fields[i + 1])
   end
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
-local zset_count = tonumber(take())
-for _ = 1, zset_count do
-  local key, expire_at, n = take(), tonumber(take()), tonumber(take())
-  for _ = 1, n do
-    local member, increment = take(), take()
-    redis.call('ZINCRBY', key, increment, member)
+for _, entry in ipairs(batch.zsets) do
+  local key, expire_at, members = entry[1], tonumber(entry[2]), entry[3]
+  for i = 1, #members, 2 do
+    redis.call('ZINCRBY', key, members[i + 1], members[i])
   end
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
-local session_count = tonumber(take())
-for _ = 1, session_count do
-  local key, session_id = take(), take()
-  local index_key, type_index_prefix, entity_index_prefix = take(), take(), take()
-  local entity_type, entity_id = take(), take()
-  local started_ms, ended_ms = take(), take()
-  local turns, cost, input, output = take(), take(), take(), take()
+for _, s in ipairs(batch.sessions) do
+  local key, session_id = s[1], s[2]
+  local index_key, type_index_prefix, entity_index_prefix = s[3], s[4], s[5]
+  local entity_type, entity_id = s[6], s[7]
+  local started_ms, ended_ms = s[8], s[9]
   local current = redis.call('HMGET', key, 'started_ms', 'ended_ms', 'entity_type', 'entity_id')
   if not current[1] then
     redis.call('HSET', key, 'entity_type', entity_type, 'entity_id', entity_id,
@@ -123,19 +115,17 @@ for _ = 1, session_count do
       redis.call('HSET', key, 'ended_ms', ended_ms)
     end
   end
-  redis.call('HINCRBY', key, 'turns', turns)
-  redis.call('HINCRBY', key, 'cost', cost)
-  redis.call('HINCRBY', key, 'input', input)
-  redis.call('HINCRBY', key, 'output', output)
+  redis.call('HINCRBY', key, 'turns', s[10])
+  redis.call('HINCRBY', key, 'cost', s[11])
+  redis.call('HINCRBY', key, 'input', s[12])
+  redis.call('HINCRBY', key, 'output', s[13])
   redis.call('ZADD', index_key, started_ms, session_id)
   redis.call('ZADD', type_index_prefix .. entity_type, started_ms, session_id)
   redis.call('ZADD', entity_index_prefix .. entity_type .. '\031' .. entity_id, started_ms, session_id)
 end
 
-local set_count = tonumber(take())
-for _ = 1, set_count do
-  local key, n = take(), tonumber(take())
-  for _ = 1, n do redis.call('SADD', key, take()) end
+for _, entry in ipairs(batch.sets) do
+  call_chunked('SADD', entry[1], entry[2])
 end
 
 if #offset_args > 0 then

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 
+import orjson
 import redis.asyncio as aioredis
 
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import KeyLayout
-from infraprism.core.rollup import BatchRollup, expire_at, fields_of
+from infraprism.core.rollup import BatchRollup, expire_at, hash_increments
 
 APPLY_SCRIPT = files("pipeline").joinpath("apply_batch.lua").read_text()
 
@@ -94,8 +95,7 @@ class RollupStore:
         return {int(partition): int(offset) for partition, offset in raw.items()}
 
     async def apply(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> ApplyResult:
-        args = self._script_args(rollup, ranges)
-        reply = await self._script(keys=[], args=args)
+        reply = await self._script(keys=[], args=[self.payload(rollup, ranges)])
         status = _text(reply[0])
         if status == "ok":
             return Applied()
@@ -111,44 +111,33 @@ class RollupStore:
             )
         )
 
-    def _script_args(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> list[str | int]:
+    def payload(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> bytes:
+        """The JSON document apply_batch.lua reads; every integer as decimal text."""
         layout = self._layout
-        args: list[str | int] = [self.offsets_key, len(ranges)]
-        for r in ranges:
-            args += [r.partition, r.from_offset, r.to_offset]
-
-        args.append(len(rollup.event_ids))
-        for (project, day), ids in rollup.event_ids.items():
+        retention = self._retention
+        dedupe = [
             # The dedupe set of an event day lives for the window after that day ends.
-            forget_at = expire_at(Granularity.DAY, day, self._dedupe_window_days)
-            args += [layout.dedupe(project, day), forget_at, len(ids), *ids]
-
-        cells = rollup.cells()
-        args.append(len(cells))
-        for (project, dimension, granularity, bucket), members in cells.items():
-            fields = list(fields_of(members))
-            args += [
+            [layout.dedupe(project, day), str(expire_at(Granularity.DAY, day, self._dedupe_window_days)), ids]
+            for (project, day), ids in rollup.event_ids.items()
+        ]
+        hashes = [
+            [
                 layout.rollup(project, dimension, granularity, bucket),
-                expire_at(granularity, bucket, self._retention.days_for(granularity)),
-                len(fields),
+                str(expire_at(granularity, bucket, retention.days_for(granularity))),
+                hash_increments(members),
             ]
-            for name, increment in fields:
-                args += [name, increment]
-
-        boards = rollup.leaderboard()
-        args.append(len(boards))
-        for (project, granularity, bucket, board_type), entities in boards.items():
-            args += [
+            for (project, dimension, granularity, bucket), members in rollup.cells().items()
+        ]
+        zsets = [
+            [
                 layout.leaderboard(project, granularity, bucket, board_type),
-                expire_at(granularity, bucket, self._retention.days_for(granularity)),
-                len(entities),
+                str(expire_at(granularity, bucket, retention.days_for(granularity))),
+                [text for member, cost in entities.items() for text in (member, str(cost))],
             ]
-            for member, cost_nano in entities.items():
-                args += [member, cost_nano]
-
-        args.append(len(rollup.sessions))
-        for (project, session_id), s in rollup.sessions.items():
-            args += [
+            for (project, granularity, bucket, board_type), entities in rollup.leaderboard().items()
+        ]
+        sessions = [
+            [
                 layout.session(project, session_id),
                 session_id,
                 layout.session_index(project),
@@ -156,27 +145,35 @@ class RollupStore:
                 layout.session_index(project) + ":",
                 s.entity_type,
                 s.entity_id,
-                s.started_ms,
-                s.ended_ms,
-                s.turns,
-                s.cost_nano,
-                s.input_tokens,
-                s.output_tokens,
+                str(s.started_ms),
+                str(s.ended_ms),
+                str(s.turns),
+                str(s.cost_nano),
+                str(s.input_tokens),
+                str(s.output_tokens),
             ]
-
-        sets: list[tuple[str, list[str]]] = []
-        projects = {project for project, *_ in rollup.groups}
+            for (project, session_id), s in rollup.sessions.items()
+        ]
+        sets: list[list[object]] = []
+        projects = sorted({project for project, *_ in rollup.groups})
         if projects:
-            sets.append((layout.projects(), sorted(projects)))
+            sets.append([layout.projects(), projects])
         for project, types in rollup.entity_types().items():
-            sets.append((layout.entity_types(project), sorted(types)))
+            sets.append([layout.entity_types(project), sorted(types)])
         for project, tag_keys in rollup.tag_keys().items():
             if tag_keys:
-                sets.append((layout.tag_keys(project), sorted(tag_keys)))
-        args.append(len(sets))
-        for key, members in sets:
-            args += [key, len(members), *members]
-        return args
+                sets.append([layout.tag_keys(project), sorted(tag_keys)])
+        return orjson.dumps(
+            {
+                "offsets_key": self.offsets_key,
+                "ranges": [[str(r.partition), str(r.from_offset), str(r.to_offset)] for r in ranges],
+                "dedupe": dedupe,
+                "hashes": hashes,
+                "zsets": zsets,
+                "sessions": sessions,
+                "sets": sets,
+            }
+        )
 
 
 def _text(value: bytes | str) -> str:

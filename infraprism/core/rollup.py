@@ -14,7 +14,6 @@ write side applies in one atomic Redis call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -112,35 +111,38 @@ class BatchRollup:
     def cells(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]]:
         """(project, dimension, granularity, bucket) -> member -> the six summed counters."""
         out: dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]] = {}
-
-        def bump(where: tuple[str, Dimension, Granularity, str], member: str, cell: list[int]) -> None:
-            members = out.get(where)
-            if members is None:
-                members = out[where] = {}
-            total = members.get(member)
-            if total is None:
-                members[member] = cell.copy()
-            else:
-                for index in range(6):
-                    total[index] += cell[index]
-
+        # Hot loop (a few thousand groups a batch): plain loops, no helper calls.
         for (project, etype, eid, model, provider, tags, hour_index), cell in self.groups.items():
-            labels = dict(zip((Granularity.HOUR, Granularity.DAY, Granularity.MONTH), labels_for_hour(hour_index), strict=True))
+            hour, day, month = labels_for_hour(hour_index)
+            by_granularity = {Granularity.HOUR: hour, Granularity.DAY: day, Granularity.MONTH: month}
             entity = f"{etype}{SEP}{eid}"
             model_provider = f"{model}{SEP}{provider}"
-            members: dict[Dimension, list[str]] = {
-                Dimension.TOTAL: [""],
-                Dimension.ENTITY: [entity],
-                Dimension.MODEL: [model_provider],
-                Dimension.TAG: [f"{key}{SEP}{value}" for key, value in tags],
-                Dimension.ENTITY_MODEL: [f"{entity}{SEP}{model_provider}"],
-                Dimension.CUBE: [f"{entity}{SEP}{model_provider}{SEP}{tag_set_text(tags)}"],
-            }
-            for dimension, dim_members in members.items():
+            entity_model = f"{entity}{SEP}{model_provider}"
+            members: tuple[tuple[Dimension, tuple[str, ...]], ...] = (
+                (Dimension.TOTAL, ("",)),
+                (Dimension.ENTITY, (entity,)),
+                (Dimension.MODEL, (model_provider,)),
+                (Dimension.TAG, tuple(f"{key}{SEP}{value}" for key, value in tags)),
+                (Dimension.ENTITY_MODEL, (entity_model,)),
+                (Dimension.CUBE, (f"{entity_model}{SEP}{tag_set_text(tags)}",)),
+            )
+            for dimension, dim_members in members:
                 for granularity in DIMENSION_GRANULARITIES[dimension]:
-                    where = (project, dimension, granularity, labels[granularity])
+                    where = (project, dimension, granularity, by_granularity[granularity])
+                    bucket_members = out.get(where)
+                    if bucket_members is None:
+                        bucket_members = out[where] = {}
                     for member in dim_members:
-                        bump(where, member, cell)
+                        total = bucket_members.get(member)
+                        if total is None:
+                            bucket_members[member] = cell.copy()
+                        else:
+                            total[0] += cell[0]
+                            total[1] += cell[1]
+                            total[2] += cell[2]
+                            total[3] += cell[3]
+                            total[4] += cell[4]
+                            total[5] += cell[5]
         return out
 
     def leaderboard(self) -> dict[tuple[str, Granularity, str, str], dict[str, int]]:
@@ -169,12 +171,18 @@ class BatchRollup:
         return out
 
 
-def fields_of(members: dict[str, list[int]]) -> Iterable[tuple[str, int]]:
-    """Hash fields (metric code + member) and their non-zero increments."""
+def hash_increments(members: dict[str, list[int]]) -> list[str]:
+    """Flat [field, increment, ...] of the non-zero counters; increments as decimal text.
+
+    A field is the metric code followed by the member.
+    """
+    flat: list[str] = []
     for member, cell in members.items():
         for metric, value in zip(METRICS, cell, strict=True):
             if value:
-                yield f"{metric}{member}", value
+                flat.append(metric + member)
+                flat.append(str(value))
+    return flat
 
 
 def bucket_end(granularity: Granularity, bucket: str) -> datetime:
@@ -196,4 +204,4 @@ def expire_at(granularity: Granularity, bucket: str, retention_days: int | None)
     return int((bucket_end(granularity, bucket) + timedelta(days=retention_days)).timestamp())
 
 
-__all__ = ["BatchRollup", "KeyLayout", "SessionDelta", "bucket_end", "expire_at", "fields_of"]
+__all__ = ["BatchRollup", "KeyLayout", "SessionDelta", "bucket_end", "expire_at", "hash_increments"]

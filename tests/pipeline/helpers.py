@@ -1,0 +1,90 @@
+"""Test helpers for the write side: produce events, run workers, read Redis back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from infraprism.settings import Settings
+from pipeline.aggregator import Aggregator
+from pipeline.topics import ensure_topics
+
+
+async def produce(settings: Settings, values: Iterable[bytes | dict], *, topic: str | None = None) -> int:
+    """Produce values (dicts are JSON-encoded) to the events topic; returns how many."""
+    topic = topic or settings.events_topic
+    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for value in values:
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            key = value.get("entity_id", "").encode() if isinstance(value, dict) else None
+            futures.append(await producer.send(topic, raw, key=key))
+            count += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    topic = topic or settings.events_topic
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_all(settings: Settings, topic: str, *, expect: int, timeout_s: float = 30.0) -> list[bytes]:
+    """Read `expect` messages from the start of `topic` (fails the test on timeout)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(values) < expect:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    values.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def wait_caught_up(redis, settings: Settings, *, timeout_s: float = 60.0) -> None:
+    """Wait until the Redis offsets reach the log end of every events partition."""
+    from infraprism.core.keys import KeyLayout
+
+    key = KeyLayout(settings.key_prefix).offsets(settings.events_topic, settings.aggregator_group)
+    ends = await end_offsets(settings)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            stored = {int(p): int(o) for p, o in (await redis.hgetall(key)).items()}
+            if all(stored.get(p, 0) >= end for p, end in ends.items() if end > 0):
+                return
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_aggregator(settings: Settings) -> AsyncIterator[Aggregator]:
+    """An in-process aggregator task, stopped (and its errors raised) on exit."""
+    aggregator = Aggregator(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(aggregator.run(stop))
+    try:
+        yield aggregator
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
