@@ -1,0 +1,86 @@
+"""The FastAPI application factory. No client exists until the lifespan starts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from api import errors
+from api.routes import router
+from api.schemas import ErrorEnvelope, Health
+from infraprism.core.keys import KeyLayout
+from infraprism.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Aggregated views of LLM cost data, read from precomputed Redis rollups.
+
+Every endpoint under `/v1/analytics` needs `Authorization: Bearer ip-...`
+(a key from `infraprism keys create`), sees only its key's project, takes
+`format=csv`, and answers errors as `{"error": {"code": ..., "message": ...}}`.
+Dates are UTC calendar days, both inclusive. Costs are exact sums printed in
+USD rounded to 6 decimals.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for `settings`; the Redis client is made, pinged and closed by the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.redis_dsn(),
+            decode_responses=True,
+            max_connections=settings.api_redis_max_connections,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            health_check_interval=30,
+        )
+        # Fail loudly at start on a bad address, not on the first request.
+        await client.ping()
+        app.state.redis = client
+        app.state.layout = KeyLayout(settings.key_prefix)
+        log.info("api ready", extra={"key_prefix": settings.key_prefix})
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(
+        title="InfraPrism Analytics API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        response_model=None,
+        responses={
+            200: {"model": Health, "description": "ready"},
+            503: {"model": ErrorEnvelope, "description": "Redis unreachable"},
+        },
+    )
+    async def healthz(request: Request) -> Response:
+        """Readiness: 200 when Redis answers a PING, else 503. No key needed."""
+        try:
+            await request.app.state.redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("readiness: redis unreachable", extra={"error": repr(exc)})
+            return errors.envelope(503, "unavailable", "redis is unreachable")
+        return Response(
+            orjson.dumps({"status": "ok", "redis": "ok"}), media_type="application/json"
+        )
+
+    return app

@@ -1,0 +1,482 @@
+"""Read side: executes the planner's plans against Redis and shapes exact results.
+
+Every query is one pipelined round trip where the plan allows it (two for
+`/entities/top` and `/sessions`, whose second read depends on the first).
+Counters are summed as Python ints (exact nano-dollars, tokens, microseconds)
+and turned into USD / rounded means only in the `shape_*` helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from api.planner import (
+    Filters,
+    GroupBy,
+    Grouping,
+    Interval,
+    Plan,
+    group_of,
+    matches,
+    member_info,
+    plan_costs,
+    plan_leaderboard,
+    plan_timeseries,
+    session_window_ms,
+)
+from infraprism import anomaly_store
+from infraprism.core.keys import METRICS, SEP, Dimension, KeyLayout, Metric
+from infraprism.core.money import NANO_PER_USD, nano_to_usd
+
+EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
+_METRIC_INDEX = {metric.value: index for index, metric in enumerate(METRICS)}
+_ONE_DECIMAL = Decimal("0.1")
+_SIX_DECIMALS = Decimal("0.000001")
+
+Cell = list[int]
+Accumulated = dict[tuple[str | None, tuple[str | None, ...]], Cell]
+_UNSEEN: Any = object()
+
+
+# --- exact arithmetic for the response ---------------------------------------------------------
+
+
+def ratio(numerator: int, denominator: int, quantum: Decimal = _ONE_DECIMAL) -> float | None:
+    """numerator / denominator rounded half-even to `quantum`; None when the denominator is 0."""
+    if denominator == 0:
+        return None
+    value = (Decimal(numerator) / Decimal(denominator)).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    return float(value)
+
+
+def avg_latency_ms(cell: Cell) -> float | None:
+    """Mean latency in ms (sums are microseconds), 1 decimal; None when no event reported one."""
+    return ratio(cell[LATENCY_SUM], cell[LATENCY_COUNT] * 1000)
+
+
+def metrics(cell: Cell) -> dict[str, Any]:
+    return {
+        "total_cost": nano_to_usd(cell[COST]),
+        "total_events": cell[EVENTS],
+        "total_input_tokens": cell[INPUT],
+        "total_output_tokens": cell[OUTPUT],
+        "avg_latency_ms": avg_latency_ms(cell),
+    }
+
+
+def iso_ms(ts_ms: int) -> str:
+    """Epoch ms -> RFC 3339 UTC with Z; milliseconds shown only when non-zero."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if ts_ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- executing plans ---------------------------------------------------------------------------
+
+
+def _fields(member: str) -> list[str]:
+    return [metric + member for metric in METRICS]
+
+
+def _queue(pipe: Any, layout: KeyLayout, project: str, plan: Plan) -> None:
+    """Add a plan's reads to a pipeline: HMGET of one member, or HGETALL of each bucket."""
+    fields = _fields(plan.member) if plan.member is not None else None
+    for read in plan.buckets:
+        key = layout.rollup(project, plan.dimension, read.granularity, read.label)
+        if fields is not None:
+            pipe.hmget(key, fields)
+        else:
+            pipe.hgetall(key)
+
+
+def _total_plan(plan: Plan) -> Plan:
+    return Plan(Dimension.TOTAL, plan.buckets, "", Filters(), Grouping())
+
+
+def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
+    """Sum a plan's replies into (period, group) -> six counters, keeping matching members only."""
+    acc: Accumulated = {}
+    if plan.member is not None:
+        group = group_of(plan.grouping, member_info(plan.dimension, plan.member))
+        for read, values in zip(plan.buckets, replies, strict=True):
+            if values[EVENTS] is None:
+                continue  # member absent from this bucket
+            key = (read.period, group)
+            cell = acc.get(key)
+            if cell is None:
+                cell = acc[key] = [0, 0, 0, 0, 0, 0]
+            for index, value in enumerate(values):
+                if value is not None:
+                    cell[index] += int(value)
+        return acc
+
+    dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
+    only_keyed = plan.with_total  # TAG scan: keep the grouping key's members only
+    groups: dict[str, Any] = {}
+    metric_index = _METRIC_INDEX
+    for read, fields in zip(plan.buckets, replies, strict=True):
+        period = read.period
+        for field, value in fields.items():
+            member = field[1:]
+            group = groups.get(member, _UNSEEN)
+            if group is _UNSEEN:
+                info = member_info(dimension, member)
+                group = group_of(grouping, info) if matches(filters, info) else None
+                if group is not None and only_keyed and group[0] is None:
+                    group = None
+                groups[member] = group
+            if group is None:
+                continue
+            key = (period, group)
+            cell = acc.get(key)
+            if cell is None:
+                cell = acc[key] = [0, 0, 0, 0, 0, 0]
+            cell[metric_index[field[0]]] += int(value)
+    return acc
+
+
+async def run_plans(
+    redis: aioredis.Redis, layout: KeyLayout, project: str, plans: Sequence[Plan]
+) -> list[Accumulated]:
+    """Execute plans in one pipelined round trip; with_total plans get a TOTAL read appended."""
+    expanded: list[Plan] = []
+    for plan in plans:
+        expanded.append(plan)
+        if plan.with_total:
+            expanded.append(_total_plan(plan))
+    async with redis.pipeline(transaction=False) as pipe:
+        for plan in expanded:
+            _queue(pipe, layout, project, plan)
+        replies = await pipe.execute()
+    results: list[Accumulated] = []
+    position = 0
+    for plan in expanded:
+        count = len(plan.buckets)
+        results.append(_collect(plan, replies[position : position + count]))
+        position += count
+    out: list[Accumulated] = []
+    index = 0
+    for plan in plans:
+        acc = results[index]
+        index += 1
+        if plan.with_total:
+            _add_untagged(acc, results[index])
+            index += 1
+        out.append(acc)
+    return out
+
+
+def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
+    """group_by=tags.{key}: the row of cost lacking the tag is the total minus every tagged row."""
+    for (period, _), total in totals.items():
+        rest = list(total)
+        for (tag_period, _group), cell in acc.items():
+            if tag_period == period:
+                for index in range(6):
+                    rest[index] -= cell[index]
+        if rest[EVENTS] > 0:
+            acc[(period, (None,))] = rest
+
+
+def _add(into: Cell, cell: Cell) -> None:
+    for index in range(6):
+        into[index] += cell[index]
+
+
+def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
+    """Sum over periods: group -> counters."""
+    out: dict[tuple[str | None, ...], Cell] = {}
+    for (_, group), cell in acc.items():
+        into = out.get(group)
+        if into is None:
+            into = out[group] = [0, 0, 0, 0, 0, 0]
+        _add(into, cell)
+    return out
+
+
+def _grand_total(acc: Accumulated) -> Cell:
+    total = [0, 0, 0, 0, 0, 0]
+    for cell in acc.values():
+        _add(total, cell)
+    return total
+
+
+def _dimension_order(item: tuple[tuple[str | None, ...], Cell]) -> tuple[Any, ...]:
+    group, cell = item
+    return (-cell[COST], tuple((value is None, value or "") for value in group))
+
+
+# --- endpoints' reads ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    redis: aioredis.Redis
+    layout: KeyLayout
+    project: str
+
+    async def costs(
+        self, start: date, end: date, filters: Filters, grouping: Grouping
+    ) -> dict[str, Any]:
+        plan = plan_costs(start, end, filters, grouping)
+        (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
+        total = _grand_total(acc)
+        rows: list[dict[str, Any]]
+        kind = grouping.kind
+        if kind is GroupBy.NONE:
+            rows = [metrics(total)]
+        elif kind in (GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH):
+            by_period: dict[str, Cell] = {}
+            for (period, _), cell in acc.items():
+                assert period is not None
+                into = by_period.setdefault(period, [0, 0, 0, 0, 0, 0])
+                _add(into, cell)
+            rows = [
+                {"period": period, **metrics(by_period[period])} for period in sorted(by_period)
+            ]
+        else:
+            ordered = sorted(_fold(acc).items(), key=_dimension_order)
+            if kind is GroupBy.ENTITY:
+                rows = [{"entity_type": g[0], "entity_id": g[1], **metrics(c)} for g, c in ordered]
+            elif kind is GroupBy.MODEL:
+                rows = [{"model": g[0], "provider": g[1], **metrics(c)} for g, c in ordered]
+            else:
+                rows = [
+                    {"tag_key": grouping.tag_key, "tag_value": g[0], **metrics(c)}
+                    for g, c in ordered
+                ]
+        return {
+            "data": rows,
+            "summary": {
+                "total_cost": nano_to_usd(total[COST]),
+                "total_events": total[EVENTS],
+                "period": {"start": start.isoformat(), "end": end.isoformat()},
+            },
+        }
+
+    async def timeseries(
+        self, start: date, end: date, filters: Filters, interval: Interval
+    ) -> dict[str, Any]:
+        plan = plan_timeseries(start, end, filters, interval)
+        (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
+        by_period: dict[str | None, Cell] = {}
+        for (period, _), cell in acc.items():
+            _add(by_period.setdefault(period, [0, 0, 0, 0, 0, 0]), cell)
+        suffix = ":00:00Z" if interval is Interval.HOUR else "T00:00:00Z"
+        zero = [0, 0, 0, 0, 0, 0]
+        rows = []
+        for period in plan.periods:
+            cell = by_period.get(period, zero)
+            rows.append(
+                {
+                    "timestamp": period + suffix,
+                    "cost": nano_to_usd(cell[COST]),
+                    "events": cell[EVENTS],
+                }
+            )
+        return {"data": rows, "interval": interval.value}
+
+    async def models(self, start: date, end: date, filters: Filters) -> dict[str, Any]:
+        plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
+        (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
+        folded = _fold(acc)
+        total_cost = sum(cell[COST] for cell in folded.values())
+        rows = []
+        for (model, provider), cell in sorted(folded.items(), key=_dimension_order):
+            share = ratio(cell[COST] * 100, total_cost)
+            rows.append(
+                {
+                    "model": model,
+                    "provider": provider,
+                    **metrics(cell),
+                    "percentage_of_total": 0.0 if share is None else share,
+                }
+            )
+        return {"data": rows}
+
+    async def compare(
+        self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters
+    ) -> dict[str, Any]:
+        plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
+        acc1, acc2 = await run_plans(self.redis, self.layout, self.project, plans)
+        one, two = _grand_total(acc1), _grand_total(acc2)
+        return {
+            "period1": {
+                "start": period1[0].isoformat(),
+                "end": period1[1].isoformat(),
+                "total_cost": nano_to_usd(one[COST]),
+                "total_events": one[EVENTS],
+            },
+            "period2": {
+                "start": period2[0].isoformat(),
+                "end": period2[1].isoformat(),
+                "total_cost": nano_to_usd(two[COST]),
+                "total_events": two[EVENTS],
+            },
+            "changes": {
+                "cost_change": nano_to_usd(one[COST] - two[COST]),
+                "cost_change_percent": ratio((one[COST] - two[COST]) * 100, two[COST]),
+                "events_change": one[EVENTS] - two[EVENTS],
+                "events_change_percent": ratio((one[EVENTS] - two[EVENTS]) * 100, two[EVENTS]),
+            },
+        }
+
+    async def top_entities(
+        self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
+    ) -> dict[str, Any]:
+        board_type, reads = plan_leaderboard(start, end, entity_type)
+        keys = [
+            self.layout.leaderboard(self.project, r.granularity, r.label, board_type) for r in reads
+        ]
+        # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
+        # they choose the candidates, the entity rollup gives the exact numbers.
+        raw = await self.redis.zunion(keys, withscores=True)
+        if not raw:
+            return {"data": []}
+        ranked = sorted(raw, key=lambda pair: (-pair[1] if descending else pair[1], pair[0]))
+        if len(ranked) > limit:
+            boundary = ranked[limit - 1][1]
+            # Keep every member tied with the last one: exact cost settles the order.
+            cut = limit
+            while cut < len(ranked) and ranked[cut][1] == boundary:
+                cut += 1
+            ranked = ranked[:cut]
+        members = [member for member, _ in ranked]
+        fields = [f"{Metric.EVENTS.value}{m}" for m in members] + [
+            f"{Metric.COST_NANO.value}{m}" for m in members
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for read in reads:
+                pipe.hmget(
+                    self.layout.rollup(
+                        self.project, Dimension.ENTITY, read.granularity, read.label
+                    ),
+                    fields,
+                )
+            replies = await pipe.execute()
+        count = len(members)
+        events = [0] * count
+        costs = [0] * count
+        for values in replies:
+            for index in range(count):
+                if values[index] is not None:
+                    events[index] += int(values[index])
+                cost = values[count + index]
+                if cost is not None:
+                    costs[index] += int(cost)
+        rows = []
+        for index, member in enumerate(members):
+            entity_type_, entity_id = member.split(SEP, 1)
+            rows.append((costs[index], entity_type_, entity_id, events[index]))
+        rows.sort(key=lambda r: (-r[0] if descending else r[0], r[1], r[2]))
+        return {
+            "data": [
+                {
+                    "entity_type": etype,
+                    "entity_id": eid,
+                    "total_cost": nano_to_usd(cost),
+                    "total_events": n_events,
+                    "rank": rank,
+                }
+                for rank, (cost, etype, eid, n_events) in enumerate(rows[:limit], start=1)
+            ]
+        }
+
+    async def sessions(
+        self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int
+    ) -> dict[str, Any]:
+        start_ms, end_ms = session_window_ms(start, end)
+        layout, project, redis = self.layout, self.project, self.redis
+        if entity_type is not None and entity_id is not None:
+            ids = await redis.zrevrangebyscore(
+                layout.session_entity_index(project, entity_type, entity_id), f"({end_ms}", start_ms
+            )
+        elif entity_type is not None:
+            ids = await redis.zrevrangebyscore(
+                layout.session_type_index(project, entity_type), f"({end_ms}", start_ms
+            )
+        elif entity_id is not None:
+            types = sorted(await redis.smembers(layout.entity_types(project)))
+            ids = []
+            if types:
+                keys = [layout.session_entity_index(project, t, entity_id) for t in types]
+                pairs = await redis.zunion(keys, withscores=True)
+                selected = [(score, sid) for sid, score in pairs if start_ms <= score < end_ms]
+                selected.sort(reverse=True)
+                ids = [sid for _, sid in selected]
+        else:
+            ids = await redis.zrevrangebyscore(
+                layout.session_index(project), f"({end_ms}", start_ms
+            )
+        names = (
+            "entity_type",
+            "entity_id",
+            "started_ms",
+            "ended_ms",
+            "turns",
+            "cost",
+            "input",
+            "output",
+        )
+        async with redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hmget(layout.session(project, sid), names)
+            records = await pipe.execute() if ids else []
+        total_turns = 0
+        total_cost = 0
+        rows = []
+        for sid, values in zip(ids, records, strict=True):
+            turns, cost = int(values[4] or 0), int(values[5] or 0)
+            total_turns += turns
+            total_cost += cost
+            if len(rows) < limit:
+                rows.append(
+                    {
+                        "session_id": sid,
+                        "entity_type": values[0],
+                        "entity_id": values[1],
+                        "started_at": iso_ms(int(values[2] or 0)),
+                        "ended_at": iso_ms(int(values[3] or 0)),
+                        "turn_count": turns,
+                        "total_cost": nano_to_usd(cost),
+                        "total_tokens": int(values[6] or 0) + int(values[7] or 0),
+                    }
+                )
+        count = len(ids)
+        return {
+            "data": rows,
+            "summary": {
+                "total_sessions": count,
+                "avg_turns_per_session": ratio(total_turns, count),
+                "avg_cost_per_session": ratio(total_cost, count * NANO_PER_USD, _SIX_DECIMALS),
+            },
+        }
+
+    async def anomalies(
+        self, start: date, end: date, entity_type: str | None, status: str | None
+    ) -> dict[str, Any]:
+        start_ms, end_ms = session_window_ms(start, end)
+        records = await anomaly_store.list_range(
+            self.redis,
+            self.layout,
+            self.project,
+            start_ms,
+            end_ms,
+            entity_type=entity_type,
+            status=status,
+        )
+        return {"data": [record.public() for record in records]}
+
+    async def dismiss(self, anomaly_id: str) -> dict[str, Any] | None:
+        record = await anomaly_store.dismiss(self.redis, self.layout, anomaly_id, self.project)
+        return None if record is None else {"data": record.public()}
+
+
+__all__ = ["Reader", "avg_latency_ms", "iso_ms", "metrics", "ratio", "run_plans"]
