@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # The aggregation worker.
     aggregator_group: str = "infraprism-aggregator"
-    batch_max_events: int = Field(default=5000, ge=1, le=100_000)
+    batch_max_events: int = Field(default=20_000, ge=1, le=200_000)
     batch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
     dedupe_window_days: int = Field(
         default=7,

@@ -49,10 +49,14 @@ class PreparedBatch:
     """One getmany() worth of messages, decoded and validated."""
 
     ranges: list[PartitionRange] = field(default_factory=list)
+    records: list[ConsumerRecord] = field(default_factory=list)
     events: list[CostEvent] = field(default_factory=list)
     dead_letters: list[tuple[str, ConsumerRecord]] = field(default_factory=list)
     oldest_produce_ms: int | None = None
     messages: int = 0
+    duplicates_in_batch: int = 0
+    rollup: BatchRollup | None = None
+    payload: bytes | None = None  # the apply script's argument, built while the previous batch applies
 
 
 class Aggregator:
@@ -68,7 +72,10 @@ class Aggregator:
         self.layout = KeyLayout(settings.key_prefix)
         self.metrics = AggregatorMetrics()
         self.stop_at_end = stop_at_end
-        self._expected: dict[TopicPartition, int] = {}  # next offset we may apply, per owned partition
+        self._expected: dict[TopicPartition, int] = {}  # next offset Redis holds, per owned partition
+        # Next offset to prepare: ahead of _expected while a batch is in flight.
+        self._prepared: dict[TopicPartition, int] = {}
+        self._inflight: asyncio.Task[tuple[PreparedBatch, BatchRollup | None]] | None = None
         self._halted: set[TopicPartition] = set()
         self._last_commit = 0.0
         self._redis: aioredis.Redis | None = None
@@ -114,6 +121,8 @@ class Aggregator:
             self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._drain()
         for client in (self._consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(KafkaError):
@@ -136,48 +145,77 @@ class Aggregator:
     # ---- one batch ------------------------------------------------------------------------
 
     async def step(self) -> int:
-        """Fetch, validate and apply one batch; returns the messages it consumed."""
+        """Fetch and validate one batch, then apply it while the next one is prepared.
+
+        Redis executes batch N while Python decodes batch N+1: on two cores the
+        two overlap. Order is kept (N is finished before N+1 is sent), and the
+        fence makes a batch prepared on top of a refused one refused too.
+        """
         assert self._consumer is not None
         try:
             fetched = await self._consumer.getmany(
                 timeout_ms=self.settings.batch_max_wait_ms or 1, max_records=self.settings.batch_max_events
             )
         except OffsetOutOfRangeError as exc:
+            await self._drain()
             await self._out_of_range(exc)
             return 0
-        if not fetched:
+        batch = self._slice(fetched) if fetched else None
+        if batch is not None and batch.ranges:
+            # Decoding runs in a thread so the event loop keeps flushing the
+            # previous batch's (multi-MB) script call to Redis meanwhile.
+            await asyncio.to_thread(self._decode, batch)
+        await self._drain()
+        if batch is None or not batch.ranges:
             await self._commit_for_lag()
             return 0
-        batch = self._prepare(fetched)
-        if not batch.ranges:
-            return 0
         await self._dead_letter(batch)
-        rollup = await self._apply(batch)
+        self.metrics.events_duplicate.inc(batch.duplicates_in_batch)
+        self._inflight = asyncio.create_task(self._apply(batch))
+        return batch.messages
+
+    async def _drain(self) -> None:
+        """Finish the batch in flight, if any."""
+        if self._inflight is None:
+            return
+        inflight, self._inflight = self._inflight, None
+        batch, rollup = await inflight
         if rollup is not None:
             self._observe(batch)
             await self._publish_deltas(batch, rollup)
             await self._commit_for_lag()
-        return batch.messages
 
-    def _prepare(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
+    def _slice(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
+        """Take the records that follow what is already prepared, per owned partition."""
         batch = PreparedBatch()
         for tp, records in fetched.items():
-            expected = self._expected.get(tp)
+            expected = self._prepared.get(tp)
             if expected is None or tp in self._halted:
                 continue  # revoked or halted meanwhile: not ours to apply
             records = [r for r in records if r.offset >= expected]
             if not records:
                 continue
             batch.ranges.append(PartitionRange(tp.partition, expected, records[-1].offset + 1))
-            for record in records:
-                batch.messages += 1
-                if batch.oldest_produce_ms is None or record.timestamp < batch.oldest_produce_ms:
-                    batch.oldest_produce_ms = record.timestamp
-                try:
-                    batch.events.append(parse_event(record.value))
-                except InvalidEvent as exc:
-                    batch.dead_letters.append((str(exc), record))
+            batch.records.extend(records)
+            self._prepared[tp] = records[-1].offset + 1
         return batch
+
+    def _decode(self, batch: PreparedBatch) -> None:
+        """Validate, fold and encode a batch. Touches nothing but `batch` (runs in a thread)."""
+        for record in batch.records:
+            if batch.oldest_produce_ms is None or record.timestamp < batch.oldest_produce_ms:
+                batch.oldest_produce_ms = record.timestamp
+            try:
+                batch.events.append(parse_event(record.value))
+            except InvalidEvent as exc:
+                batch.dead_letters.append((str(exc), record))
+        batch.messages = len(batch.records)
+        batch.events, batch.duplicates_in_batch = unique_events(batch.events)
+        batch.rollup = BatchRollup()
+        for event in batch.events:
+            batch.rollup.add(event)
+        assert self._store is not None
+        batch.payload = self._store.payload(batch.rollup, batch.ranges)
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
         """Produce every rejected message to the DLQ and wait for the broker's ack."""
@@ -198,16 +236,13 @@ class Aggregator:
             self.metrics.events_dead_lettered.labels(reason_kind=kind[:40]).inc()
         await asyncio.gather(*futures)
 
-    async def _apply(self, batch: PreparedBatch) -> BatchRollup | None:
-        """Apply the batch atomically; None when Redis fenced it off (we re-seek)."""
-        assert self._store is not None
-        events = self._unique(batch.events)
+    async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, BatchRollup | None]:
+        """Apply the batch atomically; the rollup is None when Redis fenced it off (we re-seek)."""
+        assert self._store is not None and batch.rollup is not None
+        events, rollup, payload = batch.events, batch.rollup, batch.payload
         while True:
-            rollup = BatchRollup()
-            for event in events:
-                rollup.add(event)
             started = time.perf_counter()
-            result = await self._store.apply(rollup, batch.ranges)
+            result = await self._store.apply(rollup, batch.ranges, payload)
             self.metrics.apply_seconds.observe(time.perf_counter() - started)
             if isinstance(result, Applied):
                 for r in batch.ranges:
@@ -215,10 +250,14 @@ class Aggregator:
                     if tp in self._expected:  # still ours after any rebalance meanwhile
                         self._expected[tp] = r.to_offset
                 self.metrics.events_applied.inc(rollup.events)
-                return rollup
+                return batch, rollup
             if isinstance(result, Duplicates):
                 self.metrics.events_duplicate.inc(len(result.ids))
                 events = [e for e in events if (e.project_id, e.event_id) not in result.ids]
+                rollup = BatchRollup()
+                for event in events:
+                    rollup.add(event)
+                payload = None
                 continue
             assert isinstance(result, Fenced)
             self.metrics.batches_fenced.inc()
@@ -226,22 +265,8 @@ class Aggregator:
                 "batch fenced: partition %d has offset %d applied already; re-seeking to Redis offsets",
                 result.partition, result.stored_offset,
             )
-            owned = [TopicPartition(self.settings.events_topic, r.partition) for r in batch.ranges]
-            await self._seek_to_stored([tp for tp in owned if tp in self._expected])
-            return None
-
-    def _unique(self, events: list[CostEvent]) -> list[CostEvent]:
-        """Drop repeats of an event_id inside the batch itself (Redis checks earlier batches)."""
-        seen: set[tuple[str, str]] = set()
-        unique: list[CostEvent] = []
-        for event in events:
-            identity = (event.project_id, event.event_id)
-            if identity in seen:
-                self.metrics.events_duplicate.inc()
-                continue
-            seen.add(identity)
-            unique.append(event)
-        return unique
+            await self._seek_to_stored(list(self._expected))
+            return batch, None
 
     def _observe(self, batch: PreparedBatch) -> None:
         self.metrics.batch_size.observe(batch.messages)
@@ -289,6 +314,7 @@ class Aggregator:
     def _on_revoked(self, revoked: list[TopicPartition] | set[TopicPartition]) -> None:
         for tp in revoked:
             self._expected.pop(tp, None)
+            self._prepared.pop(tp, None)
             self._halted.discard(tp)
             self.metrics.partition_halted.labels(partition=str(tp.partition)).set(0)
 
@@ -309,6 +335,7 @@ class Aggregator:
                 continue
             self._consumer.seek(tp, offset)
             self._expected[tp] = offset
+            self._prepared[tp] = offset
 
     async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
         assert self._consumer is not None
@@ -328,6 +355,7 @@ class Aggregator:
         log.error("HALTED partition %d: %s", tp.partition, reason)
         self._halted.add(tp)
         self._expected.pop(tp, None)
+        self._prepared.pop(tp, None)
         self._consumer.pause(tp)
         self.metrics.partition_halted.labels(partition=str(tp.partition)).set(1)
         await self._redis.hset(self._store.halted_key, str(tp.partition), reason)
@@ -340,6 +368,21 @@ class Aggregator:
     @property
     def halted(self) -> set[TopicPartition]:
         return set(self._halted)
+
+
+def unique_events(events: list[CostEvent]) -> tuple[list[CostEvent], int]:
+    """Drop repeats of an event_id inside one batch (Redis checks earlier batches).
+
+    Returns the events kept, in order, and how many were dropped.
+    """
+    seen: set[tuple[str, str]] = set()
+    unique: list[CostEvent] = []
+    for event in events:
+        identity = (event.project_id, event.event_id)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(event)
+    return unique, len(events) - len(unique)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -32,7 +32,8 @@ class AggregatorMetrics:
         )
         self.freshness_seconds = Histogram(
             "infraprism_freshness_seconds", "From a message's produce time to its batch being visible in Redis",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
         )
         self.consumer_lag = Gauge(
             "infraprism_consumer_lag", "Messages behind the log end, per partition", ["partition"], registry=r

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 
+import time
+
 import orjson
 import redis.asyncio as aioredis
 
@@ -94,8 +96,13 @@ class RollupStore:
         raw = await self._redis.hgetall(self.offsets_key)
         return {int(partition): int(offset) for partition, offset in raw.items()}
 
-    async def apply(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> ApplyResult:
-        reply = await self._script(keys=[], args=[self.payload(rollup, ranges)])
+    async def apply(
+        self, rollup: BatchRollup, ranges: list[PartitionRange], payload: bytes | None = None
+    ) -> ApplyResult:
+        """Apply atomically. `payload` is `self.payload(rollup, ranges)` when built ahead of time."""
+        if payload is None:
+            payload = self.payload(rollup, ranges)
+        reply = await self._script(keys=[], args=[payload])
         status = _text(reply[0])
         if status == "ok":
             return Applied()
@@ -115,9 +122,16 @@ class RollupStore:
         """The JSON document apply_batch.lua reads; every integer as decimal text."""
         layout = self._layout
         retention = self._retention
+        # An event day's dedupe set lives for the window after the day ends, and
+        # at least for the window after its last write, so a backfill of old
+        # days is de-duplicated too.
+        not_before = int(time.time()) + self._dedupe_window_days * 86_400
         dedupe = [
-            # The dedupe set of an event day lives for the window after that day ends.
-            [layout.dedupe(project, day), str(expire_at(Granularity.DAY, day, self._dedupe_window_days)), ids]
+            [
+                layout.dedupe(project, day),
+                str(max(not_before, expire_at(Granularity.DAY, day, self._dedupe_window_days))),
+                ids,
+            ]
             for (project, day), ids in rollup.event_ids.items()
         ]
         hashes = [

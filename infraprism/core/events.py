@@ -10,14 +10,13 @@ each rejection needs one short, exact reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from infraprism.core.money import usd_to_nano
+from infraprism.core.money import NANO_PER_USD, usd_to_nano
 from infraprism.core.pricing import PricingError, catalog_provider_for, price_event_nano
 
 DEFAULT_PROJECT = "default"
@@ -36,9 +35,12 @@ class InvalidEvent(ValueError):
     """The message does not fit the event contract; str(exc) is the DLQ reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class CostEvent:
-    """One validated LLM call. Money in integer nano-dollars, time in UTC epoch ms."""
+class CostEvent(NamedTuple):
+    """One validated LLM call. Money in integer nano-dollars, time in UTC epoch ms.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per event on
+    the hot path, and a tuple builds about three times faster.
+    """
 
     event_id: str
     ts_ms: int
@@ -143,8 +145,109 @@ def _tags(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+_KNOWN_PROJECTS: set[str] = {DEFAULT_PROJECT}
+_FAST_TEXT_LIMITS = (("event_id", 128), ("entity_type", 64), ("entity_id", 256), ("model", 128))
+
+
+def _fast_event(obj: Any) -> CostEvent | None:
+    """The common, well-formed event with a cost, validated in one pass; None for anything else.
+
+    The aggregator spends most of its Python time here, so the usual case
+    avoids per-field helper calls. Whatever this path does not accept
+    outright (a missing cost, cache tokens, any doubt) goes through
+    `_validate_fully`, which gives the precise reason for a rejection.
+    """
+    if type(obj) is not dict:
+        return None
+    get = obj.get
+    texts = []
+    for name, limit in _FAST_TEXT_LIMITS:
+        value = get(name)
+        if type(value) is not str or not 0 < len(value) <= limit:
+            return None
+        texts.append(value)
+    provider = get("provider")
+    session_id = get("session_id")
+    project_id = get("project_id", DEFAULT_PROJECT)
+    if project_id not in _KNOWN_PROJECTS:
+        if type(project_id) is not str or not _PROJECT_RE.match(project_id):
+            return None
+        _KNOWN_PROJECTS.add(project_id)
+    if provider is not None:
+        if type(provider) is not str or not 0 < len(provider) <= 128:
+            return None
+        texts.append(provider)
+    if session_id is not None:
+        if type(session_id) is not str or not 0 < len(session_id) <= 128:
+            return None
+        texts.append(session_id)
+    input_tokens, output_tokens, cost = get("input_tokens"), get("output_tokens"), get("cost")
+    if type(input_tokens) is not int or type(output_tokens) is not int or input_tokens < 0 or output_tokens < 0:
+        return None
+    if "cache_read_tokens" in obj or "cache_write_tokens" in obj or "reasoning_tokens" in obj:
+        return None
+    if type(cost) is float:
+        if not 0.0 <= cost < 1e15:  # also false for NaN
+            return None
+        cost_nano = _float_usd_to_nano(cost)
+    elif type(cost) is int and cost >= 0:
+        cost_nano = cost * NANO_PER_USD
+    else:
+        return None
+    latency_ms = get("latency_ms")
+    if latency_ms is None:
+        latency_us = None
+    elif (type(latency_ms) is int or type(latency_ms) is float) and 0 <= latency_ms < 1e12:
+        latency_us = round(latency_ms * 1000)
+    else:
+        return None
+    raw_tags = get("tags")
+    if raw_tags is None:
+        tags: tuple[tuple[str, str], ...] = ()
+    elif type(raw_tags) is dict and len(raw_tags) <= MAX_TAGS:
+        for key, value in raw_tags.items():
+            if type(value) is not str or not 0 < len(key) <= 64 or not 0 < len(value) <= 256:
+                return None
+            texts.append(key)
+            texts.append(value)
+        tags = tuple(sorted(raw_tags.items()))
+    else:
+        return None
+    if _CONTROL_RE.search("".join(texts)):
+        return None
+    timestamp = get("timestamp")
+    if type(timestamp) is int and 0 <= timestamp <= MAX_EPOCH_MS:
+        ts_ms = timestamp
+    elif type(timestamp) is str:
+        try:
+            ts_ms = parse_timestamp_ms(timestamp)
+        except InvalidEvent:
+            return None
+    else:
+        return None
+    event_id, entity_type, entity_id, model = texts[0], texts[1], texts[2], texts[3]
+    return CostEvent(
+        event_id, ts_ms, project_id, entity_type, entity_id, model,
+        provider if provider is not None else (catalog_provider_for(model) or "unknown"),
+        input_tokens, output_tokens, cost_nano, latency_us, session_id, tags,
+    )
+
+
+def _float_usd_to_nano(usd: float) -> int:
+    """Exactly usd_to_nano(usd) for a non-negative float, faster in the common case."""
+    text = repr(usd)
+    whole, _, fraction = text.partition(".")
+    if "e" in text or len(fraction) > 9:
+        return usd_to_nano(usd)  # exponent form or a digit to round: the general rule
+    return int(whole) * NANO_PER_USD + int(fraction.ljust(9, "0"))
+
+
 def validate_event(obj: Any) -> CostEvent:
     """A decoded JSON value -> `CostEvent`, or `InvalidEvent` with the reason."""
+    return _fast_event(obj) or _validate_fully(obj)
+
+
+def _validate_fully(obj: Any) -> CostEvent:
     if not isinstance(obj, dict):
         raise InvalidEvent("event must be a JSON object")
     event_id = _text(obj, "event_id", 128, required=True)
