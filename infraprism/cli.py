@@ -77,7 +77,10 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from infraprism import apikeys
 
-    key_id, key = apikeys.create_key(settings, args.project, args.name)
+    try:
+        key_id, key = apikeys.create_key(settings, args.project, args.name)
+    except apikeys.ApiKeyError as exc:
+        raise CliError(str(exc)) from exc
     _err(f"created key {key_id} for project {args.project!r}; it is shown once, store it now:")
     # The key alone on the last line of stdout, so scripts can `| tail -n1`.
     _out(key)
@@ -352,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    from aiokafka.errors import KafkaConnectionError
     from pydantic import ValidationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from infraprism.settings import Settings
 
@@ -366,7 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _err(f"infraprism: {exc}")
         return 1
-    except ModuleNotFoundError as exc:
+    except RedisConnectionError as exc:
+        _err(f"infraprism {args.command}: cannot reach Redis (INFRAPRISM_REDIS_URL): {exc}")
+        return 1
+    except KafkaConnectionError as exc:
+        _err(f"infraprism {args.command}: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}")
+        return 1
+    except ImportError as exc:
         _err(f"infraprism {args.command}: not available in this build ({exc})")
         return 1
     except KeyboardInterrupt:
