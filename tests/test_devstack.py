@@ -1,0 +1,224 @@
+"""`infraprism dev` as a user runs it: a subprocess, its ready banner, its curl line, then a signal.
+
+The first test is the README's promise end to end: the embedded broker and
+Redis, the demo data replayed and aggregated, the printed curl line answering
+with data, the malformed demo events in the dead-letter topic, and after
+Ctrl-C (SIGINT) not one of the processes it started left running. The second
+runs against an existing broker and Redis (the session's) and stops on
+SIGTERM, which must leave those external services alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from infraprism.demo import MALFORMED_COUNT
+from infraprism.devstack import READY_LINE
+from infraprism.localstack import free_port
+
+READY_TIMEOUT_S = 240
+
+
+@dataclass
+class DevRun:
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    stderr_path: Path | None = None
+
+    def banner_value(self, label: str) -> str:
+        for line in self.lines:
+            if line.strip().startswith(label):
+                return line.strip()[len(label) :].strip()
+        raise AssertionError(f"no {label!r} line in the banner:\n" + "\n".join(self.lines))
+
+    def pids(self) -> dict[str, int]:
+        return {
+            name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", self.banner_value("PIDs"))
+        }
+
+    def curl(self) -> tuple[str, dict[str, str]]:
+        """The URL and headers of the printed curl line."""
+        line = next(line for line in self.lines if line.strip().startswith("curl "))
+        argv = shlex.split(line)
+        url = next(arg for arg in argv[1:] if arg.startswith("http"))
+        name, value = argv[argv.index("-H") + 1].split(": ", 1)
+        return url, {name: value}
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+
+
+def _alive(pid: int) -> bool:
+    """True when the process exists and is not a zombie awaiting its parent."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def infraprism_dev(args: list[str], env: dict[str, str], tmp_path: Path) -> Iterator[DevRun]:
+    """Start `infraprism dev`, wait for its ready line, and always end it (and its children)."""
+    stderr_path = tmp_path / "dev.stderr"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infraprism.cli",
+                "dev",
+                "--log-dir",
+                str(tmp_path / "logs"),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+    run = DevRun(process, stderr_path=stderr_path)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=READY_TIMEOUT_S)
+            except queue.Empty:
+                pytest.fail(
+                    f"no ready line within {READY_TIMEOUT_S}s; stderr:\n{run.stderr()[-4000:]}"
+                )
+            if line is None:
+                process.wait(timeout=30)
+                tail = run.stderr()[-4000:]
+                pytest.fail(f"infraprism dev exited with {process.returncode}; stderr:\n{tail}")
+            run.lines.append(line)
+            if line == READY_LINE:
+                break
+        yield run
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _read_dlq(bootstrap: str, topic: str, expect: int) -> list[dict]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(records) < expect:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(orjson.loads(r.value) for r in batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _embedded_env() -> dict[str, str]:
+    """The user's environment: no broker, no Redis configured, so `dev` starts its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFRAPRISM_")}
+    env["INFRAPRISM_API_PORT"] = str(free_port())
+    return env
+
+
+async def test_dev_demo_answers_its_curl_line_and_ctrl_c_leaves_nothing_running(tmp_path):
+    with infraprism_dev(["--demo", "--demo-days", "10"], _embedded_env(), tmp_path) as dev:
+        pids = dev.pids()
+        assert set(pids) == {"kafka", "redis", "aggregator", "detector", "api"}
+        assert all(_alive(pid) for pid in pids.values())
+
+        url, headers = dev.curl()
+        assert re.search(
+            r"start_date=\d{4}-\d{2}-\d{2}&end_date=\d{4}-\d{2}-\d{2}&group_by=entity", url
+        )
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(url, headers=headers)
+            unauthorised = await client.get(url)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        entities = {row["entity_id"] for row in body["data"]}
+        assert len(entities) >= 24  # dozens of customers and users were active in 10 days
+        assert {"acme-corp", "globex"} <= entities
+        assert sum(row["total_events"] for row in body["data"]) > 1000
+        assert unauthorised.status_code == 401
+
+        bootstrap = dev.banner_value("Kafka").split()[0]
+        dead = await _read_dlq(bootstrap, "llm-cost-events.dlq", expect=MALFORMED_COUNT)
+        assert len(dead) == MALFORMED_COUNT
+        assert all(record["reason"] for record in dead)
+
+        dev.process.send_signal(signal.SIGINT)
+        assert dev.process.wait(timeout=60) == 0, dev.stderr()[-4000:]
+
+    assert "nothing left running" in dev.stderr()
+    for name, pid in pids.items():
+        assert not _alive(pid), f"{name} (pid {pid}) is still running"
+        assert not _group_alive(pid), f"{name}'s process group {pid} still has members"
+
+
+async def test_dev_on_existing_services_stops_on_sigterm_and_leaves_them_running(
+    tmp_path, settings_env, kafka_bootstrap, redis_client
+):
+    env = dict(settings_env, INFRAPRISM_API_PORT=str(free_port()))
+    with infraprism_dev([], env, tmp_path) as dev:
+        pids = dev.pids()
+        assert set(pids) == {"aggregator", "detector", "api"}  # no broker, no Redis of its own
+        assert kafka_bootstrap in dev.banner_value("Kafka")
+        url, headers = dev.curl()
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == []  # no demo data: an empty, valid answer
+
+        dev.process.send_signal(signal.SIGTERM)
+        assert dev.process.wait(timeout=60) == 0, dev.stderr()[-4000:]
+
+    for name, pid in pids.items():
+        assert not _alive(pid), f"{name} (pid {pid}) is still running"
+        assert not _group_alive(pid), f"{name}'s process group {pid} still has members"
+    assert await redis_client.ping()  # the session's Redis was not touched
