@@ -104,6 +104,7 @@ class DevStack:
         self.workers: list[Worker] = []
         self.stop_requested = False
         self.metrics_port: int | None = None
+        self.demo_summary: str | None = None
 
     # ---- signals --------------------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class DevStack:
     def replay_demo(self, *, days: int, seed: int, end: datetime) -> int:
         from tqdm import tqdm
 
-        from infraprism.demo import generate
+        from infraprism.demo import MALFORMED_COUNT, SPIKE_CUSTOMER, SPIKE_USER, generate
         from pipeline.replay import replay_lines
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +254,10 @@ class DevStack:
             sent = asyncio.run(replay_lines(self.settings, lines, on_progress=bar.update))
         bar.close()
         log.info("replayed %d demo events from %s", sent, path)
+        self.demo_summary = (
+            f"{sent:,} events over {days} days, {MALFORMED_COUNT} of them malformed "
+            f"(see {self.settings.dlq_topic}); spikes planted for {SPIKE_CUSTOMER} and {SPIKE_USER}"
+        )
         return sent
 
     def aggregator_caught_up(self) -> bool:
@@ -326,6 +331,8 @@ def _banner(stack: DevStack, key: str, start_date: str, end_date: str) -> None:
     _out(f"  Metrics   http://127.0.0.1:{stack.metrics_port}/metrics (aggregator)")
     _out(f"  Logs      {stack.log_dir}/")
     _out(f"  PIDs      {' '.join(pids)}")
+    if stack.demo_summary:
+        _out(f"  Demo      {stack.demo_summary}")
     _out()
     _out("Try:")
     _out(f'  curl -s "{query}" -H "Authorization: Bearer {key}"')
@@ -343,6 +350,8 @@ def main(
     demo_seed: int = 7,
 ) -> int:
     """Run the stack until SIGINT/SIGTERM; returns the exit code."""
+    # The readiness polls would otherwise log one line per request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = DevStack(settings, log_dir=Path(log_dir).resolve(), port=port)
     previous = {
         sig: signal.signal(sig, stack._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
