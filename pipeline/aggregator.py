@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -29,14 +31,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from infraprism.core.deltas import deltas_of_groups
-from infraprism.core.events import CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout
-from infraprism.core.rollup import BatchRollup
 from infraprism.settings import Settings
 from pipeline.deadletter import dead_letter_record
 from pipeline.metrics import AggregatorMetrics
-from pipeline.store import Applied, Duplicates, Fenced, PartitionRange, Retention, RollupStore
+from pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
+from pipeline.store import Applied, Duplicates, Fenced, RollupStore
 from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,15 @@ COMMIT_INTERVAL_S = 1.0
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """One getmany() worth of messages, decoded and validated."""
+    """One getmany() worth of messages: their offset ranges, and once decoded, the encoded batch."""
 
     ranges: list[PartitionRange] = field(default_factory=list)
     records: list[ConsumerRecord] = field(default_factory=list)
-    events: list[CostEvent] = field(default_factory=list)
-    dead_letters: list[tuple[str, ConsumerRecord]] = field(default_factory=list)
-    oldest_produce_ms: int | None = None
-    messages: int = 0
-    duplicates_in_batch: int = 0
-    rollup: BatchRollup | None = None
-    payload: bytes | None = None  # the apply script's argument, built while the previous batch applies
+    decoded: DecodedBatch | None = None
+
+    @property
+    def oldest_produce_ms(self) -> int:
+        return min(record.timestamp for record in self.records)
 
 
 class Aggregator:
@@ -75,7 +73,9 @@ class Aggregator:
         self._expected: dict[TopicPartition, int] = {}  # next offset Redis holds, per owned partition
         # Next offset to prepare: ahead of _expected while a batch is in flight.
         self._prepared: dict[TopicPartition, int] = {}
-        self._inflight: asyncio.Task[tuple[PreparedBatch, BatchRollup | None]] | None = None
+        self._inflight: asyncio.Task[tuple[PreparedBatch, bool]] | None = None  # applying in Redis
+        self._decoding: tuple[PreparedBatch, asyncio.Future[DecodedBatch]] | None = None  # in the decoder
+        self._decoder: ProcessPoolExecutor | None = None
         self._halted: set[TopicPartition] = set()
         self._last_commit = 0.0
         self._redis: aioredis.Redis | None = None
@@ -98,6 +98,9 @@ class Aggregator:
             dedupe_window_days=s.dedupe_window_days,
             retention=Retention(s.retention_hour_days, s.retention_day_days, s.retention_month_days),
         )
+        self._decoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # Spawn the decoder now, so the first batch does not wait for it.
+        await asyncio.get_running_loop().run_in_executor(self._decoder, _warm_up)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5, acks="all")
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -106,8 +109,8 @@ class Aggregator:
             enable_auto_commit=False,
             # Positions come from Redis; an out-of-range position is an error we handle, never a guess.
             auto_offset_reset="none",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
@@ -122,13 +125,15 @@ class Aggregator:
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
-            await self._drain()
+            await self._flush()
         for client in (self._consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(KafkaError):
                     await client.stop()
         if self._redis is not None:
             await self._redis.aclose()
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set (or, with stop_at_end, until caught up)."""
@@ -145,11 +150,12 @@ class Aggregator:
     # ---- one batch ------------------------------------------------------------------------
 
     async def step(self) -> int:
-        """Fetch and validate one batch, then apply it while the next one is prepared.
+        """Fetch batch N+1 while batch N decodes and batch N-1 applies; then move each one on.
 
-        Redis executes batch N while Python decodes batch N+1: on two cores the
-        two overlap. Order is kept (N is finished before N+1 is sent), and the
-        fence makes a batch prepared on top of a refused one refused too.
+        Three stages overlap on two cores: this process fetches, the decoder
+        process validates and encodes, Redis applies. Order is kept (N-1 is
+        finished before N is sent), and the fence makes a batch prepared on
+        top of a refused one refused too. Returns the messages sent to Redis.
         """
         assert self._consumer is not None
         try:
@@ -157,32 +163,44 @@ class Aggregator:
                 timeout_ms=self.settings.batch_max_wait_ms or 1, max_records=self.settings.batch_max_events
             )
         except OffsetOutOfRangeError as exc:
-            await self._drain()
+            await self._flush()
             await self._out_of_range(exc)
             return 0
-        batch = self._slice(fetched) if fetched else None
-        if batch is not None and batch.ranges:
-            # Decoding runs in a thread so the event loop keeps flushing the
-            # previous batch's (multi-MB) script call to Redis meanwhile.
-            await asyncio.to_thread(self._decode, batch)
-        await self._drain()
-        if batch is None or not batch.ranges:
+        incoming = self._slice(fetched) if fetched else None
+        sent = await self._send_decoded()
+        if incoming is not None and incoming.ranges:
+            self._decoding = (incoming, self._start_decode(incoming))
+        elif sent == 0:
+            await self._drain()
             await self._commit_for_lag()
+        return sent
+
+    async def _send_decoded(self) -> int:
+        """Wait for the batch being decoded, finish the one applying, and send the decoded one."""
+        if self._decoding is None:
             return 0
+        (batch, decoding), self._decoding = self._decoding, None
+        batch.decoded = await decoding
+        await self._drain()
         await self._dead_letter(batch)
-        self.metrics.events_duplicate.inc(batch.duplicates_in_batch)
+        self.metrics.events_duplicate.inc(batch.decoded.duplicates_in_batch)
         self._inflight = asyncio.create_task(self._apply(batch))
-        return batch.messages
+        return len(batch.records)
+
+    async def _flush(self) -> None:
+        """Apply everything fetched so far (before a re-seek or a stop)."""
+        await self._send_decoded()
+        await self._drain()
 
     async def _drain(self) -> None:
         """Finish the batch in flight, if any."""
         if self._inflight is None:
             return
         inflight, self._inflight = self._inflight, None
-        batch, rollup = await inflight
-        if rollup is not None:
+        batch, applied = await inflight
+        if applied:
             self._observe(batch)
-            await self._publish_deltas(batch, rollup)
+            await self._publish_deltas(batch)
             await self._commit_for_lag()
 
     def _slice(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
@@ -200,30 +218,23 @@ class Aggregator:
             self._prepared[tp] = records[-1].offset + 1
         return batch
 
-    def _decode(self, batch: PreparedBatch) -> None:
-        """Validate, fold and encode a batch. Touches nothing but `batch` (runs in a thread)."""
-        for record in batch.records:
-            if batch.oldest_produce_ms is None or record.timestamp < batch.oldest_produce_ms:
-                batch.oldest_produce_ms = record.timestamp
-            try:
-                batch.events.append(parse_event(record.value))
-            except InvalidEvent as exc:
-                batch.dead_letters.append((str(exc), record))
-        batch.messages = len(batch.records)
-        batch.events, batch.duplicates_in_batch = unique_events(batch.events)
-        batch.rollup = BatchRollup()
-        for event in batch.events:
-            batch.rollup.add(event)
-        assert self._store is not None
-        batch.payload = self._store.payload(batch.rollup, batch.ranges)
+    def _start_decode(
+        self, batch: PreparedBatch, exclude: frozenset[tuple[str, str]] = frozenset()
+    ) -> asyncio.Future[DecodedBatch]:
+        assert self._decoder is not None and self._store is not None
+        values = [record.value for record in batch.records]
+        return asyncio.get_running_loop().run_in_executor(
+            self._decoder, decode_batch, self._store.encoder, values, batch.ranges, exclude
+        )
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
         """Produce every rejected message to the DLQ and wait for the broker's ack."""
-        if not batch.dead_letters:
+        assert self._producer is not None and batch.decoded is not None
+        if not batch.decoded.dead_letters:
             return
-        assert self._producer is not None
         futures = []
-        for reason, record in batch.dead_letters:
+        for index, reason in batch.decoded.dead_letters:
+            record = batch.records[index]
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
             )
@@ -236,28 +247,26 @@ class Aggregator:
             self.metrics.events_dead_lettered.labels(reason_kind=kind[:40]).inc()
         await asyncio.gather(*futures)
 
-    async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, BatchRollup | None]:
-        """Apply the batch atomically; the rollup is None when Redis fenced it off (we re-seek)."""
-        assert self._store is not None and batch.rollup is not None
-        events, rollup, payload = batch.events, batch.rollup, batch.payload
+    async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, bool]:
+        """Apply the batch atomically; False when Redis fenced it off (we re-seek)."""
+        assert self._store is not None and batch.decoded is not None
+        decoded = batch.decoded
         while True:
             started = time.perf_counter()
-            result = await self._store.apply(rollup, batch.ranges, payload)
+            result = await self._store.apply_payload(decoded.payload)
             self.metrics.apply_seconds.observe(time.perf_counter() - started)
             if isinstance(result, Applied):
                 for r in batch.ranges:
                     tp = TopicPartition(self.settings.events_topic, r.partition)
                     if tp in self._expected:  # still ours after any rebalance meanwhile
                         self._expected[tp] = r.to_offset
-                self.metrics.events_applied.inc(rollup.events)
-                return batch, rollup
+                self.metrics.events_applied.inc(decoded.events)
+                batch.decoded = decoded
+                return batch, True
             if isinstance(result, Duplicates):
+                # Rare (producer retries, replays): re-encode without the ids Redis has.
                 self.metrics.events_duplicate.inc(len(result.ids))
-                events = [e for e in events if (e.project_id, e.event_id) not in result.ids]
-                rollup = BatchRollup()
-                for event in events:
-                    rollup.add(event)
-                payload = None
+                decoded = await self._start_decode(batch, result.ids)
                 continue
             assert isinstance(result, Fenced)
             self.metrics.batches_fenced.inc()
@@ -266,29 +275,22 @@ class Aggregator:
                 result.partition, result.stored_offset,
             )
             await self._seek_to_stored(list(self._expected))
-            return batch, None
+            return batch, False
 
     def _observe(self, batch: PreparedBatch) -> None:
-        self.metrics.batch_size.observe(batch.messages)
-        if batch.oldest_produce_ms is not None:
-            self.metrics.freshness_seconds.observe(max(0.0, time.time() - batch.oldest_produce_ms / 1000))
+        self.metrics.batch_size.observe(len(batch.records))
+        self.metrics.freshness_seconds.observe(max(0.0, time.time() - batch.oldest_produce_ms / 1000))
         assert self._consumer is not None
         for tp, expected in self._expected.items():
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - expected))
 
-    async def _publish_deltas(self, batch: PreparedBatch, rollup: BatchRollup) -> None:
+    async def _publish_deltas(self, batch: PreparedBatch) -> None:
         """Tell the detector which entity-hours changed. At-least-once; not awaited per message."""
-        assert self._producer is not None
-        if not rollup.groups:
-            return
-        newest: dict[str, int] = {}
-        for event in batch.events:
-            if event.ts_ms > newest.get(event.project_id, -1):
-                newest[event.project_id] = event.ts_ms
-        for delta in deltas_of_groups(rollup.groups, newest):
-            await self._producer.send(self.settings.deltas_topic, value=delta.encode(), key=delta.project.encode())
+        assert self._producer is not None and batch.decoded is not None
+        for key, value in batch.decoded.deltas:
+            await self._producer.send(self.settings.deltas_topic, value=value, key=key)
 
     async def _commit_for_lag(self) -> None:
         """Commit positions to Kafka for lag monitoring only; Redis holds the truth."""
@@ -370,19 +372,9 @@ class Aggregator:
         return set(self._halted)
 
 
-def unique_events(events: list[CostEvent]) -> tuple[list[CostEvent], int]:
-    """Drop repeats of an event_id inside one batch (Redis checks earlier batches).
-
-    Returns the events kept, in order, and how many were dropped.
-    """
-    seen: set[tuple[str, str]] = set()
-    unique: list[CostEvent] = []
-    for event in events:
-        identity = (event.project_id, event.event_id)
-        if identity not in seen:
-            seen.add(identity)
-            unique.append(event)
-    return unique, len(events) - len(unique)
+def _warm_up() -> None:
+    """Runs once in the decoder process: import the decoding code before the first batch."""
+    import pipeline.encode  # noqa: F401
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -11,25 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 
-import time
-
-import orjson
 import redis.asyncio as aioredis
 
-from infraprism.core.buckets import Granularity
 from infraprism.core.keys import KeyLayout
-from infraprism.core.rollup import BatchRollup, expire_at, hash_increments
+from infraprism.core.rollup import BatchRollup
+from pipeline.encode import BatchEncoder, PartitionRange, Retention
 
 APPLY_SCRIPT = files("pipeline").joinpath("apply_batch.lua").read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionRange:
-    """Records [from_offset, to_offset) of one partition."""
-
-    partition: int
-    from_offset: int
-    to_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +30,7 @@ class Fenced:
 
 @dataclass(frozen=True, slots=True)
 class Duplicates:
-    """Redis refused the batch: these (project, event_id) were already counted."""
+    """Redis refused the batch: these (dedupe set key, event_id) were already counted."""
 
     ids: frozenset[tuple[str, str]]
 
@@ -53,22 +41,6 @@ class Applied:
 
 
 ApplyResult = Applied | Fenced | Duplicates
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Days each granularity's buckets are kept after they end; None keeps them forever."""
-
-    hour_days: int | None = None
-    day_days: int | None = None
-    month_days: int | None = None
-
-    def days_for(self, granularity: Granularity) -> int | None:
-        return {
-            Granularity.HOUR: self.hour_days,
-            Granularity.DAY: self.day_days,
-            Granularity.MONTH: self.month_days,
-        }[granularity]
 
 
 class RollupStore:
@@ -85,110 +57,35 @@ class RollupStore:
         retention: Retention | None = None,
     ) -> None:
         self._redis = redis
-        self._layout = layout
         self._script = redis.register_script(APPLY_SCRIPT)
-        self.offsets_key = layout.offsets(topic, group)
+        self.encoder = BatchEncoder(
+            key_prefix=layout.prefix,
+            topic=topic,
+            group=group,
+            dedupe_window_days=dedupe_window_days,
+            retention=retention or Retention(),
+        )
+        self.offsets_key = self.encoder.offsets_key
         self.halted_key = layout.halted_partitions(topic, group)
-        self._dedupe_window_days = dedupe_window_days
-        self._retention = retention or Retention()
 
     async def stored_offsets(self) -> dict[int, int]:
         raw = await self._redis.hgetall(self.offsets_key)
         return {int(partition): int(offset) for partition, offset in raw.items()}
 
-    async def apply(
-        self, rollup: BatchRollup, ranges: list[PartitionRange], payload: bytes | None = None
-    ) -> ApplyResult:
-        """Apply atomically. `payload` is `self.payload(rollup, ranges)` when built ahead of time."""
-        if payload is None:
-            payload = self.payload(rollup, ranges)
+    async def apply(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> ApplyResult:
+        """Apply a rollup and its offset ranges atomically."""
+        return await self.apply_payload(self.encoder.encode(rollup, ranges))
+
+    async def apply_payload(self, payload: bytes) -> ApplyResult:
+        """Apply a batch already encoded by BatchEncoder (possibly in another process)."""
         reply = await self._script(keys=[], args=[payload])
         status = _text(reply[0])
         if status == "ok":
             return Applied()
         if status == "fenced":
             return Fenced(int(reply[1]), int(reply[2]))
-        dedupe_key_project = {
-            self._layout.dedupe(project, day): project for project, day in rollup.event_ids
-        }
         pairs = reply[1:]
-        return Duplicates(
-            frozenset(
-                (dedupe_key_project[_text(pairs[i])], _text(pairs[i + 1])) for i in range(0, len(pairs), 2)
-            )
-        )
-
-    def payload(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> bytes:
-        """The JSON document apply_batch.lua reads; every integer as decimal text."""
-        layout = self._layout
-        retention = self._retention
-        # An event day's dedupe set lives for the window after the day ends, and
-        # at least for the window after its last write, so a backfill of old
-        # days is de-duplicated too.
-        not_before = int(time.time()) + self._dedupe_window_days * 86_400
-        dedupe = [
-            [
-                layout.dedupe(project, day),
-                str(max(not_before, expire_at(Granularity.DAY, day, self._dedupe_window_days))),
-                ids,
-            ]
-            for (project, day), ids in rollup.event_ids.items()
-        ]
-        hashes = [
-            [
-                layout.rollup(project, dimension, granularity, bucket),
-                str(expire_at(granularity, bucket, retention.days_for(granularity))),
-                hash_increments(members),
-            ]
-            for (project, dimension, granularity, bucket), members in rollup.cells().items()
-        ]
-        zsets = [
-            [
-                layout.leaderboard(project, granularity, bucket, board_type),
-                str(expire_at(granularity, bucket, retention.days_for(granularity))),
-                [text for member, cost in entities.items() for text in (member, str(cost))],
-            ]
-            for (project, granularity, bucket, board_type), entities in rollup.leaderboard().items()
-        ]
-        sessions = [
-            [
-                layout.session(project, session_id),
-                session_id,
-                layout.session_index(project),
-                layout.session_type_index(project, ""),
-                layout.session_index(project) + ":",
-                s.entity_type,
-                s.entity_id,
-                str(s.started_ms),
-                str(s.ended_ms),
-                str(s.turns),
-                str(s.cost_nano),
-                str(s.input_tokens),
-                str(s.output_tokens),
-            ]
-            for (project, session_id), s in rollup.sessions.items()
-        ]
-        sets: list[list[object]] = []
-        projects = sorted({project for project, *_ in rollup.groups})
-        if projects:
-            sets.append([layout.projects(), projects])
-        for project, types in rollup.entity_types().items():
-            sets.append([layout.entity_types(project), sorted(types)])
-        for project, tag_keys in rollup.tag_keys().items():
-            if tag_keys:
-                sets.append([layout.tag_keys(project), sorted(tag_keys)])
-        return orjson.dumps(
-            {
-                "offsets_key": self.offsets_key,
-                "ranges": [[str(r.partition), str(r.from_offset), str(r.to_offset)] for r in ranges],
-                "dedupe": dedupe,
-                "hashes": hashes,
-                "zsets": zsets,
-                "sessions": sessions,
-                "sets": sets,
-            }
-        )
-
+        return Duplicates(frozenset((_text(pairs[i]), _text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

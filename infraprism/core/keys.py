@@ -92,6 +92,7 @@ class KeyLayout:
     """Builds every InfraPrism Redis key under one prefix (`ip` unless configured)."""
 
     def __init__(self, prefix: str = "ip") -> None:
+        self.prefix = prefix
         self.root = f"{prefix}:v1"
 
     # --- aggregates (written by the aggregator, read by the API and detector) ---
