@@ -12,8 +12,8 @@ last day and a half and a volume spike of one user ten days ago (for the
 anomaly detector), a few producer retries (repeated event_ids, counted once),
 and a handful of malformed messages that must end up in the dead-letter topic.
 
-Pure apart from reading the price catalog once; same seed and end time give
-the same bytes.
+Pure apart from reading the price catalog once; the same seed and end time
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -226,8 +226,11 @@ def generate(*, days: int = 35, seed: int = 7, end: datetime | None = None) -> I
     if days < 1:
         raise ValueError("days must be >= 1")
     end = (end or datetime.now(UTC)).astimezone(UTC)
-    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not a secret
-    entities = _entities(rng)
+    # The accounts depend on the seed only; the traffic (and so every event_id)
+    # also on `end`, so a second demo replayed into the same Redis is new
+    # traffic, not a replay that the dedupe would half swallow.
+    entities = _entities(random.Random(seed))  # noqa: S311 - demo data, not a secret
+    rng = random.Random(f"{seed}:{int(end.timestamp() * 1000)}")  # noqa: S311
     weights = [e.weight for e in entities]
     total_weight = sum(weights)
     prices = _unit_prices_nano(end)

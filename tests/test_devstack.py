@@ -222,3 +222,52 @@ async def test_dev_on_existing_services_stops_on_sigterm_and_leaves_them_running
         assert not _alive(pid), f"{name} (pid {pid}) is still running"
         assert not _group_alive(pid), f"{name}'s process group {pid} still has members"
     assert await redis_client.ping()  # the session's Redis was not touched
+
+
+# ---- the demo dataset (pure) ---------------------------------------------------------------
+
+
+def test_demo_dataset_is_realistic_and_has_exactly_the_planted_bad_events():
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from infraprism.core.events import InvalidEvent, parse_event
+    from infraprism.demo import SPIKE_CUSTOMER, generate
+
+    end = datetime(2026, 3, 1, 15, 30, tzinfo=UTC)
+    lines = list(generate(days=21, seed=3, end=end))
+    assert lines == list(generate(days=21, seed=3, end=end))  # reproducible
+
+    events, reasons = [], []
+    for raw in lines:
+        try:
+            events.append(parse_event(raw))
+        except InvalidEvent as exc:
+            reasons.append(str(exc))
+    assert len(reasons) == MALFORMED_COUNT, reasons
+    assert any(r.startswith("cost: absent and the price catalog does not know") for r in reasons)
+
+    start_ms = int((end - timedelta(days=21)).timestamp() * 1000)
+    assert all(start_ms <= e.ts_ms <= end.timestamp() * 1000 for e in events)
+    entities = Counter((e.entity_type, e.entity_id) for e in events)
+    assert sum(1 for t, _ in entities if t == "customer") >= 30
+    assert sum(1 for t, _ in entities if t == "user") >= 30
+    assert len({e.model for e in events}) >= 5
+    assert {tag for e in events for tag, _ in e.tags} >= {"feature", "env"}
+    turns = Counter(e.session_id for e in events if e.session_id)
+    assert len(turns) > 100
+    assert max(turns.values()) >= 5
+    raw_objects = [orjson.loads(raw) for raw in lines[:2000] if raw.startswith(b'{"event_id"')]
+    assert any("cost" not in obj for obj in raw_objects)  # priced by the pipeline
+    assert any(isinstance(obj["timestamp"], int) for obj in raw_objects)  # epoch ms too
+    assert len({e.event_id for e in events}) < len(events)  # producer retries to deduplicate
+
+    # The planted spike: the last day of the spiking customer costs several times its usual day.
+    day_ms = 86_400_000
+    by_day = Counter()
+    for e in events:
+        if e.entity_id == SPIKE_CUSTOMER:
+            by_day[e.ts_ms // day_ms] += e.cost_nano
+    days = sorted(by_day)
+    usual = sorted(by_day[d] for d in days[:-2])[len(days[:-2]) // 2]
+    assert by_day[days[-1]] > 3 * usual
