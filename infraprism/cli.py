@@ -67,8 +67,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import rebuild
 
-    result = rebuild.main(settings)
-    return result if isinstance(result, int) else 0
+    rebuild.main(settings)
+    return 0
 
 
 # ---- keys -------------------------------------------------------------------------------------
