@@ -253,8 +253,8 @@ def generate(*, days: int = 35, seed: int = 7, end: datetime | None = None) -> I
                 picks += [spike_customer] * _poisson(
                     rng, 3 * mean * spike_customer.weight / total_weight
                 )
-            if hour_start.date() == user_spike_day and 9 <= hour <= 20:
-                picks += [spike_user] * _poisson(rng, 6 * mean * spike_user.weight / total_weight)
+            if hour_start.date() == user_spike_day and 8 <= hour <= 20:
+                picks += [spike_user] * _poisson(rng, 10 * mean * spike_user.weight / total_weight)
             for entity in picks:
                 start = hour_start + timedelta(seconds=rng.uniform(0, 3600))
                 events.extend(

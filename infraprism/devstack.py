@@ -266,23 +266,49 @@ class DevStack:
     # ---- stop -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """SIGTERM every worker's process group, SIGKILL what is left after the grace period,
+        and return only when no process of those groups runs any more; then the services."""
         for worker in reversed(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for worker in reversed(self.workers):
-            try:
+            # The whole group, not only its leader: a worker may have children of its own.
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while _group_running(worker.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _group_running(worker.process.pid):
                 log.warning("%s did not stop within %.0fs; killing it", worker.name, STOP_GRACE_S)
-            # Whatever is left in the group (the leader or anything it started) goes now.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.process.pid, signal.SIGKILL)
             worker.process.wait()
+            kill_deadline = time.monotonic() + 5.0
+            while _group_running(worker.process.pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
         for service in reversed(self.services):
             service.stop()
         self.workers.clear()
         self.services.clear()
+
+
+def _group_running(pgid: int) -> bool:
+    """True while a process of group `pgid` exists that is not a zombie (Linux reads /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 async def _caught_up(settings: Settings) -> bool:
