@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from infraprism.core.keys import KeyLayout
@@ -165,6 +171,13 @@ class Aggregator:
         except OffsetOutOfRangeError as exc:
             await self._flush()
             await self._out_of_range(exc)
+            return 0
+        except NoOffsetForPartitionError as exc:
+            # A race, not a lost log: right after an assignment the fetcher looks for a
+            # Kafka-committed position before on_partitions_assigned has seeked to the
+            # Redis offset, and auto_offset_reset="none" turns "none committed" into this.
+            await self._flush()
+            await self._no_position(exc)
             return 0
         incoming = self._slice(fetched) if fetched else None
         sent = await self._send_decoded()
@@ -344,6 +357,16 @@ class Aggregator:
         positions: dict[TopicPartition, int] = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
         tps = list(positions) or list(self._expected)
         log.error("fetch offsets out of range for %s; checking them against Redis", tps)
+        await self._seek_to_stored(tps)
+
+    async def _no_position(self, exc: NoOffsetForPartitionError) -> None:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        tps = [
+            tp for tp in exc.args
+            if isinstance(tp, TopicPartition) and tp in assigned and tp not in self._halted
+        ]
+        log.info("no position yet for %s; seeking to the Redis offsets", tps)
         await self._seek_to_stored(tps)
 
     async def _halt(self, tp: TopicPartition, stored: int, beginning: int, end: int) -> None:

@@ -140,6 +140,20 @@ class KeyLayout:
         """Set of the tag keys a project has seen."""
         return f"{self.root}:{project}:tagkeys"
 
+    def derived_patterns(self, topic: str, group: str) -> list[str]:
+        """Glob patterns of every key the aggregator derives from the events topic.
+
+        `infraprism rebuild` deletes exactly these and recomputes them (it
+        handles the offsets key apart, as a fence); API keys, anomaly records
+        and detector state are not derived and stay.
+        """
+        r = self.root
+        return [
+            f"{r}:*:r:*", f"{r}:*:lb:*", f"{r}:*:s:*", f"{r}:*:si", f"{r}:*:si:*", f"{r}:*:sit:*",
+            f"{r}:*:dd:*", f"{r}:*:etypes", f"{r}:*:tagkeys", self.projects(),
+            self.halted_partitions(topic, group),
+        ]
+
     # --- exactly-once bookkeeping (aggregator only) ---
     def offsets(self, topic: str, group: str) -> str:
         """Hash: partition -> next offset to apply. Written in the same atomic call as the batch."""
