@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from infraprism.settings import Settings
@@ -105,16 +106,22 @@ async def replay_lines(
             future = pending.popleft()
             try:
                 await future
-            except Exception as exc:  # noqa: BLE001 - any delivery failure ends the replay
-                raise ReplayError(f"line {acked + 1}: the broker refused it: {exc!r}") from exc
+            except KafkaError as exc:
+                # Futures resolve in send order, so this is message number acked + 1.
+                raise ReplayError(f"message {acked + 1} was not delivered: {exc!r}") from exc
             acked += 1
             if on_progress is not None and acked - reported >= _PROGRESS_EVERY:
                 on_progress(acked - reported)
                 reported = acked
 
     try:
-        for raw in lines:
-            pending.append(await producer.send(topic, raw, key=line_key(raw)))
+        for number, raw in enumerate(lines, start=1):
+            try:
+                pending.append(await producer.send(topic, raw, key=line_key(raw)))
+            except KafkaError as exc:  # refused before sending, e.g. larger than a request
+                await producer.flush()
+                await drain(0)
+                raise ReplayError(f"message {number} was refused: {exc!r}") from exc
             if len(pending) >= 2 * _ACK_WINDOW:
                 await drain(_ACK_WINDOW)
         await producer.flush()

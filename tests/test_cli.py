@@ -217,6 +217,24 @@ async def test_replay_reads_stdin_and_creates_the_topics(settings, settings_env)
     assert partitions == set(range(settings.topic_partitions))
 
 
+async def test_replay_stops_at_a_line_the_producer_refuses_after_sending_those_before(
+    settings, settings_env, tmp_path
+):
+    before = [orjson.dumps(event(i)) for i in range(20)]
+    huge = b'{"event_id": "' + b"x" * (9 << 20) + b'"}'  # over the 8 MiB request limit
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([*before, huge, orjson.dumps(event(99))]))
+
+    done = cli("replay", str(path), env=settings_env)
+
+    assert done.returncode == 1
+    assert b"message 21 was refused" in done.stderr
+    assert b"20 lines were sent before it" in done.stderr
+    assert b"Traceback" not in done.stderr
+    received = await read_topic(settings, settings.events_topic, expect=20)
+    assert sorted(v for _, v in received) == sorted(before)
+
+
 def test_replay_of_a_missing_file_fails_cleanly(settings_env, tmp_path):
     done = cli("replay", str(tmp_path / "nope.jsonl"), env=settings_env)
     assert done.returncode == 1
