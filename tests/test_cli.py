@@ -20,6 +20,7 @@ from infraprism.settings import Settings
 from pipeline.replay import iter_lines, line_key
 
 ENTRY_POINT = Path(sys.executable).parent / "infraprism"
+T0_MS = 1_736_935_200_000  # 2025-01-15T10:00:00Z
 
 SUBCOMMANDS = [
     [],
@@ -326,3 +327,34 @@ def test_anomalies_dismiss_of_an_unknown_id_fails(settings_env):
     done = cli("anomalies", "dismiss", "anom_does_not_exist", env=settings_env)
     assert done.returncode == 1, done.stderr.decode()
     assert b"no anomaly with id 'anom_does_not_exist'" in done.stderr
+
+
+async def test_anomalies_dismiss_marks_the_record_dismissed(settings, settings_env, redis_client):
+    from infraprism import anomaly_store
+    from infraprism.core.keys import KeyLayout
+
+    layout = KeyLayout(settings.key_prefix)
+    record = anomaly_store.AnomalyRecord(
+        id="anomaly_cli_test",
+        project="acme",
+        detected_at="2025-01-15T10:00:00Z",
+        detected_ms=T0_MS,
+        entity_type="customer",
+        entity_id="acme-corp",
+        type="cost_spike",
+        severity="high",
+        description="Cost increased 340% compared to 7-day average",
+        expected_value=10.0,
+        actual_value=44.0,
+        status="active",
+    )
+    await anomaly_store.save(redis_client, layout, record)
+
+    done = cli("anomalies", "dismiss", "anomaly_cli_test", env=settings_env)
+
+    assert done.returncode == 0, done.stderr.decode()
+    printed = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert (printed["id"], printed["status"]) == ("anomaly_cli_test", "dismissed")
+    stored = await anomaly_store.get(redis_client, layout, "acme", "anomaly_cli_test")
+    assert stored is not None
+    assert stored.status == "dismissed"
