@@ -1,0 +1,146 @@
+"""The planner's choices, as tables. Pure: no Redis."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from api.planner import (
+    Filters,
+    GroupBy,
+    Grouping,
+    Interval,
+    choose_dimension,
+    periods,
+    plan_costs,
+    plan_leaderboard,
+    plan_timeseries,
+    session_window_ms,
+)
+from infraprism.core.buckets import Granularity
+from infraprism.core.keys import ALL_ENTITY_TYPES, SEP, Dimension
+
+E, M, T = "customer", "gpt-4o", (("env", "prod"),)
+
+
+@pytest.mark.parametrize(
+    ("filters", "grouping", "dimension", "member", "with_total"),
+    [
+        (Filters(), Grouping(), Dimension.TOTAL, "", False),
+        (Filters(entity_type=E), Grouping(), Dimension.ENTITY, None, False),
+        (Filters(entity_id="acme"), Grouping(), Dimension.ENTITY, None, False),
+        (
+            Filters(entity_type=E, entity_id="acme"),
+            Grouping(),
+            Dimension.ENTITY,
+            f"{E}{SEP}acme",
+            False,
+        ),
+        (Filters(), Grouping(GroupBy.ENTITY), Dimension.ENTITY, None, False),
+        (Filters(model=M), Grouping(), Dimension.MODEL, None, False),
+        (Filters(), Grouping(GroupBy.MODEL), Dimension.MODEL, None, False),
+        (Filters(tags=T), Grouping(), Dimension.TAG, f"env{SEP}prod", False),
+        (Filters(tags=T), Grouping(GroupBy.MONTH), Dimension.TAG, f"env{SEP}prod", False),
+        (Filters(), Grouping(GroupBy.TAG, "env"), Dimension.TAG, None, True),
+        (Filters(entity_type=E, model=M), Grouping(), Dimension.ENTITY_MODEL, None, False),
+        (Filters(entity_type=E), Grouping(GroupBy.MODEL), Dimension.ENTITY_MODEL, None, False),
+        (Filters(model=M), Grouping(GroupBy.ENTITY), Dimension.ENTITY_MODEL, None, False),
+        (Filters(tags=(("a", "1"), ("b", "2"))), Grouping(), Dimension.CUBE, None, False),
+        (Filters(tags=T, entity_type=E), Grouping(), Dimension.CUBE, None, False),
+        (Filters(tags=T, model=M), Grouping(), Dimension.CUBE, None, False),
+        (Filters(tags=T), Grouping(GroupBy.ENTITY), Dimension.CUBE, None, False),
+        (Filters(entity_type=E), Grouping(GroupBy.TAG, "env"), Dimension.CUBE, None, False),
+        (Filters(tags=T), Grouping(GroupBy.TAG, "env"), Dimension.CUBE, None, False),
+        (Filters(), Grouping(GroupBy.DAY), Dimension.TOTAL, "", False),
+        (Filters(entity_type=E), Grouping(GroupBy.WEEK), Dimension.ENTITY, None, False),
+    ],
+)
+def test_smallest_dimension(filters, grouping, dimension, member, with_total):
+    assert choose_dimension(filters, grouping) == (dimension, member, with_total)
+
+
+def _labels(plan):
+    return [(b.granularity, b.label) for b in plan.buckets]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        # A whole year: 12 month buckets.
+        (
+            date(2025, 1, 1),
+            date(2025, 12, 31),
+            [(Granularity.MONTH, f"2025{m:02d}") for m in range(1, 13)],
+        ),
+        # Edges as days, whole months inside as months, across a year end.
+        (
+            date(2024, 12, 30),
+            date(2025, 2, 2),
+            [
+                (Granularity.DAY, "20241230"),
+                (Granularity.DAY, "20241231"),
+                (Granularity.MONTH, "202501"),
+                (Granularity.DAY, "20250201"),
+                (Granularity.DAY, "20250202"),
+            ],
+        ),
+        (date(2025, 3, 5), date(2025, 3, 5), [(Granularity.DAY, "20250305")]),
+    ],
+)
+def test_range_is_covered_by_months_and_edge_days(start, end, expected):
+    assert _labels(plan_costs(start, end, Filters(), Grouping())) == expected
+
+
+def test_a_year_of_last_365_days_reads_about_12_months_plus_edges():
+    plan = plan_costs(date(2024, 11, 25), date(2025, 11, 24), Filters(), Grouping())
+    months = [b for b in plan.buckets if b.granularity is Granularity.MONTH]
+    assert len(months) == 11
+    assert len(plan.buckets) == 11 + 6 + 24
+
+
+def test_group_by_week_reads_days_labelled_by_monday():
+    plan = plan_costs(date(2024, 12, 30), date(2025, 1, 6), Filters(), Grouping(GroupBy.WEEK))
+    assert {b.granularity for b in plan.buckets} == {Granularity.DAY}
+    assert [b.period for b in plan.buckets] == ["2024-12-30"] * 7 + ["2025-01-06"]
+
+
+def test_group_by_month_maps_edge_days_to_their_month():
+    plan = plan_costs(date(2024, 12, 31), date(2025, 1, 31), Filters(), Grouping(GroupBy.MONTH))
+    assert [(b.label, b.period) for b in plan.buckets] == [
+        ("20241231", "2024-12-01"),
+        ("202501", "2025-01-01"),
+    ]
+
+
+def test_hourly_series_reads_hours_and_zero_fills_every_hour():
+    plan = plan_timeseries(
+        date(2025, 1, 1), date(2025, 1, 2), Filters(entity_type=E), Interval.HOUR
+    )
+    assert plan.dimension is Dimension.ENTITY
+    assert {b.granularity for b in plan.buckets} == {Granularity.HOUR}
+    assert len(plan.buckets) == 48 and len(plan.periods) == 48
+    assert plan.periods[0] == "2025-01-01T00" and plan.periods[-1] == "2025-01-02T23"
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        (Interval.DAY, ["2025-01-30", "2025-01-31", "2025-02-01"]),
+        (Interval.WEEK, ["2025-01-27"]),
+        (Interval.MONTH, ["2025-01-01", "2025-02-01"]),
+    ],
+)
+def test_periods(interval, expected):
+    assert list(periods(date(2025, 1, 30), date(2025, 2, 1), interval)) == expected
+
+
+def test_leaderboard_plan_uses_the_all_types_board_without_a_filter():
+    board, reads = plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), None)
+    assert board == ALL_ENTITY_TYPES
+    assert [(r.granularity, r.label) for r in reads] == [(Granularity.MONTH, "202501")]
+    assert plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), "team")[0] == "team"
+
+
+def test_session_window_is_end_exclusive_midnight():
+    assert session_window_ms(date(1970, 1, 1), date(1970, 1, 1)) == (0, 86_400_000)
