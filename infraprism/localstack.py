@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ def _spawn(argv: list[str], log_path: str) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_until(ready: callable, process: subprocess.Popen[bytes], what: str, log_path: str,  # type: ignore[valid-type]
-                timeout_s: float) -> None:
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log_path: str, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while time.monotonic() < deadline:

@@ -40,8 +40,8 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 from pipeline.deadletter import dead_letter_record
-from pipeline.metrics import AggregatorMetrics
 from pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
+from pipeline.metrics import AggregatorMetrics
 from pipeline.store import Applied, Duplicates, Fenced, RollupStore
 from pipeline.topics import ensure_topics
 
@@ -234,7 +234,8 @@ class Aggregator:
     def _start_decode(
         self, batch: PreparedBatch, exclude: frozenset[tuple[str, str]] = frozenset()
     ) -> asyncio.Future[DecodedBatch]:
-        assert self._decoder is not None and self._store is not None
+        assert self._decoder is not None
+        assert self._store is not None
         values = [record.value for record in batch.records]
         return asyncio.get_running_loop().run_in_executor(
             self._decoder, decode_batch, self._store.encoder, values, batch.ranges, exclude
@@ -242,7 +243,8 @@ class Aggregator:
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
         """Produce every rejected message to the DLQ and wait for the broker's ack."""
-        assert self._producer is not None and batch.decoded is not None
+        assert self._producer is not None
+        assert batch.decoded is not None
         if not batch.decoded.dead_letters:
             return
         futures = []
@@ -262,7 +264,8 @@ class Aggregator:
 
     async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, bool]:
         """Apply the batch atomically; False when Redis fenced it off (we re-seek)."""
-        assert self._store is not None and batch.decoded is not None
+        assert self._store is not None
+        assert batch.decoded is not None
         decoded = batch.decoded
         while True:
             started = time.perf_counter()
@@ -301,7 +304,8 @@ class Aggregator:
 
     async def _publish_deltas(self, batch: PreparedBatch) -> None:
         """Tell the detector which entity-hours changed. At-least-once; not awaited per message."""
-        assert self._producer is not None and batch.decoded is not None
+        assert self._producer is not None
+        assert batch.decoded is not None
         for key, value in batch.decoded.deltas:
             await self._producer.send(self.settings.deltas_topic, value=value, key=key)
 
@@ -335,7 +339,8 @@ class Aggregator:
 
     async def _seek_to_stored(self, tps: list[TopicPartition]) -> None:
         """Position each partition at its Redis offset, or at the log start when none is stored."""
-        assert self._consumer is not None and self._store is not None
+        assert self._consumer is not None
+        assert self._store is not None
         if not tps:
             return
         stored = await self._store.stored_offsets()
@@ -371,7 +376,9 @@ class Aggregator:
 
     async def _halt(self, tp: TopicPartition, stored: int, beginning: int, end: int) -> None:
         """Stop applying a partition whose stored offset the log no longer has."""
-        assert self._consumer is not None and self._redis is not None and self._store is not None
+        assert self._consumer is not None
+        assert self._redis is not None
+        assert self._store is not None
         reason = (
             f"stored offset {stored} is outside the log [{beginning}, {end}] of {tp.topic}[{tp.partition}]: "
             "the broker lost or truncated its log. The aggregates stay as they are; nothing from this "

@@ -40,4 +40,4 @@ def deltas_of_groups(groups: dict, max_ts_ms: dict[str, int]) -> list[Delta]:
     cells: dict[str, set[tuple[str, str, str]]] = {}
     for project, etype, eid, _model, _provider, _tags, hour_index in groups:
         cells.setdefault(project, set()).add((etype, eid, labels_for_hour(hour_index)[0]))
-    return [Delta(project, max_ts_ms[project], tuple(sorted(project_cells))) for project, project_cells in cells.items()]
+    return [Delta(project, max_ts_ms[project], tuple(sorted(cells_of))) for project, cells_of in cells.items()]

@@ -268,7 +268,8 @@ def _validate_fully(obj: Any) -> CostEvent:
     cache_read = _count(obj, "cache_read_tokens", required=False) or 0
     cache_write = _count(obj, "cache_write_tokens", required=False) or 0
     reasoning = _count(obj, "reasoning_tokens", required=False) or 0
-    assert input_tokens is not None and output_tokens is not None  # required=True
+    assert input_tokens is not None
+    assert output_tokens is not None  # required=True
     if cache_read + cache_write > input_tokens:
         raise InvalidEvent("cache_read_tokens + cache_write_tokens: part of input_tokens, cannot exceed it")
     if reasoning > output_tokens:
@@ -277,7 +278,10 @@ def _validate_fully(obj: Any) -> CostEvent:
     latency_ms = _non_negative_number(obj, "latency_ms")
     session_id = _text(obj, "session_id", 128, required=False)
     tags = _tags(obj)
-    assert event_id and entity_type and entity_id and model  # required=True
+    assert event_id
+    assert entity_type
+    assert entity_id
+    assert model  # required=True
 
     if cost is None:
         try:
