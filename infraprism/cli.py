@@ -166,7 +166,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         unit_divisor=1024,
         file=sys.stderr,
         desc=f"replay -> {settings.events_topic}",
-        disable=args.quiet or None,
+        disable=args.quiet,
         mininterval=0.25,
     )
     acked = 0

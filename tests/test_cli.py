@@ -185,7 +185,7 @@ async def test_replay_sends_every_line_as_is_with_entity_keys(settings, settings
         done.stdout.decode().strip().splitlines()[-1]
         == f"sent {len(good) + len(bad)} lines to {settings.events_topic}"
     )
-    assert b"replay" in done.stderr  # the progress bar
+    assert f"replay -> {settings.events_topic}".encode() in done.stderr  # the progress bar
     received = await read_topic(settings, settings.events_topic, expect=len(good) + len(bad))
     assert sorted(value for _, value in received) == sorted([*good, *bad])
     keys = {value: key for key, value in received}
@@ -196,9 +196,10 @@ async def test_replay_sends_every_line_as_is_with_entity_keys(settings, settings
 async def test_replay_reads_stdin_and_creates_the_topics(settings, settings_env):
     lines = [orjson.dumps(event(i)) for i in range(50)]
 
-    done = cli("replay", "-", env=settings_env, stdin=b"\n".join(lines))
+    done = cli("replay", "-", "--quiet", env=settings_env, stdin=b"\n".join(lines))
 
     assert done.returncode == 0, done.stderr.decode()
+    assert b"replay ->" not in done.stderr  # --quiet: no progress bar
     assert done.stdout.decode().strip().endswith(f"sent 50 lines to {settings.events_topic}")
     received = await read_topic(settings, settings.events_topic, expect=50)
     assert sorted(v for _, v in received) == sorted(lines)
