@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -133,24 +134,40 @@ def run_aggregator(bootstrap: str, redis_url: str, topic: str, prefix: str, coun
         worker.wait(30)
 
 
-def histogram_quantile(metrics_text: str, name: str, q: float) -> float:
+def histogram(metrics_text: str, name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a Prometheus histogram."""
     buckets = []
     for line in metrics_text.splitlines():
         if line.startswith(f"{name}_bucket"):
             bound = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-    total = buckets[-1][1]
-    for bound, cumulative in buckets:
+    return buckets
+
+
+def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """The bucket bound holding quantile q of the observations made between two scrapes."""
+    counts = [(bound, n - m) for (bound, n), (_, m) in zip(after, before, strict=True)]
+    total = counts[-1][1]
+    for bound, cumulative in counts:
         if cumulative >= q * total:
             return bound
     return float("inf")
 
 
-async def steady_produce(bootstrap: str, topic: str, rate: int, seconds: int) -> None:
+def scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+
+
+def applied_total(metrics_text: str) -> int:
+    return int(float(next(line.rsplit(" ", 1)[1] for line in metrics_text.splitlines()
+                          if line.startswith("infraprism_events_applied_total"))))
+
+
+async def steady_produce(bootstrap: str, topic: str, rate: int, seconds: int, seed: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
     await producer.start()
     try:
-        values = list(workload.events(rate * seconds, seed=11, start_ms=int(time.time() * 1000) - 3_600_000,
+        values = list(workload.events(rate * seconds, seed=seed, start_ms=int(time.time() * 1000) - 3_600_000,
                                       span_ms=3_600_000))
         tick = 0.05
         per_tick = int(rate * tick)
@@ -167,28 +184,32 @@ async def steady_produce(bootstrap: str, topic: str, rate: int, seconds: int) ->
 
 
 def freshness(bootstrap: str, redis_url: str, rate: int, seconds: int) -> tuple[float, float, int]:
+    """p50 and p99 (histogram bounds) of produce-to-visible at a steady rate, after a warm-up."""
     topic = f"fresh-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(bootstrap, [topic], PARTITIONS))
     port = free_port()
     worker = start_aggregator(aggregator_env(bootstrap, redis_url, topic, f"b{topic}", port))
     try:
-        deadline = time.time() + 30
-        while True:
+        deadline = time.time() + 60
+        # Warm up until the worker owns its partitions and applies what arrives.
+        for warm_up in itertools.count():
+            asyncio.run(steady_produce(bootstrap, topic, 200, 1, seed=1000 + warm_up))
+            time.sleep(0.5)
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()  # noqa: S310
-                break
+                if applied_total(scrape(port)) > 0:
+                    break
             except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
-        time.sleep(2)  # let the group settle before the clock starts
-        asyncio.run(steady_produce(bootstrap, topic, rate, seconds))
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the aggregator applied nothing during the warm-up")
+        time.sleep(1)
+        before = scrape(port)
+        asyncio.run(steady_produce(bootstrap, topic, rate, seconds, seed=11))
         time.sleep(2)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
-        count = int(float(next(line.rsplit(" ", 1)[1] for line in text.splitlines()
-                               if line.startswith("infraprism_events_applied_total"))))
-        return (histogram_quantile(text, "infraprism_freshness_seconds", 0.5),
-                histogram_quantile(text, "infraprism_freshness_seconds", 0.99), count)
+        after = scrape(port)
+        name = "infraprism_freshness_seconds"
+        b, a = histogram(before, name), histogram(after, name)
+        return quantile(b, a, 0.5), quantile(b, a, 0.99), applied_total(after) - applied_total(before)
     finally:
         worker.terminate()
         worker.wait(30)
