@@ -79,8 +79,6 @@ def create_app(settings: Settings) -> FastAPI:
         except (RedisError, OSError) as exc:
             log.warning("readiness: redis unreachable", extra={"error": repr(exc)})
             return errors.envelope(503, "unavailable", "redis is unreachable")
-        return Response(
-            orjson.dumps({"status": "ok", "redis": "ok"}), media_type="application/json"
-        )
+        return Response(orjson.dumps({"status": "ok", "redis": "ok"}), media_type="application/json")
 
     return app

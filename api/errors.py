@@ -66,9 +66,7 @@ _STATUS_CODES = {
 }
 
 
-def envelope(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
+def envelope(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
@@ -76,11 +74,7 @@ def envelope(
 def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors():
-        loc = [
-            str(part)
-            for part in error.get("loc", ())
-            if part not in ("query", "path", "header", "body")
-        ]
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header", "body")]
         name = ".".join(loc) or "request"
         problems.append(f"{name}: {error.get('msg', 'invalid')}")
     return "; ".join(problems) or "invalid request"
@@ -109,16 +103,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _redis_error(request: Request, exc: Exception) -> Response:
     log.warning("redis unavailable", extra={"path": request.url.path, "error": repr(exc)})
-    return envelope(
-        503, "unavailable", "the data store is unavailable; retry shortly", {"Retry-After": "1"}
-    )
+    return envelope(503, "unavailable", "the data store is unavailable; retry shortly", {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug. Logged with the request so it can be fixed; the client still gets the envelope.
-    log.exception(
-        "unhandled error", extra={"path": request.url.path, "query": str(request.url.query)}
-    )
+    log.exception("unhandled error", extra={"path": request.url.path, "query": str(request.url.query)})
     return envelope(500, "internal_error", "internal error")
 
 

@@ -68,9 +68,7 @@ def parse_tags(value: str | None) -> tuple[tuple[str, str], ...]:
         if not colon or not key or not tag_value:
             raise InvalidParameter("tags", f"expected key:value[,key:value...], got {item[:80]!r}")
         if len(key) > 64 or len(tag_value) > 256 or _CONTROL_RE.search(item):
-            raise InvalidParameter(
-                "tags", "keys are 1-64 and values 1-256 characters, no control characters"
-            )
+            raise InvalidParameter("tags", "keys are 1-64 and values 1-256 characters, no control characters")
         pairs[(key, tag_value)] = None
     if len(pairs) > MAX_TAG_FILTERS:
         raise InvalidParameter("tags", f"at most {MAX_TAG_FILTERS} key:value pairs")

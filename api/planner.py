@@ -138,9 +138,7 @@ def member_info(dimension: Dimension, member: str) -> MemberInfo:
     if dimension is Dimension.TAG:
         return MemberInfo(tags={parts[0]: parts[1]})
     if dimension is Dimension.ENTITY_MODEL:
-        return MemberInfo(
-            entity_type=parts[0], entity_id=parts[1], model=parts[2], provider=parts[3]
-        )
+        return MemberInfo(entity_type=parts[0], entity_id=parts[1], model=parts[2], provider=parts[3])
     return MemberInfo(
         entity_type=parts[0],
         entity_id=parts[1],
@@ -229,16 +227,11 @@ def _cover_reads(start: date, end: date, kind: GroupBy | Interval) -> tuple[Buck
 
 
 def _day_reads(start: date, end: date, kind: GroupBy | Interval) -> tuple[BucketRead, ...]:
-    return tuple(
-        BucketRead(Granularity.DAY, day_label(d), _period_of_day(kind, d)) for d in days(start, end)
-    )
+    return tuple(BucketRead(Granularity.DAY, day_label(d), _period_of_day(kind, d)) for d in days(start, end))
 
 
 def _hour_reads(start: date, end: date) -> tuple[BucketRead, ...]:
-    return tuple(
-        BucketRead(Granularity.HOUR, hour_label(h), h.strftime("%Y-%m-%dT%H"))
-        for h in hours(start, end)
-    )
+    return tuple(BucketRead(Granularity.HOUR, hour_label(h), h.strftime("%Y-%m-%dT%H")) for h in hours(start, end))
 
 
 def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping) -> Plan:
@@ -272,18 +265,12 @@ def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval
         buckets = _day_reads(start, end, interval)
     else:
         buckets = _cover_reads(start, end, interval)
-    return Plan(
-        dimension, buckets, member, filters, Grouping(), periods=periods(start, end, interval)
-    )
+    return Plan(dimension, buckets, member, filters, Grouping(), periods=periods(start, end, interval))
 
 
-def plan_leaderboard(
-    start: date, end: date, entity_type: str | None
-) -> tuple[str, tuple[BucketRead, ...]]:
+def plan_leaderboard(start: date, end: date, entity_type: str | None) -> tuple[str, tuple[BucketRead, ...]]:
     """(board entity type, leaderboard buckets) for `/entities/top`: the month + day cover."""
-    return entity_type if entity_type is not None else ALL_ENTITY_TYPES, _cover_reads(
-        start, end, GroupBy.NONE
-    )
+    return entity_type if entity_type is not None else ALL_ENTITY_TYPES, _cover_reads(start, end, GroupBy.NONE)
 
 
 def session_window_ms(start: date, end: date) -> tuple[int, int]:

@@ -56,9 +56,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorEnvelope, "description": "the data store is unreachable"},
 }
 
-CSV_CONTENT = {
-    "text/csv": {"schema": {"type": "string"}, "example": "entity_type,entity_id,total_cost\r\n"}
-}
+CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "example": "entity_type,entity_id,total_cost\r\n"}}
 
 
 def _ok(model: type, description: str) -> dict[int | str, dict[str, Any]]:
@@ -84,12 +82,8 @@ EndDate = Annotated[
         examples=["2025-01-31"],
     ),
 ]
-EntityType = Annotated[
-    str | None, Query(description="filter by entity type", examples=["customer"], **_TEXT)
-]
-EntityId = Annotated[
-    str | None, Query(description="filter by entity ID", examples=["acme-corp"], **_TEXT)
-]
+EntityType = Annotated[str | None, Query(description="filter by entity type", examples=["customer"], **_TEXT)]
+EntityId = Annotated[str | None, Query(description="filter by entity ID", examples=["acme-corp"], **_TEXT)]
 FormatParam = Annotated[Format, Query(alias="format", description="json (default) or csv")]
 
 METRIC_COLUMNS = [
@@ -130,9 +124,7 @@ def respond(body: dict[str, Any], fmt: Format, columns: list[str]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.get(
-    "/costs", response_model=None, responses=_ok(CostsResponse, "cost rows and their summary")
-)
+@router.get("/costs", response_model=None, responses=_ok(CostsResponse, "cost rows and their summary"))
 async def costs(
     redis: RedisDep,
     layout: LayoutDep,
@@ -141,9 +133,7 @@ async def costs(
     end_date: EndDate,
     entity_type: EntityType = None,
     entity_id: EntityId = None,
-    model: Annotated[
-        str | None, Query(description="filter by model", examples=["gpt-4o"], **_TEXT)
-    ] = None,
+    model: Annotated[str | None, Query(description="filter by model", examples=["gpt-4o"], **_TEXT)] = None,
     group_by: Annotated[
         str | None,
         Query(
@@ -155,8 +145,9 @@ async def costs(
     tags: Annotated[
         str | None,
         Query(
-            description="key:value[,key:value...], all must match (AND)",
-            examples=["feature:chatbot"],
+            description="key:value[,key:value...], all must match (AND); a value may contain ':'",
+            examples=["feature:chatbot,env:production"],
+            pattern=r"^[^,:]+:[^,]+(,[^,:]+:[^,]+)*$",
         ),
     ] = None,
     fmt: FormatParam = Format.JSON,
@@ -188,9 +179,7 @@ async def costs_timeseries(
     project: ProjectDep,
     start_date: StartDate,
     end_date: EndDate,
-    interval: Annotated[
-        Interval, Query(description="hour, day (default), week or month")
-    ] = Interval.DAY,
+    interval: Annotated[Interval, Query(description="hour, day (default), week or month")] = Interval.DAY,
     entity_type: EntityType = None,
     entity_id: EntityId = None,
     fmt: FormatParam = Format.JSON,
@@ -203,9 +192,7 @@ async def costs_timeseries(
     """
     max_days = MAX_HOURLY_RANGE_DAYS if interval is Interval.HOUR else MAX_RANGE_DAYS
     start, end = parse_range(start_date, end_date, max_days=max_days)
-    body = await Reader(redis, layout, project).timeseries(
-        start, end, filters(entity_type, entity_id), interval
-    )
+    body = await Reader(redis, layout, project).timeseries(start, end, filters(entity_type, entity_id), interval)
     return respond(body, fmt, ["timestamp", "cost", "events"])
 
 
@@ -226,9 +213,7 @@ async def models(
     return respond(body, fmt, ["model", "provider", *METRIC_COLUMNS, "percentage_of_total"])
 
 
-@router.get(
-    "/entities/top", response_model=None, responses=_ok(TopEntitiesResponse, "ranked entities")
-)
+@router.get("/entities/top", response_model=None, responses=_ok(TopEntitiesResponse, "ranked entities"))
 async def entities_top(
     redis: RedisDep,
     layout: LayoutDep,
@@ -289,9 +274,7 @@ async def sessions(
     )
 
 
-@router.get(
-    "/anomalies", response_model=None, responses=_ok(AnomaliesResponse, "anomalies, newest first")
-)
+@router.get("/anomalies", response_model=None, responses=_ok(AnomaliesResponse, "anomalies, newest first"))
 async def anomalies(
     redis: RedisDep,
     layout: LayoutDep,
@@ -299,9 +282,7 @@ async def anomalies(
     start_date: StartDate,
     end_date: EndDate,
     entity_type: EntityType = None,
-    status: Annotated[
-        AnomalyStatus | None, Query(description="active, resolved or dismissed")
-    ] = None,
+    status: Annotated[AnomalyStatus | None, Query(description="active, resolved or dismissed")] = None,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Detected anomalies whose `detected_at` falls in the range, newest first."""
@@ -334,9 +315,7 @@ async def dismiss_anomaly(
     return respond(body, fmt, ANOMALY_COLUMNS)
 
 
-@router.get(
-    "/compare", response_model=None, responses=_ok(CompareResponse, "two periods and their changes")
-)
+@router.get("/compare", response_model=None, responses=_ok(CompareResponse, "two periods and their changes"))
 async def compare(
     redis: RedisDep,
     layout: LayoutDep,
@@ -344,15 +323,11 @@ async def compare(
     period1_start: Annotated[
         str, Query(description="first period start", pattern=DATE_PATTERN, examples=["2025-01-01"])
     ],
-    period1_end: Annotated[
-        str, Query(description="first period end", pattern=DATE_PATTERN, examples=["2025-01-15"])
-    ],
+    period1_end: Annotated[str, Query(description="first period end", pattern=DATE_PATTERN, examples=["2025-01-15"])],
     period2_start: Annotated[
         str, Query(description="second period start", pattern=DATE_PATTERN, examples=["2024-12-16"])
     ],
-    period2_end: Annotated[
-        str, Query(description="second period end", pattern=DATE_PATTERN, examples=["2024-12-31"])
-    ],
+    period2_end: Annotated[str, Query(description="second period end", pattern=DATE_PATTERN, examples=["2024-12-31"])],
     entity_type: EntityType = None,
     entity_id: EntityId = None,
     fmt: FormatParam = Format.JSON,
@@ -360,15 +335,10 @@ async def compare(
     """Totals of two periods; `changes` are period1 minus period2, percents relative to period2."""
     period1 = parse_range(period1_start, period1_end, "period1_start", "period1_end")
     period2 = parse_range(period2_start, period2_end, "period2_start", "period2_end")
-    body = await Reader(redis, layout, project).compare(
-        period1, period2, filters(entity_type, entity_id)
-    )
+    body = await Reader(redis, layout, project).compare(period1, period2, filters(entity_type, entity_id))
     columns = [
         f"{period}.{name}"
         for period in ("period1", "period2")
         for name in ("start", "end", "total_cost", "total_events")
-    ] + [
-        f"changes.{name}"
-        for name in ("cost_change", "cost_change_percent", "events_change", "events_change_percent")
-    ]
+    ] + [f"changes.{name}" for name in ("cost_change", "cost_change_percent", "events_change", "events_change_percent")]
     return respond(body, fmt, columns)

@@ -14,18 +14,14 @@ USD = "US dollars, the exact sum rounded to 6 decimals"
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(
-        description="machine-readable code: invalid_parameter, unauthorized, not_found, ..."
-    )
+    code: str = Field(description="machine-readable code: invalid_parameter, unauthorized, not_found, ...")
     message: str = Field(description="what went wrong; names the parameter for a 422")
 
 
 class ErrorEnvelope(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "example": {
-                "error": {"code": "invalid_parameter", "message": "end_date: before start_date"}
-            }
+            "example": {"error": {"code": "invalid_parameter", "message": "end_date: before start_date"}}
         }
     )
     error: ErrorBody
@@ -43,20 +39,14 @@ class CostRow(BaseModel):
     entity_id: str | None = Field(None, description="group_by=entity")
     model: str | None = Field(None, description="group_by=model")
     provider: str | None = Field(None, description="group_by=model")
-    period: str | None = Field(
-        None, description="group_by=day|week|month: first day of the bucket, YYYY-MM-DD"
-    )
+    period: str | None = Field(None, description="group_by=day|week|month: first day of the bucket, YYYY-MM-DD")
     tag_key: str | None = Field(None, description="group_by=tags.{key}")
-    tag_value: str | None = Field(
-        None, description="group_by=tags.{key}; null for cost without that tag"
-    )
+    tag_value: str | None = Field(None, description="group_by=tags.{key}; null for cost without that tag")
     total_cost: float = Field(description=USD)
     total_events: int
     total_input_tokens: int
     total_output_tokens: int
-    avg_latency_ms: float | None = Field(
-        description="mean over events that reported latency; null if none"
-    )
+    avg_latency_ms: float | None = Field(description="mean over events that reported latency; null if none")
 
 
 class CostSummary(BaseModel):
@@ -93,9 +83,7 @@ class CostsResponse(BaseModel):
 
 
 class TimeseriesPoint(BaseModel):
-    timestamp: str = Field(
-        description="first instant of the bucket, RFC 3339 UTC", examples=["2025-01-01T00:00:00Z"]
-    )
+    timestamp: str = Field(description="first instant of the bucket, RFC 3339 UTC", examples=["2025-01-01T00:00:00Z"])
     cost: float = Field(description=USD)
     events: int
 
@@ -196,12 +184,8 @@ class SessionRow(BaseModel):
 
 class SessionSummary(BaseModel):
     total_sessions: int
-    avg_turns_per_session: float | None = Field(
-        description="1 decimal; null when no session matches"
-    )
-    avg_cost_per_session: float | None = Field(
-        description="USD, 6 decimals; null when no session matches"
-    )
+    avg_turns_per_session: float | None = Field(description="1 decimal; null when no session matches")
+    avg_cost_per_session: float | None = Field(description="USD, 6 decimals; null when no session matches")
 
 
 class SessionsResponse(BaseModel):
@@ -265,9 +249,7 @@ class AnomaliesResponse(BaseModel):
 
 
 class DismissResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"example": {"data": {**ANOMALY_EXAMPLE, "status": "dismissed"}}}
-    )
+    model_config = ConfigDict(json_schema_extra={"example": {"data": {**ANOMALY_EXAMPLE, "status": "dismissed"}}})
     data: Anomaly
 
 
@@ -280,9 +262,7 @@ class ComparePeriod(BaseModel):
 
 class Changes(BaseModel):
     cost_change: float = Field(description="period1 minus period2, USD")
-    cost_change_percent: float | None = Field(
-        description="relative to period2, 1 decimal; null when period2 is 0"
-    )
+    cost_change_percent: float | None = Field(description="relative to period2, 1 decimal; null when period2 is 0")
     events_change: int
     events_change_percent: float | None
 

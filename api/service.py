@@ -142,9 +142,7 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     return acc
 
 
-async def run_plans(
-    redis: aioredis.Redis, layout: KeyLayout, project: str, plans: Sequence[Plan]
-) -> list[Accumulated]:
+async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plans: Sequence[Plan]) -> list[Accumulated]:
     """Execute plans in one pipelined round trip; with_total plans get a TOTAL read appended."""
     expanded: list[Plan] = []
     for plan in plans:
@@ -222,9 +220,7 @@ class Reader:
     layout: KeyLayout
     project: str
 
-    async def costs(
-        self, start: date, end: date, filters: Filters, grouping: Grouping
-    ) -> dict[str, Any]:
+    async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
         total = _grand_total(acc)
@@ -238,9 +234,7 @@ class Reader:
                 assert period is not None
                 into = by_period.setdefault(period, [0, 0, 0, 0, 0, 0])
                 _add(into, cell)
-            rows = [
-                {"period": period, **metrics(by_period[period])} for period in sorted(by_period)
-            ]
+            rows = [{"period": period, **metrics(by_period[period])} for period in sorted(by_period)]
         else:
             ordered = sorted(_fold(acc).items(), key=_dimension_order)
             if kind is GroupBy.ENTITY:
@@ -248,10 +242,7 @@ class Reader:
             elif kind is GroupBy.MODEL:
                 rows = [{"model": g[0], "provider": g[1], **metrics(c)} for g, c in ordered]
             else:
-                rows = [
-                    {"tag_key": grouping.tag_key, "tag_value": g[0], **metrics(c)}
-                    for g, c in ordered
-                ]
+                rows = [{"tag_key": grouping.tag_key, "tag_value": g[0], **metrics(c)} for g, c in ordered]
         return {
             "data": rows,
             "summary": {
@@ -261,9 +252,7 @@ class Reader:
             },
         }
 
-    async def timeseries(
-        self, start: date, end: date, filters: Filters, interval: Interval
-    ) -> dict[str, Any]:
+    async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
         plan = plan_timeseries(start, end, filters, interval)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
         by_period: dict[str | None, Cell] = {}
@@ -301,9 +290,7 @@ class Reader:
             )
         return {"data": rows}
 
-    async def compare(
-        self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters
-    ) -> dict[str, Any]:
+    async def compare(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> dict[str, Any]:
         plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
         acc1, acc2 = await run_plans(self.redis, self.layout, self.project, plans)
         one, two = _grand_total(acc1), _grand_total(acc2)
@@ -332,9 +319,7 @@ class Reader:
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
         board_type, reads = plan_leaderboard(start, end, entity_type)
-        keys = [
-            self.layout.leaderboard(self.project, r.granularity, r.label, board_type) for r in reads
-        ]
+        keys = [self.layout.leaderboard(self.project, r.granularity, r.label, board_type) for r in reads]
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
         # they choose the candidates, the entity rollup gives the exact numbers.
         raw = await self.redis.zunion(keys, withscores=True)
@@ -349,15 +334,11 @@ class Reader:
                 cut += 1
             ranked = ranked[:cut]
         members = [member for member, _ in ranked]
-        fields = [f"{Metric.EVENTS.value}{m}" for m in members] + [
-            f"{Metric.COST_NANO.value}{m}" for m in members
-        ]
+        fields = [f"{Metric.EVENTS.value}{m}" for m in members] + [f"{Metric.COST_NANO.value}{m}" for m in members]
         async with self.redis.pipeline(transaction=False) as pipe:
             for read in reads:
                 pipe.hmget(
-                    self.layout.rollup(
-                        self.project, Dimension.ENTITY, read.granularity, read.label
-                    ),
+                    self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label),
                     fields,
                 )
             replies = await pipe.execute()
@@ -399,9 +380,7 @@ class Reader:
                 layout.session_entity_index(project, entity_type, entity_id), f"({end_ms}", start_ms
             )
         elif entity_type is not None:
-            ids = await redis.zrevrangebyscore(
-                layout.session_type_index(project, entity_type), f"({end_ms}", start_ms
-            )
+            ids = await redis.zrevrangebyscore(layout.session_type_index(project, entity_type), f"({end_ms}", start_ms)
         elif entity_id is not None:
             types = sorted(await redis.smembers(layout.entity_types(project)))
             ids = []
@@ -412,9 +391,7 @@ class Reader:
                 selected.sort(reverse=True)
                 ids = [sid for _, sid in selected]
         else:
-            ids = await redis.zrevrangebyscore(
-                layout.session_index(project), f"({end_ms}", start_ms
-            )
+            ids = await redis.zrevrangebyscore(layout.session_index(project), f"({end_ms}", start_ms)
         names = (
             "entity_type",
             "entity_id",
@@ -459,9 +436,7 @@ class Reader:
             },
         }
 
-    async def anomalies(
-        self, start: date, end: date, entity_type: str | None, status: str | None
-    ) -> dict[str, Any]:
+    async def anomalies(self, start: date, end: date, entity_type: str | None, status: str | None) -> dict[str, Any]:
         start_ms, end_ms = session_window_ms(start, end)
         records = await anomaly_store.list_range(
             self.redis,

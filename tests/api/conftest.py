@@ -26,9 +26,7 @@ def api_key(settings: Settings, project: str, redis_client: aioredis.Redis) -> s
 
 
 @pytest.fixture
-async def api_client(
-    settings: Settings, redis_client: aioredis.Redis
-) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the app (lifespan run: real Redis client, pinged). No key set."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):

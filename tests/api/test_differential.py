@@ -1,4 +1,4 @@
-"""Differential tests: the API against a reference computed from the raw events, by independent code.
+"""Differential tests: the API against a reference computed from the raw events by independent code.
 
 Hypothesis draws an event stream (two projects, tags with ':' in values,
 zero costs, missing latencies, sessions, timestamps around month and year
@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from api.app import create_app
@@ -305,9 +306,7 @@ def ref_compare(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, An
     }
 
 
-def ref_sessions(
-    events: list[dict[str, Any]], wires: list[dict[str, Any]], p: dict[str, Any]
-) -> dict[str, Any]:
+def ref_sessions(events: list[dict[str, Any]], wires: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
     start, end = date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
     sessions: dict[str, dict[str, Any]] = {}
     for e, wire in zip(events, wires, strict=True):
@@ -366,12 +365,8 @@ def ref_sessions(
         "data": rows,
         "summary": {
             "total_sessions": count,
-            "avg_turns_per_session": one_decimal(
-                sum(sessions[sid]["turns"] for _, sid in matching), count
-            ),
-            "avg_cost_per_session": None
-            if count == 0
-            else round_half_even(total_cost, count * 1000) / 1_000_000,
+            "avg_turns_per_session": one_decimal(sum(sessions[sid]["turns"] for _, sid in matching), count),
+            "avg_cost_per_session": None if count == 0 else round_half_even(total_cost, count * 1000) / 1_000_000,
         },
     }
 
@@ -397,18 +392,14 @@ entity_filters = st.tuples(
     optional("entity_id", ["acme", "globex", "a:b"]),
 ).map(lambda parts: {**parts[0], **parts[1]})
 
-tag_filter = st.lists(
-    st.tuples(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES)), min_size=1, max_size=2
-).map(lambda pairs: {"tags": ",".join(f"{k}:{v}" for k, v in pairs)})
+tag_filter = st.lists(st.tuples(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES)), min_size=1, max_size=2).map(
+    lambda pairs: {"tags": ",".join(f"{k}:{v}" for k, v in pairs)}
+)
 
 
 @st.composite
 def request_strategy(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    endpoint = draw(
-        st.sampled_from(
-            ["costs", "costs", "costs", "timeseries", "models", "top", "compare", "sessions"]
-        )
-    )
+    endpoint = draw(st.sampled_from(["costs", "costs", "costs", "timeseries", "models", "top", "compare", "sessions"]))
     params: dict[str, Any] = {}
     if endpoint == "compare":
         params.update(draw(date_range("period1")))
@@ -435,9 +426,7 @@ def request_strategy(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         if params.get("interval") == "hour":
             # Keep hourly series short: at most 3 days.
             start = date.fromisoformat(params["start_date"])
-            params["end_date"] = min(
-                date.fromisoformat(params["end_date"]), start + timedelta(days=2)
-            ).isoformat()
+            params["end_date"] = min(date.fromisoformat(params["end_date"]), start + timedelta(days=2)).isoformat()
         return "/v1/analytics/costs/timeseries", params
     if endpoint == "models":
         params.update(draw(entity_filters))

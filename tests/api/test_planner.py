@@ -114,13 +114,13 @@ def test_group_by_month_maps_edge_days_to_their_month():
 
 
 def test_hourly_series_reads_hours_and_zero_fills_every_hour():
-    plan = plan_timeseries(
-        date(2025, 1, 1), date(2025, 1, 2), Filters(entity_type=E), Interval.HOUR
-    )
+    plan = plan_timeseries(date(2025, 1, 1), date(2025, 1, 2), Filters(entity_type=E), Interval.HOUR)
     assert plan.dimension is Dimension.ENTITY
     assert {b.granularity for b in plan.buckets} == {Granularity.HOUR}
-    assert len(plan.buckets) == 48 and len(plan.periods) == 48
-    assert plan.periods[0] == "2025-01-01T00" and plan.periods[-1] == "2025-01-02T23"
+    assert len(plan.buckets) == 48
+    assert len(plan.periods) == 48
+    assert plan.periods[0] == "2025-01-01T00"
+    assert plan.periods[-1] == "2025-01-02T23"
 
 
 @pytest.mark.parametrize(
