@@ -49,9 +49,7 @@ class DevRun:
         raise AssertionError(f"no {label!r} line in the banner:\n" + "\n".join(self.lines))
 
     def pids(self) -> dict[str, int]:
-        return {
-            name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", self.banner_value("PIDs"))
-        }
+        return {name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", self.banner_value("PIDs"))}
 
     def curl(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of the printed curl line."""
@@ -126,9 +124,7 @@ def infraprism_dev(args: list[str], env: dict[str, str], tmp_path: Path) -> Iter
             try:
                 line = lines.get(timeout=READY_TIMEOUT_S)
             except queue.Empty:
-                pytest.fail(
-                    f"no ready line within {READY_TIMEOUT_S}s; stderr:\n{run.stderr()[-4000:]}"
-                )
+                pytest.fail(f"no ready line within {READY_TIMEOUT_S}s; stderr:\n{run.stderr()[-4000:]}")
             if line is None:
                 process.wait(timeout=30)
                 tail = run.stderr()[-4000:]
@@ -148,9 +144,7 @@ def infraprism_dev(args: list[str], env: dict[str, str], tmp_path: Path) -> Iter
 
 
 async def _read_dlq(bootstrap: str, topic: str, expect: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     records: list[dict] = []
     try:
@@ -177,9 +171,7 @@ async def test_dev_demo_answers_its_curl_line_and_ctrl_c_leaves_nothing_running(
         assert all(_alive(pid) for pid in pids.values())
 
         url, headers = dev.curl()
-        assert re.search(
-            r"start_date=\d{4}-\d{2}-\d{2}&end_date=\d{4}-\d{2}-\d{2}&group_by=entity", url
-        )
+        assert re.search(r"start_date=\d{4}-\d{2}-\d{2}&end_date=\d{4}-\d{2}-\d{2}&group_by=entity", url)
         async with httpx.AsyncClient(timeout=30) as client:
             response = await client.get(url, headers=headers)
             unauthorised = await client.get(url)
@@ -275,3 +267,31 @@ def test_demo_dataset_is_realistic_and_has_exactly_the_planted_bad_events():
     days = sorted(by_day)
     usual = sorted(by_day[d] for d in days[:-2])[len(days[:-2]) // 2]
     assert by_day[days[-1]] > 3 * usual
+
+
+def test_dev_that_cannot_start_its_api_fails_and_leaves_nothing_running(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "infraprism.cli", "dev", "--port", str(port)]
+            + ["--log-dir", str(tmp_path / "logs")],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env=_embedded_env(),
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "api exited with code" in done.stderr
+    assert "nothing left running" in done.stderr
+    started = {int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stderr)}
+    assert len(started) == 5  # broker, redis, aggregator, detector, api
+    for pid in started:
+        assert not _alive(pid), f"pid {pid} is still running"
+        assert not _group_alive(pid), f"process group {pid} still has members"
