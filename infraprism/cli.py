@@ -177,9 +177,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_postfix_str(f"{acked:,} lines", refresh=False)
 
     try:
-        sent = asyncio.run(
-            replay_lines(settings, iter_lines(_counting(stream, bar)), on_progress=on_progress)
-        )
+        sent = asyncio.run(replay_lines(settings, iter_lines(_counting(stream, bar)), on_progress=on_progress))
     except ReplayError as exc:
         bar.close()
         raise CliError(f"{exc}; {acked} lines were sent before it") from exc
@@ -254,16 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(
-        name: str, handler: Handler, help_text: str, **kwargs: Any
-    ) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text, **kwargs)
         sub.set_defaults(handler=handler)
         return sub
 
-    sub = command(
-        "aggregator", cmd_aggregator, "run the aggregation worker (events topic -> Redis rollups)"
-    )
+    sub = command("aggregator", cmd_aggregator, "run the aggregation worker (events topic -> Redis rollups)")
     sub.add_argument(
         "--metrics-port",
         type=int,
@@ -289,25 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--project", required=True, help="the project the key may read")
     sub.add_argument("--name", default=None, help="a label to recognise the key by")
     sub.set_defaults(handler=cmd_keys_create)
-    sub = key_commands.add_parser(
-        "list", help="list keys (never the secrets)", description="list keys"
-    )
+    sub = key_commands.add_parser("list", help="list keys (never the secrets)", description="list keys")
     sub.add_argument("--json", action="store_true", help="print one JSON array instead of a table")
     sub.set_defaults(handler=cmd_keys_list)
-    sub = key_commands.add_parser(
-        "revoke", help="revoke a key by its id", description="revoke a key"
-    )
-    sub.add_argument(
-        "key_id", metavar="ID", help="the key id shown by `keys create` and `keys list`"
-    )
+    sub = key_commands.add_parser("revoke", help="revoke a key by its id", description="revoke a key")
+    sub.add_argument("key_id", metavar="ID", help="the key id shown by `keys create` and `keys list`")
     sub.set_defaults(handler=cmd_keys_revoke)
 
-    anomalies = commands.add_parser(
-        "anomalies", help="manage anomalies", description="manage anomalies"
-    )
-    anomaly_commands = anomalies.add_subparsers(
-        dest="anomalies_command", metavar="ACTION", required=True
-    )
+    anomalies = commands.add_parser("anomalies", help="manage anomalies", description="manage anomalies")
+    anomaly_commands = anomalies.add_subparsers(dest="anomalies_command", metavar="ACTION", required=True)
     sub = anomaly_commands.add_parser(
         "dismiss",
         help="dismiss an anomaly; it is not raised again for the same episode",

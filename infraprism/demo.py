@@ -164,9 +164,7 @@ def _entities(rng: random.Random) -> list[Entity]:
             # Zipf-like sizes with some noise: a few big accounts, a long tail.
             weight = scale * rng.uniform(0.7, 1.3) / rank**0.9
             count = rng.choice((1, 2, 2, 3))
-            models = tuple(
-                sorted(set(rng.choices(range(len(MODELS)), weights=model_weights, k=count)))
-            )
+            models = tuple(sorted(set(rng.choices(range(len(MODELS)), weights=model_weights, k=count))))
             features = tuple(sorted(set(rng.choices(feature_names, weights=feature_weights, k=2))))
             entities.append(Entity(entity_type, entity_id, weight, models, features))
     return entities
@@ -202,13 +200,7 @@ def _mean_conversations(hour_start: datetime, day_index: int, days: int) -> floa
     """Expected conversations in one hour, over all entities."""
     weekend = hour_start.weekday() >= 5
     growth = 1.0 + 0.012 * (day_index - days)  # about +1.2% a day towards today
-    return (
-        BASE_CONVERSATIONS_PER_DAY
-        / 24
-        * HOURLY_SHAPE[hour_start.hour]
-        * (0.45 if weekend else 1.0)
-        * growth
-    )
+    return BASE_CONVERSATIONS_PER_DAY / 24 * HOURLY_SHAPE[hour_start.hour] * (0.45 if weekend else 1.0) * growth
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
@@ -250,9 +242,7 @@ def generate(*, days: int = 35, seed: int = 7, end: datetime | None = None) -> I
             picks = rng.choices(entities, weights=weights, k=_poisson(rng, mean))
             if hour_start >= spike_from - timedelta(hours=1):
                 # Three times its usual traffic, moved to a bigger model: several times its spend.
-                picks += [spike_customer] * _poisson(
-                    rng, 3 * mean * spike_customer.weight / total_weight
-                )
+                picks += [spike_customer] * _poisson(rng, 3 * mean * spike_customer.weight / total_weight)
             if hour_start.date() == user_spike_day and 8 <= hour <= 20:
                 picks += [spike_user] * _poisson(rng, 10 * mean * spike_user.weight / total_weight)
             for entity in picks:
@@ -301,11 +291,7 @@ def _conversation(
         input_tokens = max(1, int(rng.lognormvariate(math.log(mean_in), 0.5))) + history
         output_tokens = max(1, int(rng.lognormvariate(math.log(mean_out), 0.6)))
         history += output_tokens + rng.randint(20, 200)
-        cache_read = (
-            int(history * 0.6)
-            if model.startswith(("gpt", "claude")) and history < input_tokens
-            else 0
-        )
+        cache_read = int(history * 0.6) if model.startswith(("gpt", "claude")) and history < input_tokens else 0
         event: dict[str, object] = {
             "event_id": _event_id(rng),
             "timestamp": _timestamp(rng, at),
@@ -315,9 +301,7 @@ def _conversation(
             "model": model,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "latency_ms": round(
-                rng.lognormvariate(math.log(250 + latency_per_1k * output_tokens / 1000), 0.3)
-            ),
+            "latency_ms": round(rng.lognormvariate(math.log(250 + latency_per_1k * output_tokens / 1000), 0.3)),
             "tags": tags,
         }
         if rng.random() < 0.8:
@@ -362,14 +346,10 @@ def _plant_malformed(rng: random.Random, lines: list[bytes], end: datetime) -> N
         b'{"event_id": "demo-bad-truncated", "timestamp": ',
         b"\xff\xfe not utf-8 \x00",
         b'["an", "array", "not", "an", "object"]',
-        orjson.dumps(
-            {k: v for k, v in good.items() if k != "entity_id"} | {"event_id": "demo-bad-1"}
-        ),
+        orjson.dumps({k: v for k, v in good.items() if k != "entity_id"} | {"event_id": "demo-bad-1"}),
         orjson.dumps(good | {"event_id": "demo-bad-2", "input_tokens": -5}),
         orjson.dumps(good | {"event_id": "demo-bad-3", "timestamp": "yesterday at noon"}),
-        orjson.dumps(
-            good | {"event_id": "demo-bad-4", "model": "my-private-finetune"} | {"cost": None}
-        ),
+        orjson.dumps(good | {"event_id": "demo-bad-4", "model": "my-private-finetune"} | {"cost": None}),
         orjson.dumps(good | {"event_id": "demo-bad-5", "tags": ["feature", "chatbot"]}),
         orjson.dumps(good | {"event_id": "demo-bad-6", "output_tokens": "many"}),
     ]

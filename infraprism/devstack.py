@@ -184,9 +184,7 @@ class DevStack:
         self.metrics_port = free_port()
         self.spawn("aggregator", "aggregator", "--metrics-port", str(self.metrics_port))
         self.spawn("detector", "detector")
-        self.spawn(
-            "api", "api", "--host", self.settings.api_host, "--port", str(self.settings.api_port)
-        )
+        self.spawn("api", "api", "--host", self.settings.api_host, "--port", str(self.settings.api_port))
 
     @property
     def api_url(self) -> str:
@@ -210,9 +208,7 @@ class DevStack:
             self.check()
             self.assert_workers_running()
             if time.monotonic() > deadline:
-                raise DevStackError(
-                    f"{what} not ready within {timeout_s:.0f}s; see the logs in {self.log_dir}"
-                )
+                raise DevStackError(f"{what} not ready within {timeout_s:.0f}s; see the logs in {self.log_dir}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -322,16 +318,12 @@ async def _caught_up(settings: Settings) -> bool:
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(settings.events_topic) or set()
-        ends = await consumer.end_offsets(
-            [TopicPartition(settings.events_topic, p) for p in partitions]
-        )
+        ends = await consumer.end_offsets([TopicPartition(settings.events_topic, p) for p in partitions])
     finally:
         await consumer.stop()
     client = aioredis.Redis.from_url(settings.redis_dsn(), decode_responses=True)
     try:
-        key = KeyLayout(settings.key_prefix).offsets(
-            settings.events_topic, settings.aggregator_group
-        )
+        key = KeyLayout(settings.key_prefix).offsets(settings.events_topic, settings.aggregator_group)
         stored = {int(p): int(o) for p, o in (await client.hgetall(key)).items()}
     finally:
         await client.aclose()
@@ -379,9 +371,7 @@ def main(
     # The readiness polls would otherwise log one line per request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = DevStack(settings, log_dir=Path(log_dir).resolve(), port=port)
-    previous = {
-        sig: signal.signal(sig, stack._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, stack._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     end = datetime.now(UTC)
     today = end.date().isoformat()
     start_date, end_date = today, today

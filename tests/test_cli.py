@@ -40,9 +40,7 @@ SUBCOMMANDS = [
 ]
 
 
-def cli(
-    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 120
-):
+def cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 120):
     return subprocess.run(
         [sys.executable, "-m", "infraprism.cli", *args],
         input=stdin,
@@ -66,9 +64,7 @@ def event(i: int, **changes: object) -> dict:
     return base | changes
 
 
-async def read_topic(
-    settings: Settings, topic: str, expect: int
-) -> list[tuple[bytes | None, bytes]]:
+async def read_topic(settings: Settings, topic: str, expect: int) -> list[tuple[bytes | None, bytes]]:
     """(key, value) of the first `expect` messages of every partition of `topic`."""
     import asyncio
 
@@ -106,9 +102,7 @@ def test_every_subcommand_has_help(args):
 
 
 def test_the_installed_entry_point_runs():
-    done = subprocess.run(
-        [str(ENTRY_POINT), "--help"], capture_output=True, check=False, timeout=60
-    )
+    done = subprocess.run([str(ENTRY_POINT), "--help"], capture_output=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     for name in (
         "aggregator",
@@ -182,8 +176,7 @@ async def test_replay_sends_every_line_as_is_with_entity_keys(settings, settings
 
     assert done.returncode == 0, done.stderr.decode()
     assert (
-        done.stdout.decode().strip().splitlines()[-1]
-        == f"sent {len(good) + len(bad)} lines to {settings.events_topic}"
+        done.stdout.decode().strip().splitlines()[-1] == f"sent {len(good) + len(bad)} lines to {settings.events_topic}"
     )
     assert f"replay -> {settings.events_topic}".encode() in done.stderr  # the progress bar
     received = await read_topic(settings, settings.events_topic, expect=len(good) + len(bad))
@@ -219,9 +212,7 @@ async def test_replay_reads_stdin_and_creates_the_topics(settings, settings_env)
     assert partitions == set(range(settings.topic_partitions))
 
 
-async def test_replay_stops_at_a_line_the_producer_refuses_after_sending_those_before(
-    settings, settings_env, tmp_path
-):
+async def test_replay_stops_at_a_line_the_producer_refuses_after_sending_those_before(settings, settings_env, tmp_path):
     before = [orjson.dumps(event(i)) for i in range(20)]
     huge = b'{"event_id": "' + b"x" * (9 << 20) + b'"}'  # over the 8 MiB request limit
     path = tmp_path / "events.jsonl"
@@ -250,9 +241,7 @@ async def test_send_produces_one_event(settings, settings_env):
     done = cli("send", raw.decode(), env=settings_env)
 
     assert done.returncode == 0, done.stderr.decode()
-    assert re.fullmatch(
-        rf"sent 1 event to {settings.events_topic} partition \d+ offset 0\n", done.stdout.decode()
-    )
+    assert re.fullmatch(rf"sent 1 event to {settings.events_topic} partition \d+ offset 0\n", done.stdout.decode())
     assert b"warning" not in done.stderr
     assert await read_topic(settings, settings.events_topic, expect=1) == [(b"acme-corp", raw)]
 
@@ -270,9 +259,7 @@ async def test_send_warns_about_an_invalid_event_but_sends_it_for_the_dlq(settin
 # ---- keys --------------------------------------------------------------------------------------
 
 
-async def test_keys_create_prints_the_key_alone_on_the_last_line_then_list_and_revoke(
-    settings_env, redis_client
-):
+async def test_keys_create_prints_the_key_alone_on_the_last_line_then_list_and_revoke(settings_env, redis_client):
     done = cli("keys", "create", "--project", "acme", "--name", "ci", env=settings_env)
     assert done.returncode == 0, done.stderr.decode()
     key = done.stdout.decode().splitlines()[-1]

@@ -46,6 +46,4 @@ def test_the_readme_puts_the_two_commands_first():
 def test_every_make_target_the_readme_names_exists():
     makefile = (ROOT / "Makefile").read_text()
     for target in set(re.findall(r"`make (\w+)`", (ROOT / "README.md").read_text())):
-        assert re.search(rf"^{target}:", makefile, flags=re.M), (
-            f"make {target} is in the README, not the Makefile"
-        )
+        assert re.search(rf"^{target}:", makefile, flags=re.M), f"make {target} is in the README, not the Makefile"

@@ -49,9 +49,7 @@ def reason_of(value: object) -> str:
 
 def catalog_nano(model: str, provider: str | None, at: datetime, **usage: int) -> int:
     """The catalog's price in nano-dollars, computed here independently of infraprism.core."""
-    price = calc_price(
-        Usage(**usage), model_ref=model, provider_id=provider, genai_request_timestamp=at
-    )
+    price = calc_price(Usage(**usage), model_ref=model, provider_id=provider, genai_request_timestamp=at)
     return int((Decimal(str(price.total_price)) * 10**9).to_integral_value())
 
 
@@ -259,9 +257,7 @@ def test_timestamps_are_normalised_to_utc_epoch_ms(value, expected_ms):
 
 
 def test_epoch_ms_and_rfc3339_of_the_same_instant_give_the_same_event():
-    assert validate_event(event(timestamp=T0_MS)) == validate_event(
-        event(timestamp="2025-01-15T11:00:00+01:00")
-    )
+    assert validate_event(event(timestamp=T0_MS)) == validate_event(event(timestamp="2025-01-15T11:00:00+01:00"))
 
 
 # ---- money: integer nano-dollars, rounded half-even once per event ----------------------------
@@ -341,9 +337,7 @@ def test_an_unknown_model_with_a_cost_is_accepted_with_provider_unknown():
 
 def test_cache_reads_are_priced_at_the_cheaper_cache_rate():
     plain = validate_event(event(cost=..., input_tokens=10_000, output_tokens=0))
-    cached = validate_event(
-        event(cost=..., input_tokens=10_000, output_tokens=0, cache_read_tokens=8_000)
-    )
+    cached = validate_event(event(cost=..., input_tokens=10_000, output_tokens=0, cache_read_tokens=8_000))
     assert 0 < cached.cost_nano < plain.cost_nano
 
 
