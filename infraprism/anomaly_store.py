@@ -109,7 +109,7 @@ def owners_key(layout: KeyLayout) -> str:
 async def save(redis: aioredis.Redis, layout: KeyLayout, record: AnomalyRecord) -> None:
     """Write (or overwrite) a record and its indexes in one transaction."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(layout.anomaly(record.project, record.id), mapping=record.to_hash())
+        pipe.hset(layout.anomaly(record.project, record.id), mapping=dict(record.to_hash()))  # type: ignore[arg-type]
         pipe.zadd(layout.anomaly_index(record.project), {record.id: record.detected_ms})
         pipe.hset(owners_key(layout), record.id, record.project)
         await pipe.execute()
@@ -146,20 +146,112 @@ async def list_range(
     ]
 
 
+def outbox_key(layout: KeyLayout, project: str) -> str:
+    """Stream of record snapshots (one entry per new version) that alerting still has to deliver.
+
+    Written in the same atomic call as the record, so a change is never lost
+    between Redis and the alert channels; pipeline/alerts.py drains it.
+    """
+    return layout.detector_state(project, "outbox")
+
+
+# KEYS: record, index, owners, outbox. ARGV: id, project, detected_ms, then the record's pairs.
+# Creates the record only if that id was never written (the detector's ids are deterministic,
+# so a replayed delta finds the same episode again instead of duplicating it).
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
+return 1
+"""
+
+# KEYS: record, outbox. ARGV: allowed statuses (comma separated), then field/value pairs.
+# Changes the record only while its status is one of the allowed ones, bumps its version
+# and queues the new snapshot for alerting, all at once.
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == status then allowed = true end
+end
+if not allowed then return {'refused', unpack(redis.call('HGETALL', KEYS[1]))} end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+local record = redis.call('HGETALL', KEYS[1])
+redis.call('XADD', KEYS[2], '*', unpack(record))
+return {'ok', unpack(record)}
+"""
+
+
+async def create(redis: aioredis.Redis, layout: KeyLayout, record: AnomalyRecord) -> bool:
+    """Write a new record, index it and queue its alert, atomically; False if the id exists."""
+    pairs = [item for name, value in record.to_hash().items() for item in (name, value)]
+    created = await redis.eval(
+        _CREATE,
+        4,
+        layout.anomaly(record.project, record.id),
+        layout.anomaly_index(record.project),
+        owners_key(layout),
+        outbox_key(layout, record.project),
+        record.id,
+        record.project,
+        str(record.detected_ms),
+        *pairs,
+    )
+    return bool(int(created))
+
+
+async def transition(
+    redis: aioredis.Redis,
+    layout: KeyLayout,
+    project: str,
+    anomaly_id: str,
+    allowed: tuple[AnomalyStatus, ...],
+    changes: dict[str, str],
+) -> tuple[bool, AnomalyRecord | None]:
+    """Apply `changes` if the record's status is in `allowed`; (changed, record as it now is).
+
+    The record is None when it does not exist. A change bumps `version` and
+    queues the new snapshot on the project's alert outbox in the same call.
+    """
+    pairs = [item for name, value in changes.items() for item in (name, value)]
+    reply = await redis.eval(
+        _TRANSITION,
+        2,
+        layout.anomaly(project, anomaly_id),
+        outbox_key(layout, project),
+        ",".join(allowed),
+        *pairs,
+    )
+    status = _s(reply[0])
+    if status == "missing":
+        return False, None
+    flat = reply[1:]
+    record = AnomalyRecord.from_hash({flat[i]: flat[i + 1] for i in range(0, len(flat), 2)})
+    return status == "ok", record
+
+
 async def dismiss(
     redis: aioredis.Redis, layout: KeyLayout, anomaly_id: str, project: str | None = None
 ) -> AnomalyRecord | None:
     """Mark an anomaly dismissed; None when it does not exist (in `project`, when given).
 
-    The detector never reopens a dismissed anomaly's episode: it reads the status.
+    Dismissing twice changes nothing the second time. The change is queued for
+    alerting like any other. The detector never reopens a dismissed anomaly's
+    episode: its update only applies while the status is active.
     """
     owner = await redis.hget(owners_key(layout), anomaly_id)
     if owner is None or (project is not None and _s(owner) != project):
         return None
-    key = layout.anomaly(_s(owner), anomaly_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, "status", AnomalyStatus.DISMISSED)
-        pipe.hincrby(key, "version", 1)
-        pipe.hgetall(key)
-        *_, raw = await pipe.execute()
-    return AnomalyRecord.from_hash(raw) if raw else None
+    _, record = await transition(
+        redis,
+        layout,
+        _s(owner),
+        anomaly_id,
+        (AnomalyStatus.ACTIVE, AnomalyStatus.RESOLVED),
+        {"status": AnomalyStatus.DISMISSED},
+    )
+    return record

@@ -1,0 +1,386 @@
+"""Rolling baselines and the spike rules of the anomaly detector. Pure: no Redis, no Kafka.
+
+A *subject* is an entity (entity_type, entity_id) or a whole project. Its
+history is its hourly rollup cells (events, cost nano-dollars, latency sum in
+microseconds, latency count) for the last `baseline_days` + 1 days, keyed by
+the UTC hour index (epoch hours). Missing hours are hours without traffic
+(zero), except before the subject's first hour, which are unknown.
+
+Two windows are judged, both on values that only grow while their bucket
+fills, so a spike is reported as soon as the bucket so far crosses the
+threshold, never only when it closes:
+
+- the hour so far against the subject's hourly values of the last
+  `baseline_days` days (median, MAD, 99th percentile), leaving out hours
+  already found anomalous;
+- the UTC day so far against its daily totals of the last `baseline_days`
+  full days (median, MAD).
+
+A window is anomalous when it exceeds every one of: (1 + min_relative_change)
+x the median; the median + robust_z x sigma (sigma = 1.4826 x MAD); the
+median + the minimum absolute impact of its type; and, for the hour window,
+(1 + min_relative_change / 2) x the 99th percentile of the hours, which keeps
+daily-seasonal subjects (busy hours, a nightly batch) quiet. The hour window
+is only used for subjects with at least HOUR_WINDOW_MIN_EVENTS events in a
+median hour: below that, hourly counts are Poisson noise, and sparse or bursty
+subjects are judged on the day so far alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+HOURS_PER_DAY = 24
+MS_PER_HOUR = 3_600_000
+MAD_TO_SIGMA = 1.4826  # MAD x this estimates sigma for normal noise
+HOUR_GUARD_QUANTILE = 0.99
+# Below this many events in a median hour, hourly counts are too noisy (Poisson) to judge
+# an hour on its own without false alarms; such subjects are judged on the day so far only.
+HOUR_WINDOW_MIN_EVENTS = 10
+
+
+class Window(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
+class Kind(StrEnum):
+    """What is measured. Matches AnomalyType's values."""
+
+    COST = "cost_spike"
+    VOLUME = "volume_spike"
+    LATENCY = "latency_spike"
+
+
+class HourValues(NamedTuple):
+    """One hourly cell: counters as the rollup holds them."""
+
+    events: int = 0
+    cost_nano: int = 0
+    latency_sum_us: int = 0
+    latency_count: int = 0
+
+
+ZERO = HourValues()
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The detector's configuration, in metric units (nano-dollars, events, ms)."""
+
+    baseline_days: int = 7
+    min_history_days: int = 3
+    min_relative_change: float = 1.0  # +100%: the window must at least double its baseline
+    robust_z: float = 5.0
+    min_impact_cost_nano: int = 5_000_000_000  # $5
+    min_excess_events: int = 100
+    min_latency_increase_ms: float = 1000.0
+    min_latency_samples: int = 20
+
+    def min_impact(self, kind: Kind) -> float:
+        if kind is Kind.COST:
+            return float(self.min_impact_cost_nano)
+        if kind is Kind.VOLUME:
+            return float(self.min_excess_events)
+        return self.min_latency_increase_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Robust summary of a baseline sample."""
+
+    median: float
+    sigma: float
+    high: float  # the HOUR_GUARD_QUANTILE quantile
+    samples: int
+
+
+def robust_stats(values: Sequence[float]) -> Stats:
+    """Median, sigma from the median absolute deviation, and a high quantile. Empty -> zeros."""
+    n = len(values)
+    if n == 0:
+        return Stats(0.0, 0.0, 0.0, 0)
+    ordered = sorted(values)
+    median = _median(ordered)
+    mad = _median(sorted(abs(v - median) for v in ordered))
+    high = ordered[min(n - 1, max(0, math.ceil(HOUR_GUARD_QUANTILE * n) - 1))]
+    return Stats(median, MAD_TO_SIGMA * mad, float(high), n)
+
+
+def _median(ordered: Sequence[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+@dataclass(slots=True)
+class History:
+    """The rolling hourly history of one subject."""
+
+    first_hour: int
+    hours: dict[int, HourValues] = field(default_factory=dict)
+    # (kind, window) -> (the hour or day start it was computed for, stats); a baseline
+    # only depends on hours before that key, so it stays valid until one of those changes.
+    stats_cache: dict[tuple[Kind, Window], tuple[int, Stats]] = field(default_factory=dict)
+    # Hours found anomalous: left out of later hourly baselines, so a spike does not
+    # raise the bar for the next one (a spike is not "normal" for the next 7 days).
+    flagged: set[int] = field(default_factory=set)
+
+    def flag(self, hour: int) -> bool:
+        """Mark `hour` anomalous; True if it was not already."""
+        if hour in self.flagged:
+            return False
+        self.flagged.add(hour)
+        self._invalidate_after(hour)
+        return True
+
+    def _invalidate_after(self, hour: int) -> None:
+        stale = [key for key, (at, _) in self.stats_cache.items() if at > hour]
+        for key in stale:
+            del self.stats_cache[key]
+
+    def put(self, hour: int, values: HourValues) -> None:
+        if self.hours.get(hour, ZERO) == values and hour >= self.first_hour:
+            return
+        self.hours[hour] = values
+        if hour < self.first_hour:
+            self.first_hour = hour
+            self.stats_cache.clear()
+        else:
+            self._invalidate_after(hour)
+
+    def baseline(self, kind: Kind, window: Window, hour: int, days: int) -> Stats:
+        """hour_baseline / day_baseline, cached."""
+        key_hour = hour if window is Window.HOUR else day_start_hour(hour)
+        cached = self.stats_cache.get((kind, window))
+        if cached is not None and cached[0] == key_hour:
+            return cached[1]
+        if window is Window.HOUR:
+            stats = hour_baseline(self, hour, kind, days)
+        else:
+            stats = day_baseline(self, hour, kind, days)
+        self.stats_cache[(kind, window)] = (key_hour, stats)
+        return stats
+
+    def expired(self, newest_hour: int, baseline_days: int) -> list[int]:
+        """Hours older than the baseline needs (kept: baseline_days + 1 days before newest_hour)."""
+        oldest = newest_hour - (baseline_days + 1) * HOURS_PER_DAY
+        return [hour for hour in self.hours.keys() | self.flagged if hour < oldest]
+
+    def drop(self, hours: list[int]) -> None:
+        for hour in hours:
+            self.hours.pop(hour, None)
+            self.flagged.discard(hour)
+
+    def get(self, hour: int) -> HourValues:
+        return self.hours.get(hour, ZERO)
+
+
+def measure(values: HourValues, kind: Kind) -> float | None:
+    """The metric of a cell or window sum; None for latency without enough samples."""
+    if kind is Kind.COST:
+        return float(values.cost_nano)
+    if kind is Kind.VOLUME:
+        return float(values.events)
+    if values.latency_count == 0:
+        return None
+    return values.latency_sum_us / values.latency_count / 1000.0
+
+
+def _sum(cells: Sequence[HourValues]) -> HourValues:
+    return HourValues(
+        sum(c.events for c in cells),
+        sum(c.cost_nano for c in cells),
+        sum(c.latency_sum_us for c in cells),
+        sum(c.latency_count for c in cells),
+    )
+
+
+def day_start_hour(hour: int) -> int:
+    return hour - hour % HOURS_PER_DAY
+
+
+def history_days(history: History, hour: int) -> float:
+    """How many days of history precede `hour`."""
+    return (hour - history.first_hour) / HOURS_PER_DAY
+
+
+def hour_baseline(history: History, hour: int, kind: Kind, days: int) -> Stats:
+    """Stats of the hourly values of the `days` days before `hour` (known hours only)."""
+    start = max(history.first_hour, hour - days * HOURS_PER_DAY)
+    values: list[float] = []
+    for h in range(start, hour):
+        if h in history.flagged:
+            continue
+        value = measure(history.get(h), kind)
+        if value is not None:
+            values.append(value)
+    return robust_stats(values)
+
+
+def day_baseline(history: History, hour: int, kind: Kind, days: int) -> Stats:
+    """Stats of the subject's daily totals over the `days` full days before `hour`'s day.
+
+    A day that began before the subject's first hour is left out (it is not
+    known to be a full day).
+    """
+    today = day_start_hour(hour)
+    values: list[float] = []
+    for day in range(today - days * HOURS_PER_DAY, today, HOURS_PER_DAY):
+        if day < history.first_hour:
+            continue
+        value = measure(_sum([history.get(h) for h in range(day, day + HOURS_PER_DAY)]), kind)
+        if value is not None:
+            values.append(value)
+    return robust_stats(values)
+
+
+def day_so_far(history: History, hour: int) -> HourValues:
+    """The UTC day of `hour` from 00:00 up to and including `hour`."""
+    return _sum([history.get(h) for h in range(day_start_hour(hour), hour + 1)])
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A window that crossed its threshold."""
+
+    kind: Kind
+    window: Window
+    expected: float  # the baseline median, in metric units
+    actual: float  # the window so far, in metric units
+    threshold: float
+
+    @property
+    def ratio(self) -> float:
+        return math.inf if self.expected <= 0 else self.actual / self.expected
+
+
+def poisson_sigma(stats: Stats, kind: Kind, median_events: float) -> float:
+    """The least noise a count-driven metric has: events are Poisson, so sd >= sqrt(mean).
+
+    Volume: sqrt(events); cost: the cost of sqrt(events) typical events. Keeps
+    a subject whose MAD happens to be small (few samples, few events) from
+    alarming on ordinary Poisson swings. None for latency (a mean, not a count).
+    """
+    if kind is Kind.LATENCY:
+        return 0.0
+    events = max(median_events, 1.0)
+    if kind is Kind.VOLUME:
+        return math.sqrt(events)
+    return stats.median / math.sqrt(events)
+
+
+def threshold(stats: Stats, kind: Kind, window: Window, t: Thresholds, *, median_events: float = 0.0) -> float:
+    """The value a window must exceed to be anomalous."""
+    factor = 1.0 + t.min_relative_change
+    sigma = max(stats.sigma, poisson_sigma(stats, kind, median_events))
+    bound = max(
+        stats.median * factor,
+        stats.median + t.robust_z * sigma,
+        stats.median + t.min_impact(kind),
+    )
+    if window is Window.HOUR:
+        bound = max(bound, stats.high * (1.0 + t.min_relative_change / 2))
+    return bound
+
+
+def judge(
+    history: History,
+    hour: int,
+    kind: Kind,
+    t: Thresholds,
+    *,
+    windows: Sequence[Window] = tuple(Window),
+) -> Finding | None:
+    """The first window (hour, then day) whose value so far crosses its threshold, else None.
+
+    None as well while the subject has less than `min_history_days` of history.
+    Latency is judged on the hour window only (a day's mean dilutes a spike),
+    and only when the hour has `min_latency_samples` latencies.
+    """
+    if history_days(history, hour) < t.min_history_days:
+        return None
+    volume = history.baseline(Kind.VOLUME, Window.HOUR, hour, t.baseline_days)
+    dense = volume.median >= HOUR_WINDOW_MIN_EVENTS
+    for window in windows:
+        if window is Window.HOUR:
+            if not dense:
+                continue
+            cell = history.get(hour)
+        else:
+            if kind is Kind.LATENCY or dense:
+                continue
+            cell = day_so_far(history, hour)
+        if kind is Kind.LATENCY and cell.latency_count < t.min_latency_samples:
+            continue
+        actual = measure(cell, kind)
+        if actual is None:
+            continue
+        stats = history.baseline(kind, window, hour, t.baseline_days)
+        if stats.samples == 0:
+            continue
+        events = history.baseline(Kind.VOLUME, window, hour, t.baseline_days).median
+        bound = threshold(stats, kind, window, t, median_events=events)
+        if actual > bound:
+            return Finding(kind, window, stats.median, actual, bound)
+    return None
+
+
+# --- what a finding means for an open anomaly ------------------------------------------------
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def severity(ratio: float) -> Severity:
+    """By actual / expected: >= 10x critical, >= 5x high, >= 3x medium, else low."""
+    if ratio >= 10:
+        return Severity.CRITICAL
+    if ratio >= 5:
+        return Severity.HIGH
+    if ratio >= 3:
+        return Severity.MEDIUM
+    return Severity.LOW
+
+
+_LABELS = {Kind.COST: "Cost", Kind.VOLUME: "Request volume", Kind.LATENCY: "Average latency"}
+_UNITS = {
+    (Kind.COST, Window.HOUR): "median hourly cost",
+    (Kind.COST, Window.DAY): "median daily cost (day so far)",
+    (Kind.VOLUME, Window.HOUR): "median hourly requests",
+    (Kind.VOLUME, Window.DAY): "median daily requests (day so far)",
+    (Kind.LATENCY, Window.HOUR): "median hourly average latency",
+    (Kind.LATENCY, Window.DAY): "median daily average latency",
+}
+
+
+def describe(finding: Finding, baseline_days: int) -> str:
+    """E.g. "Cost increased 340% compared to 7-day median hourly cost"."""
+    label = _LABELS[finding.kind]
+    unit = _UNITS[(finding.kind, finding.window)]
+    if finding.expected <= 0:
+        return f"{label} rose from nothing compared to {baseline_days}-day {unit}"
+    pct = round((finding.actual / finding.expected - 1.0) * 100)
+    return f"{label} increased {pct}% compared to {baseline_days}-day {unit}"
+
+
+def anomaly_id(project: str, kind: Kind, entity_type: str, entity_id: str, first_hour: int) -> str:
+    """Deterministic: the same episode found again (a replayed delta) gets the same id."""
+    digest = hashlib.sha256(
+        "\x1f".join((project, kind.value, entity_type, entity_id, str(first_hour))).encode()
+    ).hexdigest()
+    return f"anomaly_{digest[:20]}"
+
+
+def event_time_of(watermark_ms: int, hour: int) -> int:
+    """When (event time) a cell of `hour` was seen: the watermark, kept inside the hour."""
+    return min(max(watermark_ms, hour * MS_PER_HOUR), (hour + 1) * MS_PER_HOUR - 1)

@@ -1,0 +1,507 @@
+"""`infraprism detector`: a faust-streaming app that turns rollup changes into anomaly records.
+
+It consumes the aggregator's change feed (infraprism/core/deltas.py): one
+message per applied batch and project naming the entity-hours that changed
+and the batch's newest event time (the watermark). For each named cell it
+reads the current value from the Redis rollups (the exactly-once source of
+truth, never the raw events), folds it into the subject's rolling hourly
+history (kept in Redis, cached here), and judges the hour so far and the day
+so far against the robust baselines of infraprism/core/baseline.py.
+
+Per (project, subject, type) there is at most one open episode. It opens an
+anomaly record, updates it as the spike grows, and resolves it once the
+subject has not been anomalous for the recovery window (event time, driven
+by the watermark). A dismissed record is never touched again by its episode.
+Every record change is queued atomically on an outbox that the leader's
+timer delivers (pipeline/alerts.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+import redis.asyncio as aioredis
+
+from infraprism import anomaly_store
+from infraprism.anomaly_store import AnomalyRecord, AnomalyStatus
+from infraprism.core.baseline import (
+    Finding,
+    History,
+    HourValues,
+    Kind,
+    Thresholds,
+    Window,
+    anomaly_id,
+    describe,
+    event_time_of,
+    judge,
+    severity,
+)
+from infraprism.core.buckets import Granularity
+from infraprism.core.deltas import Delta
+from infraprism.core.keys import SEP, Dimension, KeyLayout, entity_member
+from infraprism.core.money import nano_to_usd, usd_to_nano
+from infraprism.settings import Settings
+from pipeline.alerts import KafkaChannel, Notifier, WebhookChannel
+from pipeline.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+PROJECT_ENTITY_TYPE = "project"  # entity_type of a project-wide anomaly; entity_id is the project
+TOTAL = ""  # the member of the project's total in the rollups; the subject of project-wide spikes
+ENTITY_KINDS = (Kind.COST, Kind.VOLUME, Kind.LATENCY)
+TOTAL_KINDS = (Kind.COST,)
+GROWTH_STEP = 0.10  # an open anomaly is updated when its value grows by 10% or its severity rises
+
+
+def thresholds_of(settings: Settings) -> Thresholds:
+    return Thresholds(
+        baseline_days=settings.detector_baseline_days,
+        min_history_days=settings.detector_min_history_days,
+        min_relative_change=settings.detector_min_relative_change,
+        robust_z=settings.detector_robust_z,
+        min_impact_cost_nano=usd_to_nano(settings.detector_min_impact_usd),
+        min_excess_events=settings.detector_min_excess_events,
+        min_latency_increase_ms=settings.detector_min_latency_increase_ms,
+        min_latency_samples=settings.detector_min_latency_samples,
+    )
+
+
+def hour_index_of(label: str) -> int:
+    """Epoch hours of an hour label YYYYMMDDHH."""
+    moment = datetime(int(label[:4]), int(label[4:6]), int(label[6:8]), int(label[8:10]), tzinfo=UTC)
+    return int(moment.timestamp()) // 3600
+
+
+def hour_label_of(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, tz=UTC).strftime("%Y%m%d%H")
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_units(kind: Kind, value: float) -> float:
+    """Metric units -> the record's: USD (6 decimals) for cost, events, ms (1 decimal)."""
+    if kind is Kind.COST:
+        return nano_to_usd(round(value))
+    if kind is Kind.VOLUME:
+        return float(round(value))
+    return round(value, 1)
+
+
+@dataclass(slots=True)
+class Episode:
+    """The open anomaly of one (subject, type): what was last written, when it was last seen."""
+
+    anomaly_id: str
+    window: str
+    actual: float  # metric units, the largest value written to the record
+    severity: str
+    last_anomalous_ms: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Episode:
+        return cls(**orjson.loads(raw))
+
+
+class Detector:
+    """The processing function: one Delta in, record changes out. Owns its projects' state."""
+
+    def __init__(self, redis: aioredis.Redis, layout: KeyLayout, thresholds: Thresholds, *, recovery_ms: int) -> None:
+        self._redis = redis
+        self._layout = layout
+        self._t = thresholds
+        self._recovery_ms = recovery_ms
+        self._histories: dict[tuple[str, str], History] = {}
+        self._episodes: dict[str, dict[str, Episode]] = {}
+
+    def forget(self) -> None:
+        """Drop the caches (partitions moved: another worker may have changed the state)."""
+        self._histories.clear()
+        self._episodes.clear()
+
+    # --- keys ------------------------------------------------------------------------------------
+    def _history_key(self, project: str, member: str) -> str:
+        return self._layout.detector_state(project, "ht" if member == TOTAL else f"h:{member}")
+
+    def _episodes_key(self, project: str) -> str:
+        return self._layout.detector_state(project, "episodes")
+
+    # --- processing ------------------------------------------------------------------------------
+    async def process(self, delta: Delta) -> int:
+        """Read the changed cells, judge them, write changes; returns how many records changed."""
+        project = delta.project
+        wanted: dict[str, set[int]] = {}
+        for entity_type, entity_id, label in delta.cells:
+            wanted.setdefault(entity_member(entity_type, entity_id), set()).add(hour_index_of(label))
+        if not wanted:
+            return 0
+        wanted[TOTAL] = set().union(*wanted.values())
+
+        values = await self._read_cells(project, wanted)
+        histories = await self._histories_of(project, wanted)
+        await self._store_history(project, histories, values)
+        episodes = await self._episodes_of(project)
+
+        changed = 0
+        dirty: set[str] = set()
+        flagged: list[tuple[str, int]] = []
+        for member, hours in wanted.items():
+            kinds = TOTAL_KINDS if member == TOTAL else ENTITY_KINDS
+            history = histories[member]
+            for hour in sorted(hours):
+                seen_ms = event_time_of(delta.watermark_ms, hour)
+                for kind in kinds:
+                    finding = judge(history, hour, kind, self._t)
+                    if finding is None:
+                        continue
+                    if finding.window is Window.HOUR and history.flag(hour):
+                        flagged.append((member, hour))
+                    field = f"{kind.value}{SEP}{member}"
+                    changed += await self._on_finding(project, member, hour, seen_ms, finding, episodes, field)
+                    dirty.add(field)
+        if flagged:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for member, hour in flagged:
+                    pipe.hset(self._history_key(project, member), f"x{hour}", "1")
+                await pipe.execute()
+        changed += await self._recover(project, delta.watermark_ms, episodes, dirty)
+        await self._store_episodes(project, episodes, dirty)
+        return changed
+
+    async def _read_cells(self, project: str, wanted: dict[str, set[int]]) -> dict[tuple[str, int], HourValues]:
+        order: list[tuple[str, int]] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member, hours in wanted.items():
+                dimension = Dimension.TOTAL if member == TOTAL else Dimension.ENTITY
+                for hour in hours:
+                    key = self._layout.rollup(project, dimension, Granularity.HOUR, hour_label_of(hour))
+                    pipe.hmget(key, "e" + member, "c" + member, "l" + member, "n" + member)
+                    order.append((member, hour))
+            replies = await pipe.execute()
+        return {
+            where: HourValues(*(int(v) if v is not None else 0 for v in reply))
+            for where, reply in zip(order, replies, strict=True)
+        }
+
+    async def _histories_of(self, project: str, wanted: Iterable[str]) -> dict[str, History]:
+        missing = [m for m in wanted if (project, m) not in self._histories]
+        if missing:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for member in missing:
+                    pipe.hgetall(self._history_key(project, member))
+                raws = await pipe.execute()
+            for member, raw in zip(missing, raws, strict=True):
+                self._histories[(project, member)] = _parse_history(raw)
+        return {m: self._histories[(project, m)] for m in wanted}
+
+    async def _store_history(
+        self, project: str, histories: dict[str, History], values: dict[tuple[str, int], HourValues]
+    ) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (member, hour), cell in values.items():
+                history = histories[member]
+                if history.first_hour < 0:
+                    history.first_hour = hour
+                history.put(hour, cell)
+                key = self._history_key(project, member)
+                pipe.hset(
+                    key,
+                    mapping={str(hour): ",".join(map(str, cell)), "first": str(history.first_hour)},
+                )
+            for member, history in histories.items():
+                expired = history.expired(max(history.hours), self._t.baseline_days)
+                if expired:
+                    flagged = [f"x{hour}" for hour in expired if hour in history.flagged]
+                    history.drop(expired)
+                    pipe.hdel(self._history_key(project, member), *map(str, expired), *flagged)
+            await pipe.execute()
+
+    async def _episodes_of(self, project: str) -> dict[str, Episode]:
+        episodes = self._episodes.get(project)
+        if episodes is None:
+            raw = await self._redis.hgetall(self._episodes_key(project))
+            episodes = self._episodes[project] = {_text(k): Episode.decode(v) for k, v in raw.items()}
+        return episodes
+
+    async def _store_episodes(self, project: str, episodes: dict[str, Episode], dirty: set[str]) -> None:
+        if not dirty:
+            return
+        key = self._episodes_key(project)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for field in dirty:
+                episode = episodes.get(field)
+                if episode is None:
+                    pipe.hdel(key, field)
+                else:
+                    pipe.hset(key, field, episode.encode())
+            await pipe.execute()
+
+    async def _on_finding(
+        self,
+        project: str,
+        member: str,
+        hour: int,
+        seen_ms: int,
+        finding: Finding,
+        episodes: dict[str, Episode],
+        field: str,
+    ) -> int:
+        episode = episodes.get(field)
+        if episode is None:
+            return await self._open(project, member, hour, seen_ms, finding, episodes, field)
+        episode.last_anomalous_ms = max(episode.last_anomalous_ms, seen_ms)
+        rising = _rank(severity(finding.ratio)) > _rank(episode.severity)
+        if finding.window != episode.window or not (finding.actual >= episode.actual * (1 + GROWTH_STEP) or rising):
+            return 0
+        kind = finding.kind
+        changes = {
+            "severity": severity(finding.ratio).value,
+            "description": describe(finding, self._t.baseline_days),
+            "expected_value": str(to_units(kind, finding.expected)),
+            "actual_value": str(to_units(kind, finding.actual)),
+            "updated_ms": str(seen_ms),
+        }
+        updated, record = await anomaly_store.transition(
+            self._redis, self._layout, project, episode.anomaly_id, (AnomalyStatus.ACTIVE,), changes
+        )
+        # Dismissed (or gone): the episode stays open, so the spike is not raised again.
+        episode.actual = max(episode.actual, finding.actual)
+        episode.severity = changes["severity"] if updated else episode.severity
+        return int(updated)
+
+    async def _open(
+        self,
+        project: str,
+        member: str,
+        hour: int,
+        seen_ms: int,
+        finding: Finding,
+        episodes: dict[str, Episode],
+        field: str,
+    ) -> int:
+        if member == TOTAL:
+            entity_type, entity_id = PROJECT_ENTITY_TYPE, project
+        else:
+            entity_type, entity_id = member.split(SEP, 1)
+        kind = finding.kind
+        level = severity(finding.ratio)
+        record = AnomalyRecord(
+            id=anomaly_id(project, kind, entity_type, entity_id, hour),
+            project=project,
+            detected_at=rfc3339(seen_ms),
+            detected_ms=seen_ms,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            type=kind.value,
+            severity=level.value,
+            description=describe(finding, self._t.baseline_days),
+            expected_value=to_units(kind, finding.expected),
+            actual_value=to_units(kind, finding.actual),
+            status=AnomalyStatus.ACTIVE.value,
+            updated_ms=seen_ms,
+            version=1,
+        )
+        created = await anomaly_store.create(self._redis, self._layout, record)
+        if not created:
+            # A replayed delta found an episode that was already recorded: adopt it, unless it
+            # has ended (a later delta resolved it; replaying will resolve it again).
+            existing = await anomaly_store.get(self._redis, self._layout, project, record.id)
+            if existing is None or existing.status == AnomalyStatus.RESOLVED:
+                return 0
+            record = existing
+        else:
+            log.info(
+                "anomaly %s: %s %s/%s %s",
+                record.id,
+                record.type,
+                entity_type,
+                entity_id,
+                record.description,
+            )
+        episodes[field] = Episode(record.id, finding.window.value, finding.actual, record.severity, seen_ms)
+        return int(created)
+
+    async def _recover(self, project: str, watermark_ms: int, episodes: dict[str, Episode], dirty: set[str]) -> int:
+        """Close episodes not anomalous for the recovery window; resolve their records if active."""
+        changed = 0
+        for field, episode in list(episodes.items()):
+            if watermark_ms - episode.last_anomalous_ms < self._recovery_ms:
+                continue
+            updated, _ = await anomaly_store.transition(
+                self._redis,
+                self._layout,
+                project,
+                episode.anomaly_id,
+                (AnomalyStatus.ACTIVE,),
+                {"status": AnomalyStatus.RESOLVED.value, "updated_ms": str(watermark_ms)},
+            )
+            changed += int(updated)
+            del episodes[field]
+            dirty.add(field)
+        return changed
+
+
+_SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def _rank(level: str) -> int:
+    return _SEVERITY_RANK.get(str(level), 0)
+
+
+def _parse_history(raw: dict[Any, Any]) -> History:
+    text = {_text(k): _text(v) for k, v in raw.items()}
+    history = History(first_hour=int(text.pop("first", "-1")))
+    for name, cell in text.items():
+        if name.startswith("x"):
+            history.flagged.add(int(name[1:]))
+        else:
+            history.hours[int(name)] = HourValues(*map(int, cell.split(",")))
+    return history
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- the faust application ----------------------------------------------------------------------
+
+
+class Runtime:
+    """The clients of one worker, made when the app starts and closed when it stops."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis: aioredis.Redis | None = None
+        self.detector: Detector | None = None
+        self.notifier: Notifier | None = None
+        self.webhook: WebhookChannel | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self, send: Callable[[bytes, bytes], Awaitable[None]]) -> None:
+        async with self._lock:
+            if self.redis is not None:
+                return
+            s = self.settings
+            redis = aioredis.Redis.from_url(s.redis_dsn())
+            await redis.ping()  # a bad address fails loudly, at start
+            layout = KeyLayout(s.key_prefix)
+            self.detector = Detector(redis, layout, thresholds_of(s), recovery_ms=s.detector_recovery_minutes * 60_000)
+            channels: list[Any] = [KafkaChannel(send)]
+            if s.alert_webhook_url:
+                secret = s.alert_webhook_secret.get_secret_value().encode() if s.alert_webhook_secret else None
+                self.webhook = WebhookChannel(s.alert_webhook_url, secret)
+                channels.append(self.webhook)
+            self.notifier = Notifier(redis, layout, channels, max_backoff_s=s.alert_retry_max_seconds)
+            self.redis = redis
+
+    async def stop(self) -> None:
+        if self.webhook is not None:
+            await self.webhook.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+
+def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    """The detector's faust app: an agent on the deltas topic, the alert timer on the leader."""
+    app = faust.App(
+        settings.detector_group,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        broker_rebalance_timeout=10.0,
+        datadir=os.path.join(tempfile.gettempdir(), f"infraprism-detector-{settings.detector_group}"),
+    )
+    runtime = Runtime(settings)
+    deltas = app.topic(settings.deltas_topic, value_serializer="raw", key_serializer="raw")
+    anomalies = app.topic(settings.anomalies_topic, value_serializer="raw", key_serializer="raw")
+
+    async def publish(key: bytes, value: bytes) -> None:
+        pending = await anomalies.send(key=key, value=value)
+        await pending  # the broker's acknowledgement, before the outbox cursor moves
+
+    @app.agent(deltas)
+    async def detect(stream: Any) -> None:
+        await runtime.start(publish)
+        assert runtime.detector is not None
+        async for event in stream.events():
+            try:
+                delta = Delta.decode(event.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "undecodable delta at %s[%d]@%d skipped: %r",
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                    exc,
+                )
+                continue
+            await runtime.detector.process(delta)
+
+    @app.timer(settings.alert_poll_seconds, on_leader=True)
+    async def deliver() -> None:
+        await runtime.start(publish)
+        assert runtime.notifier is not None
+        await runtime.notifier.drain()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        if runtime.detector is not None:
+            runtime.detector.forget()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(app: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    return app, runtime
+
+
+def main(settings: Settings) -> None:
+    """`infraprism detector`: run the faust worker until SIGINT/SIGTERM."""
+    from faust.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            [settings.deltas_topic, settings.anomalies_topic],
+            settings.topic_partitions,
+        )
+    )
+    app, _ = build_app(settings)
+    worker = Worker(app, loglevel="info", quiet=True)
+    worker.execute_from_commandline()
+
+
+async def _dismiss(settings: Settings, anomaly_id: str) -> dict[str, Any] | None:
+    redis = aioredis.Redis.from_url(settings.redis_dsn())
+    try:
+        record = await anomaly_store.dismiss(redis, KeyLayout(settings.key_prefix), anomaly_id)
+    finally:
+        await redis.aclose()
+    return None if record is None else {**record.public(), "project": record.project, "version": record.version}
+
+
+def dismiss_cli(settings: Settings, anomaly_id: str) -> dict[str, Any] | None:
+    """`infraprism anomalies dismiss ID`: the dismissed record, or None when there is no such id."""
+    return asyncio.run(_dismiss(settings, anomaly_id))

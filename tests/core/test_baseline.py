@@ -1,0 +1,179 @@
+"""The pure detection core: robust statistics, thresholds and the spike rules, as tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from infraprism.core.baseline import (
+    History,
+    HourValues,
+    Kind,
+    Severity,
+    Stats,
+    Thresholds,
+    Window,
+    anomaly_id,
+    describe,
+    event_time_of,
+    judge,
+    robust_stats,
+    severity,
+    threshold,
+)
+
+T = Thresholds()
+NANO = 1_000_000_000
+DAY0 = 480_000  # an epoch hour at 00:00 UTC (480000 % 24 == 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "median", "sigma", "high"),
+    [
+        ([], 0.0, 0.0, 0.0),
+        ([5], 5.0, 0.0, 5.0),
+        ([1, 2, 3, 4, 100], 3.0, 1.4826, 100.0),
+        ([10, 10, 10, 10], 10.0, 0.0, 10.0),
+        (list(range(1, 201)), 100.5, 1.4826 * 50, 198.0),
+    ],
+)
+def test_robust_stats(values: list[float], median: float, sigma: float, high: float) -> None:
+    stats = robust_stats(values)
+    assert stats.median == pytest.approx(median)
+    assert stats.sigma == pytest.approx(sigma)
+    assert stats.high == pytest.approx(high)
+    assert stats.samples == len(values)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "level"),
+    [
+        (2.0, Severity.LOW),
+        (2.99, Severity.LOW),
+        (3.0, Severity.MEDIUM),
+        (5.0, Severity.HIGH),
+        (9.9, Severity.HIGH),
+        (10.0, Severity.CRITICAL),
+        (math.inf, Severity.CRITICAL),
+    ],
+)
+def test_severity(ratio: float, level: Severity) -> None:
+    assert severity(ratio) == level
+
+
+@pytest.mark.parametrize(
+    ("stats", "kind", "window", "events", "expected"),
+    [
+        # relative change dominates: 2 x median
+        (Stats(100 * NANO, 0.0, 100 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 200 * NANO),
+        # minimum impact dominates: median + $5
+        (Stats(1 * NANO, 0.0, 1 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 6 * NANO),
+        # robust z dominates: median + 5 sigma
+        (Stats(100 * NANO, 30 * NANO, 100 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 250 * NANO),
+        # the 99th percentile guard (hour window only): 1.5 x high
+        (Stats(100 * NANO, 0.0, 180 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 270 * NANO),
+        (Stats(100 * NANO, 0.0, 180 * NANO, 7), Kind.COST, Window.DAY, 10_000, 200 * NANO),
+        # Poisson floor: 16 events -> sigma >= 4 events -> 16 + 5 * 4 = 36 > 2 x 16 and > 16 + 100
+        (Stats(16.0, 0.0, 16.0, 168), Kind.VOLUME, Window.HOUR, 16, 116.0),
+        (Stats(400.0, 0.0, 400.0, 168), Kind.VOLUME, Window.HOUR, 400, 800.0),
+        (Stats(9.0, 0.0, 9.0, 7), Kind.VOLUME, Window.DAY, 9, 109.0),
+        # latency: 2 x median, at least +1000 ms
+        (Stats(800.0, 50.0, 900.0, 168), Kind.LATENCY, Window.HOUR, 100, 1800.0),
+        (Stats(2000.0, 50.0, 2100.0, 168), Kind.LATENCY, Window.HOUR, 100, 4000.0),
+    ],
+)
+def test_threshold(stats: Stats, kind: Kind, window: Window, events: float, expected: float) -> None:
+    assert threshold(stats, kind, window, T, median_events=events) == pytest.approx(expected)
+
+
+def steady(days: int, events: int, cost_usd: float, latency_ms: float = 500.0) -> History:
+    """`days` days of identical hours starting at DAY0."""
+    history = History(first_hour=DAY0)
+    for hour in range(DAY0, DAY0 + days * 24):
+        history.put(hour, cell(events, cost_usd, latency_ms))
+    return history
+
+
+def cell(events: int, cost_usd: float, latency_ms: float = 500.0) -> HourValues:
+    return HourValues(events, int(cost_usd * NANO), int(latency_ms * 1000 * events), events)
+
+
+def test_steady_traffic_is_not_anomalous() -> None:
+    history = steady(8, 200, 20.0)
+    now = DAY0 + 8 * 24
+    history.put(now, cell(200, 20.0))
+    assert all(judge(history, now, kind, T) is None for kind in Kind)
+
+
+def test_cost_spike_in_the_hour_so_far() -> None:
+    history = steady(8, 200, 20.0)
+    now = DAY0 + 8 * 24 + 5
+    history.put(now, cell(300, 45.0))  # partial hour, already > 2 x $20
+    finding = judge(history, now, Kind.COST, T)
+    assert finding is not None
+    assert finding.window is Window.HOUR
+    assert finding.expected == 20 * NANO
+    assert finding.actual == 45 * NANO
+    assert describe(finding, 7) == "Cost increased 125% compared to 7-day median hourly cost"
+    # 300 events is +100 over 200 but not 2x: no volume spike
+    assert judge(history, now, Kind.VOLUME, T) is None
+
+
+def test_below_minimum_impact_is_not_anomalous() -> None:
+    history = steady(8, 200, 1.0)  # $1 an hour
+    now = DAY0 + 8 * 24
+    history.put(now, cell(200, 5.5))  # 5.5x, but only $4.50 more
+    assert judge(history, now, Kind.COST, T) is None
+    history.put(now, cell(200, 6.5))
+    assert judge(history, now, Kind.COST, T) is not None
+
+
+def test_minimum_history() -> None:
+    history = steady(2, 200, 20.0)
+    now = DAY0 + 2 * 24 + 3
+    history.put(now, cell(200, 500.0))
+    assert judge(history, now, Kind.COST, T) is None  # 2 days < 3 days of history
+    assert judge(history, now, Kind.COST, Thresholds(min_history_days=2)) is not None
+
+
+def test_sparse_subject_is_judged_on_the_day_so_far() -> None:
+    history = steady(8, 2, 4.0)  # 2 events, $4 an hour: $96 a day
+    now = DAY0 + 8 * 24 + 10
+    history.put(now, cell(6, 150.0))  # 37x the median hour, but the day so far $150 < 2 x $96
+    assert judge(history, now, Kind.COST, T) is None
+    history.put(now + 1, cell(10, 60.0))  # day so far $210 > $192
+    finding = judge(history, now + 1, Kind.COST, T)
+    assert finding is not None
+    assert finding.window is Window.DAY
+    assert describe(finding, 7).endswith("7-day median daily cost (day so far)")
+
+
+def test_latency_spike_needs_samples() -> None:
+    history = steady(8, 100, 20.0, latency_ms=400)
+    now = DAY0 + 8 * 24
+    history.put(now, cell(10, 2.0, latency_ms=3000))  # 10 samples < 20
+    assert judge(history, now, Kind.LATENCY, T) is None
+    history.put(now, cell(40, 8.0, latency_ms=3000))
+    finding = judge(history, now, Kind.LATENCY, T)
+    assert finding is not None
+    assert finding.actual == pytest.approx(3000.0)
+    assert finding.expected == pytest.approx(400.0)
+
+
+def test_late_data_refreshes_a_cached_baseline() -> None:
+    history = steady(8, 200, 20.0)
+    now = DAY0 + 8 * 24
+    history.put(now, cell(200, 45.0))
+    assert judge(history, now, Kind.COST, T) is not None
+    for hour in range(now - 7 * 24, now):  # the past turns out to have been busier
+        history.put(hour, cell(200, 40.0))
+    assert judge(history, now, Kind.COST, T) is None
+
+
+def test_ids_are_deterministic_and_event_time_is_kept_inside_the_hour() -> None:
+    assert anomaly_id("p", Kind.COST, "customer", "a", 5) == anomaly_id("p", Kind.COST, "customer", "a", 5)
+    assert anomaly_id("p", Kind.COST, "customer", "a", 5) != anomaly_id("p", Kind.COST, "customer", "a", 6)
+    assert event_time_of(10 * 3_600_000 + 5, 10) == 10 * 3_600_000 + 5
+    assert event_time_of(99 * 3_600_000, 10) == 11 * 3_600_000 - 1
+    assert event_time_of(0, 10) == 10 * 3_600_000
