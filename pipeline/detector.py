@@ -30,6 +30,9 @@ from typing import Any
 import faust
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism import anomaly_store
 from infraprism.anomaly_store import AnomalyRecord, AnomalyStatus
@@ -416,6 +419,24 @@ class Runtime:
             self.redis = None
 
 
+async def process_until_done(detector: Detector, delta: Delta, where: str) -> None:
+    """Process a delta, retrying while Redis is unreachable: a delta is never skipped.
+
+    Retrying is safe: processing is idempotent (cells are re-read, records are
+    only changed when their values do).
+    """
+    delay_s = 0.2
+    while True:
+        try:
+            await detector.process(delta)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("delta at %s: Redis unavailable (%r), retrying in %.1fs", where, exc, delay_s)
+            detector.forget()  # what was half-written is re-read from Redis
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 10.0)
+
+
 def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """The detector's faust app: an agent on the deltas topic, the alert timer on the leader."""
     app = faust.App(
@@ -445,24 +466,25 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         await runtime.start(publish)
         assert runtime.detector is not None
         async for event in stream.events():
+            where = f"{event.message.topic}[{event.message.partition}]@{event.message.offset}"
             try:
                 delta = Delta.decode(event.value)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error(
-                    "undecodable delta at %s[%d]@%d skipped: %r",
-                    event.message.topic,
-                    event.message.partition,
-                    event.message.offset,
-                    exc,
-                )
+                for _, _, label in delta.cells:
+                    hour_index_of(label)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                # Only the aggregator writes this topic; a bad message is a bug to see, not to stop on.
+                log.error("undecodable delta at %s skipped: %r", where, exc)
                 continue
-            await runtime.detector.process(delta)
+            await process_until_done(runtime.detector, delta, where)
 
     @app.timer(settings.alert_poll_seconds, on_leader=True)
     async def deliver() -> None:
         await runtime.start(publish)
         assert runtime.notifier is not None
-        await runtime.notifier.drain()
+        try:
+            await runtime.notifier.drain()
+        except RedisError as exc:
+            log.warning("alert delivery paused, Redis unavailable: %r", exc)  # the next tick retries
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -8,7 +8,10 @@ detector (fresh process state, same Redis) carries on without duplicates.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
+import orjson
 import redis.asyncio as aioredis
 
 from infraprism import anomaly_store
@@ -26,12 +29,13 @@ HOUR0 = 480_000  # 2024-10-04T00:00Z, a day start
 PROJECT = "acme"
 
 
-def hour_batch(hour: int, cells: dict[str, tuple[int, float]]) -> tuple[BatchRollup, Delta]:
-    """One hour of traffic: entity id -> (events, cost USD); latency 500 ms an event."""
+def hour_batch(hour: int, cells: dict[str, tuple]) -> tuple[BatchRollup, Delta]:
+    """One hour of traffic: entity id -> (events, cost USD[, latency ms an event, default 500])."""
     rollup = BatchRollup()
-    for entity_id, (events, cost_usd) in cells.items():
+    for entity_id, (events, cost_usd, *latency) in cells.items():
+        latency_us = round((latency[0] if latency else 500) * 1000)
         key = (PROJECT, "customer", entity_id, "gpt-4o", "openai", (), hour)
-        rollup.groups[key] = [events, round(cost_usd * NANO), 0, 0, events * 500_000, events]
+        rollup.groups[key] = [events, round(cost_usd * NANO), 0, 0, events * latency_us, events]
     (delta,) = deltas_of_groups(rollup.groups, {PROJECT: (hour + 1) * MS_PER_HOUR - 1})
     return rollup, delta
 
@@ -52,7 +56,7 @@ class Feed:
             recovery_ms=self.settings.detector_recovery_minutes * 60_000,
         )
 
-    async def hours(self, start: int, end: int, cells: dict[str, tuple[int, float]]) -> None:
+    async def hours(self, start: int, end: int, cells: dict[str, tuple]) -> None:
         for hour in range(start, end):
             rollup, delta = hour_batch(hour, cells)
             await self.store.apply(rollup, [])
@@ -165,3 +169,44 @@ async def test_restart_and_replay_duplicate_nothing(redis_client: aioredis.Redis
     after = await feed.records()
     assert sorted(r.id for r in after) == sorted(before)
     assert {r.status for r in after} == {"resolved"}
+
+
+async def test_latency_spike(redis_client: aioredis.Redis, settings: Settings) -> None:
+    feed = Feed(redis_client, settings)
+    await feed.hours(HOUR0, HOUR0 + 8 * 24, NORMAL)
+    spike_start = HOUR0 + 8 * 24 + 7
+    await feed.hours(spike_start, spike_start + 2, {**NORMAL, "small": (50, 0.5, 2600.0)})
+    (anomaly,) = await feed.records()
+    assert (anomaly.entity_id, anomaly.type, anomaly.status) == ("small", "latency_spike", "active")
+    assert (anomaly.expected_value, anomaly.actual_value) == (500.0, 2600.0)
+    assert anomaly.severity == "high"
+    assert anomaly.description == "Average latency increased 420% compared to 7-day median hourly average latency"
+
+
+async def test_cli_dismiss(redis_client: aioredis.Redis, settings: Settings, settings_env: dict[str, str]) -> None:
+    feed = Feed(redis_client, settings)
+    await feed.hours(HOUR0, HOUR0 + 8 * 24, NORMAL)
+    await feed.hours(HOUR0 + 8 * 24, HOUR0 + 8 * 24 + 1, {**NORMAL, "big": (600, 60.0)})
+    anomaly = next(r for r in await feed.records() if r.entity_id == "big" and r.type == "cost_spike")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "infraprism.cli", "anomalies", "dismiss", anomaly.id],
+        env=settings_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert (printed["id"], printed["status"]) == (anomaly.id, "dismissed")
+    assert (await anomaly_store.get(redis_client, feed.layout, PROJECT, anomaly.id)).status == "dismissed"
+    missing = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "infraprism.cli", "anomalies", "dismiss", "anomaly_unknown"],
+        env=settings_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0
+    assert "anomaly_unknown" in missing.stderr
