@@ -34,14 +34,30 @@ async def produce(settings: Settings, values: Iterable[bytes | dict], *, topic: 
     return count
 
 
-async def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+async def end_offsets(settings: Settings, topic: str | None = None, *, timeout_s: float = 30.0) -> dict[int, int]:
+    """The log end (high watermark) of every partition of `topic`.
+
+    Read from Fetch responses, not ListOffsets: Tansu answers ListOffsets(latest)
+    with the last record batch's base offset + 1, not the log end, which made
+    wait_caught_up return after the first applied batch.
+    """
     topic = topic or settings.events_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_bytes=1024, max_partition_fetch_bytes=1024,
+    )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        partitions = (await consumer.topics() and consumer.partitions_for_topic(topic)) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        async with asyncio.timeout(timeout_s):
+            while any(consumer.highwater(tp) is None for tp in tps):
+                await consumer.getmany(timeout_ms=100)
+        return {tp.partition: consumer.highwater(tp) for tp in tps}
     finally:
         await consumer.stop()
 

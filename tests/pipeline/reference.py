@@ -1,0 +1,333 @@
+"""An independent, obviously-correct reference for what the aggregator must leave in Redis.
+
+Written from the specs (events.md, the issue, the key layout summary), NOT from
+infraprism.core.rollup / keys helpers: it parses timestamps with its own
+calendar arithmetic, prices nothing (test events always carry `cost`), and
+rounds money with Decimal. `expected_state(raw_events)` and
+`read_state(redis, prefix)` return the same shape, so a test compares them
+with `==`.
+
+The shape is semantic, not encoded: a rollup cell is keyed by
+(project, dimension, granularity, bucket, member tuple, metric) with the
+member split back into its identifiers and the cube's tag set as a frozenset.
+Only non-zero counters appear (the product never writes a zero increment).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+# Separators of the documented member encoding (events refuse control characters).
+US = "\x1f"  # between identifiers of a member
+RS = "\x1e"  # between a tag's key and value in a cube tag set
+GS = "\x1d"  # between pairs of a cube tag set
+
+HOUR, DAY, MONTH = "h", "d", "m"
+# dimension code -> granularities kept (the cube is not kept per hour)
+KEPT = {
+    "t": (HOUR, DAY, MONTH),
+    "e": (HOUR, DAY, MONTH),
+    "m": (HOUR, DAY, MONTH),
+    "g": (HOUR, DAY, MONTH),
+    "em": (HOUR, DAY, MONTH),
+    "x": (DAY, MONTH),
+}
+METRIC_CODES = ("e", "c", "i", "o", "l", "n")
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """Inverse of days_from_civil."""
+    days += 719468
+    era = days // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    year = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + (3 if mp < 10 else -9)
+    return year + (month <= 2), month, day
+
+
+def timestamp_ms(value: Any) -> int:
+    """An event's `timestamp` (RFC 3339 with any offset, or epoch ms) -> UTC epoch ms (floor)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError(f"not RFC 3339: {value!r}")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = (match.group(7) or "") + "000"
+    ms = int(fraction[:3])
+    local_s = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    offset_s = 0
+    if match.group(9):
+        offset_s = (int(match.group(10)) * 3600 + int(match.group(11)) * 60) * (1 if match.group(9) == "+" else -1)
+    return (local_s - offset_s) * 1000 + ms
+
+
+def labels(ts_ms: int) -> dict[str, str]:
+    """UTC bucket labels {h: YYYYMMDDHH, d: YYYYMMDD, m: YYYYMM} of an epoch-ms instant."""
+    days, ms_of_day = divmod(ts_ms, 86_400_000)
+    year, month, day = civil_from_days(days)
+    hour = ms_of_day // 3_600_000
+    return {
+        HOUR: f"{year:04d}{month:02d}{day:02d}{hour:02d}",
+        DAY: f"{year:04d}{month:02d}{day:02d}",
+        MONTH: f"{year:04d}{month:02d}",
+    }
+
+
+def cost_nano(cost: Any) -> int:
+    """USD (the JSON number as written) -> integer nano-dollars, half-even."""
+    text = repr(cost) if isinstance(cost, float) else str(cost)
+    return int((Decimal(text) * 1_000_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@dataclass
+class Event:
+    """The fields of a valid test event the aggregates depend on."""
+
+    event_id: str
+    ts_ms: int
+    project: str
+    entity_type: str
+    entity_id: str
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int
+    latency_us: int | None
+    session_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def normalize(raw: dict[str, Any]) -> Event:
+    """A raw *valid* test event -> Event. Test events always carry `cost` and `provider`."""
+    latency = raw.get("latency_ms")
+    return Event(
+        event_id=raw["event_id"],
+        ts_ms=timestamp_ms(raw["timestamp"]),
+        project=raw.get("project_id") or "default",
+        entity_type=raw["entity_type"],
+        entity_id=raw["entity_id"],
+        model=raw["model"],
+        provider=raw["provider"],
+        input_tokens=raw["input_tokens"],
+        output_tokens=raw["output_tokens"],
+        cost_nano=cost_nano(raw["cost"]),
+        latency_us=None if latency is None else round(latency * 1000),
+        session_id=raw.get("session_id"),
+        tags=dict(raw.get("tags") or {}),
+    )
+
+
+def unique_events(raw_events: list[dict[str, Any]]) -> list[Event]:
+    """Valid events, first occurrence of each (project, event_id) in log order."""
+    seen: set[tuple[str, str]] = set()
+    out: list[Event] = []
+    for raw in raw_events:
+        event = normalize(raw)
+        identity = (event.project, event.event_id)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        out.append(event)
+    return out
+
+
+def empty_state() -> dict[str, dict]:
+    return {
+        "cells": {},  # (project, dim, gran, bucket, member tuple, metric) -> int (non-zero)
+        "leaderboards": {},  # (project, gran, bucket, etype or "*") -> {(etype, eid): cost nano}
+        "sessions": {},  # (project, session_id) -> {field: value}
+        "session_index": {},  # (project,) / (project, etype) / (project, etype, eid) -> {sid: started_ms}
+        "dedupe": {},  # (project, day) -> set of event ids
+        "projects": set(),
+        "entity_types": {},  # project -> set
+        "tag_keys": {},  # project -> set
+    }
+
+
+def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
+    """What Redis must hold after the aggregator consumed `raw_events` (valid ones only)."""
+    state = empty_state()
+    cells: dict[tuple, int] = {}
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    for ev in unique_events(raw_events):
+        bucket_of = labels(ev.ts_ms)
+        tag_set = frozenset(ev.tags.items())
+        entity = (ev.entity_type, ev.entity_id)
+        model = (ev.model, ev.provider)
+        members: dict[str, list[tuple]] = {
+            "t": [()],
+            "e": [entity],
+            "m": [model],
+            "g": [(k, v) for k, v in ev.tags.items()],
+            "em": [entity + model],
+            "x": [(*entity, *model, tag_set)],
+        }
+        counters = {
+            "e": 1,
+            "c": ev.cost_nano,
+            "i": ev.input_tokens,
+            "o": ev.output_tokens,
+            "l": ev.latency_us or 0,
+            "n": 0 if ev.latency_us is None else 1,
+        }
+        for dim, dim_members in members.items():
+            for gran in KEPT[dim]:
+                for member in dim_members:
+                    for metric, value in counters.items():
+                        where = (ev.project, dim, gran, bucket_of[gran], member, metric)
+                        cells[where] = cells.get(where, 0) + value
+        for gran in (DAY, MONTH):
+            for board in (ev.entity_type, "*"):
+                scores = state["leaderboards"].setdefault((ev.project, gran, bucket_of[gran], board), {})
+                scores[entity] = scores.get(entity, 0) + ev.cost_nano
+        state["dedupe"].setdefault((ev.project, bucket_of[DAY]), set()).add(ev.event_id)
+        state["projects"].add(ev.project)
+        state["entity_types"].setdefault(ev.project, set()).add(ev.entity_type)
+        if ev.tags:
+            state["tag_keys"].setdefault(ev.project, set()).update(ev.tags)
+        if ev.session_id is not None:
+            s = sessions.get((ev.project, ev.session_id))
+            if s is None:
+                s = sessions[(ev.project, ev.session_id)] = {
+                    "entity_type": ev.entity_type, "entity_id": ev.entity_id,
+                    "started_ms": ev.ts_ms, "ended_ms": ev.ts_ms,
+                    "turns": 0, "cost": 0, "input": 0, "output": 0,
+                }
+            if ev.ts_ms < s["started_ms"]:
+                s["started_ms"] = ev.ts_ms
+                s["entity_type"], s["entity_id"] = ev.entity_type, ev.entity_id
+            s["ended_ms"] = max(s["ended_ms"], ev.ts_ms)
+            s["turns"] += 1
+            s["cost"] += ev.cost_nano
+            s["input"] += ev.input_tokens
+            s["output"] += ev.output_tokens
+    state["cells"] = {k: v for k, v in cells.items() if v != 0}
+    state["sessions"] = sessions
+    for (project, sid), s in sessions.items():
+        for index in ((project,), (project, s["entity_type"]), (project, s["entity_type"], s["entity_id"])):
+            state["session_index"].setdefault(index, {})[sid] = s["started_ms"]
+    return state
+
+
+def ambiguous_sessions(raw_events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Sessions whose earliest instant has turns of different entities (order would decide)."""
+    earliest: dict[tuple[str, str], tuple[int, set[tuple[str, str]]]] = {}
+    for ev in unique_events(raw_events):
+        if ev.session_id is None:
+            continue
+        key = (ev.project, ev.session_id)
+        current = earliest.get(key)
+        if current is None or ev.ts_ms < current[0]:
+            earliest[key] = (ev.ts_ms, {(ev.entity_type, ev.entity_id)})
+        elif ev.ts_ms == current[0]:
+            current[1].add((ev.entity_type, ev.entity_id))
+    return {key for key, (_, entities) in earliest.items() if len(entities) > 1}
+
+
+def _member(dim: str, text: str) -> tuple:
+    if dim == "t":
+        assert text == "", text
+        return ()
+    parts = text.split(US)
+    if dim == "x":
+        etype, eid, model, provider, tag_text = parts
+        pairs = frozenset(tuple(p.split(RS, 1)) for p in tag_text.split(GS)) if tag_text else frozenset()
+        return (etype, eid, model, provider, pairs)
+    return tuple(parts)
+
+
+async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
+    """Everything the aggregates hold under `prefix`, in expected_state's shape.
+
+    `redis` is an async client with decode_responses=True. Bookkeeping keys
+    (offsets, halted partitions) are skipped; any key this reader does not
+    know makes it fail, so a stray write is caught.
+    """
+    state = empty_state()
+    root = f"{prefix}:v1:"
+    keys = sorted([key async for key in redis.scan_iter(match=f"{root}*", count=1000)])
+    for key in keys:
+        rest = key[len(root):]
+        if rest.startswith(("offsets:", "halted:")):
+            continue
+        if rest == "projects":
+            state["projects"] = set(await redis.smembers(key))
+            continue
+        project, _, remainder = rest.partition(":")
+        kind, _, detail = remainder.partition(":")
+        if kind == "r":
+            dim, gran, bucket = detail.split(":")
+            for field_name, value in (await redis.hgetall(key)).items():
+                cell = (project, dim, gran, bucket, _member(dim, field_name[1:]), field_name[0])
+                assert field_name[0] in METRIC_CODES, key
+                state["cells"][cell] = int(value)
+        elif kind == "lb":
+            gran, bucket, board = detail.split(":", 2)
+            scores = {
+                tuple(member.split(US)): score
+                for member, score in await redis.zrange(key, 0, -1, withscores=True)
+            }
+            # Scores are doubles; the costs here are integers far below 2**53, so exact.
+            state["leaderboards"][(project, gran, bucket, board)] = {m: int(s) for m, s in scores.items()}
+        elif kind == "s":
+            raw = await redis.hgetall(key)
+            state["sessions"][(project, detail)] = {
+                name: (value if name in ("entity_type", "entity_id") else int(value)) for name, value in raw.items()
+            }
+        elif kind in ("si", "sit"):
+            index = (project,) if kind == "si" and not detail else (project, *detail.split(US))
+            if kind == "si" and detail:
+                assert len(index) == 3, key
+            entries = await redis.zrange(key, 0, -1, withscores=True)
+            if entries:
+                state["session_index"][index] = {sid: int(score) for sid, score in entries}
+        elif kind == "dd":
+            state["dedupe"][(project, detail)] = set(await redis.smembers(key))
+        elif kind == "etypes":
+            state["entity_types"][project] = set(await redis.smembers(key))
+        elif kind == "tagkeys":
+            state["tag_keys"][project] = set(await redis.smembers(key))
+        else:
+            raise AssertionError(f"unexpected key in the aggregates: {key!r}")
+    return state
+
+
+def diff(expected: dict[str, dict], actual: dict[str, dict], limit: int = 20) -> str:
+    """A readable summary of where two states differ (for assertion messages)."""
+    lines: list[str] = []
+    for section in expected:
+        want, got = expected[section], actual.get(section)
+        if want == got:
+            continue
+        if isinstance(want, dict) and isinstance(got, dict):
+            for key in sorted(set(want) | set(got), key=repr)[:10_000]:
+                if want.get(key) != got.get(key):
+                    lines.append(f"{section} {key!r}: expected {want.get(key)!r}, got {got.get(key)!r}")
+                    if len(lines) >= limit:
+                        return "\n".join(lines)
+        else:
+            lines.append(f"{section}: expected {want!r}, got {got!r}")
+    return "\n".join(lines) or "no difference"
