@@ -15,6 +15,7 @@ from starlette.responses import Response
 from api import errors
 from api.routes import router
 from api.schemas import ErrorEnvelope, Health
+from api.service import load_scripts
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # Fail loudly at start on a bad address, not on the first request.
         await client.ping()
+        await load_scripts(client)
         app.state.redis = client
         app.state.layout = KeyLayout(settings.key_prefix)
         log.info("api ready", extra={"key_prefix": settings.key_prefix})

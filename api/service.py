@@ -8,6 +8,8 @@ and turned into USD / rounded means only in the `shape_*` helpers.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -15,6 +17,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from api.planner import (
     Filters,
@@ -34,6 +37,8 @@ from infraprism import anomaly_store
 from infraprism.core.keys import METRICS, SEP, Dimension, KeyLayout, Metric
 from infraprism.core.money import NANO_PER_USD, nano_to_usd
 
+log = logging.getLogger(__name__)
+
 EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
 _METRIC_INDEX = {metric.value: index for index, metric in enumerate(METRICS)}
 _ONE_DECIMAL = Decimal("0.1")
@@ -42,6 +47,17 @@ _SIX_DECIMALS = Decimal("0.000001")
 Cell = list[int]
 Accumulated = dict[tuple[str | None, tuple[str | None, ...]], Cell]
 _UNSEEN: Any = object()
+
+# Reads the same fields from many hashes in one command (EVALSHA_RO: it can only read).
+# Redis turns the false of a missing field into a nil reply, so Python sees None.
+HMGET_MANY_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HMGET', key, unpack(ARGV))
+end
+return out
+"""
+HMGET_MANY_SHA = hashlib.sha1(HMGET_MANY_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
 
 # --- exact arithmetic for the response ---------------------------------------------------------
@@ -86,14 +102,18 @@ def _fields(member: str) -> list[str]:
 
 
 def _queue(pipe: Any, layout: KeyLayout, project: str, plan: Plan) -> None:
-    """Add a plan's reads to a pipeline: HMGET of one member, or HGETALL of each bucket."""
-    fields = _fields(plan.member) if plan.member is not None else None
-    for read in plan.buckets:
-        key = layout.rollup(project, plan.dimension, read.granularity, read.label)
-        if fields is not None:
-            pipe.hmget(key, fields)
-        else:
+    """Add a plan's reads to a pipeline: one script call reading one member from every bucket
+    (a single command however many buckets: an hourly week is 168 hashes), or HGETALL per bucket."""
+    keys = [layout.rollup(project, plan.dimension, r.granularity, r.label) for r in plan.buckets]
+    if plan.member is not None:
+        pipe.evalsha_ro(HMGET_MANY_SHA, len(keys), *keys, *_fields(plan.member))
+    else:
+        for key in keys:
             pipe.hgetall(key)
+
+
+def _replies_taken(plan: Plan) -> int:
+    return 1 if plan.member is not None else len(plan.buckets)
 
 
 def _total_plan(plan: Plan) -> Plan:
@@ -105,7 +125,8 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     acc: Accumulated = {}
     if plan.member is not None:
         group = group_of(plan.grouping, member_info(plan.dimension, plan.member))
-        for read, values in zip(plan.buckets, replies, strict=True):
+        (per_bucket,) = replies
+        for read, values in zip(plan.buckets, per_bucket, strict=True):
             if values[EVENTS] is None:
                 continue  # member absent from this bucket
             key = (read.period, group)
@@ -117,14 +138,27 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
                     cell[index] += int(value)
         return acc
 
+    # Two passes: first sum each (period, member) over the fields and buckets (the hot
+    # loop: one slice, one lookup and one int() per field), then filter and group the
+    # distinct members once each.
+    metric_index = _METRIC_INDEX
+    per_period: dict[str | None, dict[str, Cell]] = {}
+    for read, fields in zip(plan.buckets, replies, strict=True):
+        cells = per_period.get(read.period)
+        if cells is None:
+            cells = per_period[read.period] = {}
+        for field, value in fields.items():
+            member = field[1:]
+            cell = cells.get(member)
+            if cell is None:
+                cell = cells[member] = [0, 0, 0, 0, 0, 0]
+            cell[metric_index[field[0]]] += int(value)
+
     dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
     only_keyed = plan.with_total  # TAG scan: keep the grouping key's members only
     groups: dict[str, Any] = {}
-    metric_index = _METRIC_INDEX
-    for read, fields in zip(plan.buckets, replies, strict=True):
-        period = read.period
-        for field, value in fields.items():
-            member = field[1:]
+    for period, cells in per_period.items():
+        for member, cell in cells.items():
             group = groups.get(member, _UNSEEN)
             if group is _UNSEEN:
                 info = member_info(dimension, member)
@@ -135,10 +169,11 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
             if group is None:
                 continue
             key = (period, group)
-            cell = acc.get(key)
-            if cell is None:
-                cell = acc[key] = [0, 0, 0, 0, 0, 0]
-            cell[metric_index[field[0]]] += int(value)
+            into = acc.get(key)
+            if into is None:
+                acc[key] = cell
+            else:
+                _add(into, cell)
     return acc
 
 
@@ -149,14 +184,11 @@ async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plan
         expanded.append(plan)
         if plan.with_total:
             expanded.append(_total_plan(plan))
-    async with redis.pipeline(transaction=False) as pipe:
-        for plan in expanded:
-            _queue(pipe, layout, project, plan)
-        replies = await pipe.execute()
+    replies = await _execute(redis, layout, project, expanded)
     results: list[Accumulated] = []
     position = 0
     for plan in expanded:
-        count = len(plan.buckets)
+        count = _replies_taken(plan)
         results.append(_collect(plan, replies[position : position + count]))
         position += count
     out: list[Accumulated] = []
@@ -169,6 +201,28 @@ async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plan
             index += 1
         out.append(acc)
     return out
+
+
+async def _execute(redis: aioredis.Redis, layout: KeyLayout, project: str, plans: list[Plan]) -> list[Any]:
+    for attempt in (1, 2):
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for plan in plans:
+                    _queue(pipe, layout, project, plan)
+                return await pipe.execute()  # type: ignore[no-any-return]
+        except NoScriptError:
+            # Redis restarted or its scripts were flushed since start-up: load it again, once.
+            if attempt == 2:
+                raise
+            log.info("reloading the read script")
+            await load_scripts(redis)
+    raise AssertionError("unreachable")
+
+
+async def load_scripts(redis: aioredis.Redis) -> None:
+    """Load the read script; called by the app's lifespan and after a NOSCRIPT."""
+    loaded = await redis.script_load(HMGET_MANY_LUA)
+    assert loaded == HMGET_MANY_SHA
 
 
 def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
@@ -207,8 +261,18 @@ def _grand_total(acc: Accumulated) -> Cell:
 
 
 def _dimension_order(item: tuple[tuple[str | None, ...], Cell]) -> tuple[Any, ...]:
+    """total_cost descending, then the dimension values; a null tag value after the others."""
     group, cell = item
-    return (-cell[COST], tuple((value is None, value or "") for value in group))
+    if None in group:
+        return (-cell[COST], tuple((value is None, value or "") for value in group))
+    return (-cell[COST], tuple((False, value) for value in group))
+
+
+def _sorted_groups(folded: dict[tuple[str | None, ...], Cell]) -> list[tuple[tuple[str | None, ...], Cell]]:
+    items = list(folded.items())
+    if any(None in group for group, _ in items):
+        return sorted(items, key=_dimension_order)
+    return sorted(items, key=lambda item: (-item[1][COST], item[0]))
 
 
 # --- endpoints' reads ---------------------------------------------------------------------------
@@ -236,7 +300,7 @@ class Reader:
                 _add(into, cell)
             rows = [{"period": period, **metrics(by_period[period])} for period in sorted(by_period)]
         else:
-            ordered = sorted(_fold(acc).items(), key=_dimension_order)
+            ordered = _sorted_groups(_fold(acc))
             if kind is GroupBy.ENTITY:
                 rows = [{"entity_type": g[0], "entity_id": g[1], **metrics(c)} for g, c in ordered]
             elif kind is GroupBy.MODEL:
@@ -278,7 +342,7 @@ class Reader:
         folded = _fold(acc)
         total_cost = sum(cell[COST] for cell in folded.values())
         rows = []
-        for (model, provider), cell in sorted(folded.items(), key=_dimension_order):
+        for (model, provider), cell in _sorted_groups(folded):
             share = ratio(cell[COST] * 100, total_cost)
             rows.append(
                 {

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 import schemathesis
-from hypothesis import HealthCheck, settings as hsettings
+from hypothesis import HealthCheck
+from hypothesis import settings as hsettings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,

@@ -1,0 +1,353 @@
+"""Query API benchmark: a year of synthetic data for 10,000 entities, the seven queries of issue 4.
+
+    .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5]
+
+What it does:
+1. starts its own redis-server (infraprism.localstack.start_redis) on a free port;
+2. loads a year of events (every one of 10,000 entities present, ending yesterday UTC)
+   straight through BatchRollup + RollupStore.apply, in batches;
+3. starts the API (api.server.main: uvicorn, one process) in a subprocess on a free port;
+4. for each query: p50/p99 of requests sent one after another on one keep-alive
+   connection, then requests/s with 16 concurrent keep-alive clients;
+5. baselines measured in the same run: GET /healthz (HTTP through uvicorn + FastAPI
+   + one Redis PING, no auth) and a raw Redis PING round trip from this process.
+
+The load client is a minimal asyncio HTTP/1.1 client so the client's own CPU
+(this machine has 2 cores, shared with the server and Redis) stays small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import redis
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infraprism import apikeys  # noqa: E402
+from infraprism.core.events import CostEvent  # noqa: E402
+from infraprism.core.keys import KeyLayout  # noqa: E402
+from infraprism.core.rollup import BatchRollup  # noqa: E402
+from infraprism.localstack import free_port, start_redis  # noqa: E402
+from infraprism.settings import Settings  # noqa: E402
+from pipeline.store import RollupStore  # noqa: E402
+
+PROJECT = "bench"
+ENTITIES = 10_000
+MODELS = [
+    ("gpt-4o", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-3-5-sonnet", "anthropic"),
+    ("claude-3-haiku", "anthropic"),
+    ("gemini-1.5-pro", "google"),
+    ("llama-3-70b", "meta"),
+]
+FEATURES = ["chat", "search", "summarize", "agent"]
+ENVS = ["production", "staging"]
+CONCURRENCY = 16
+
+
+def entity(i: int) -> tuple[str, str]:
+    if i < 7000:
+        return "customer", f"cust-{i:05d}"
+    if i < 9000:
+        return "team", f"team-{i:05d}"
+    return "feature", f"feat-{i:05d}"
+
+
+def synthetic_events(count: int, last_day: date, seed: int = 7) -> list[CostEvent]:
+    """`count` events over the 365 days ending `last_day`; entity j % 10,000 so all are present."""
+    rng = random.Random(seed)
+    first_ms = int(datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC).timestamp() * 1000)
+    first_ms -= 364 * 86_400_000
+    span_ms = 365 * 86_400_000
+    tag_sets = [tuple(sorted({"env": env, "feature": feature}.items())) for feature in FEATURES for env in ENVS]
+    events = []
+    for j in range(count):
+        etype, eid = entity(j % ENTITIES)
+        model, provider = MODELS[rng.randrange(len(MODELS))]
+        input_tokens = rng.randrange(50, 5000)
+        output_tokens = rng.randrange(10, 2000)
+        events.append(
+            CostEvent(
+                event_id=f"b{j}",
+                ts_ms=first_ms + rng.randrange(span_ms),
+                project_id=PROJECT,
+                entity_type=etype,
+                entity_id=eid,
+                model=model,
+                provider=provider,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_nano=rng.randrange(10_000, 50_000_000),
+                latency_us=rng.randrange(100_000, 5_000_000),
+                session_id=None,
+                tags=tag_sets[rng.randrange(len(tag_sets))],
+            )
+        )
+    return events
+
+
+async def load(settings: Settings, events: list[CostEvent], batch: int) -> float:
+    # A batch's script call can take seconds on a busy 2-core machine: no read timeout.
+    client = aioredis.Redis.from_url(settings.redis_dsn(), socket_timeout=None)
+    store = RollupStore(client, KeyLayout(settings.key_prefix), topic="bench", group="bench", dedupe_window_days=3650)
+    started = time.perf_counter()
+    try:
+        for begin in range(0, len(events), batch):
+            rollup = BatchRollup()
+            for event in events[begin : begin + batch]:
+                rollup.add(event)
+            await store.apply(rollup, [])
+            done = min(begin + batch, len(events))
+            print(f"  loaded {done:>8,} / {len(events):,} events", end="\r", flush=True)
+    finally:
+        await client.aclose()
+    print()
+    return time.perf_counter() - started
+
+
+# --- a minimal keep-alive HTTP/1.1 client ------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+
+    async def open(self) -> Conn:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**24)
+        return self
+
+    async def get(self, target: str) -> tuple[int, int]:
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        return status, len(body)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def sequential(host: str, port: int, headers: dict[str, str], target: str, n: int) -> tuple[list[float], int]:
+    conn = await Conn(host, port, headers).open()
+    try:
+        size = 0
+        for _ in range(max(5, n // 20)):  # warm-up
+            status, size = await conn.get(target)
+            if status != 200:
+                raise RuntimeError(f"{target} -> {status}")
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await conn.get(target)
+            times.append((time.perf_counter() - t0) * 1000)
+        return times, size
+    finally:
+        await conn.close()
+
+
+async def concurrent(host: str, port: int, headers: dict[str, str], targets: list[str], seconds: float) -> float:
+    conns = [await Conn(host, port, headers).open() for _ in range(CONCURRENCY)]
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(index: int, conn: Conn) -> None:
+        nonlocal done
+        k = index
+        while time.perf_counter() < stop:
+            status, _ = await conn.get(targets[k % len(targets)])
+            if status != 200:
+                raise RuntimeError(f"{targets[k % len(targets)]} -> {status}")
+            k += 1
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        await conn.close()
+    return done / elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def queries(last: date) -> list[tuple[str, str, dict[str, str | int]]]:
+    d = timedelta
+    year_start = last - d(days=364)
+    # The most recent whole calendar month of 31 days inside the data.
+    month_end = last.replace(day=1) - d(days=1)
+    while month_end.day != 31:
+        month_end = month_end.replace(day=1) - d(days=1)
+    month_start = month_end.replace(day=1)
+    iso = date.isoformat
+    return [
+        (
+            "31-day costs by entity (calendar month, entity_type=customer)",
+            "/v1/analytics/costs",
+            {
+                "start_date": iso(month_start),
+                "end_date": iso(month_end),
+                "entity_type": "customer",
+                "group_by": "entity",
+            },
+        ),
+        (
+            "31-day costs by entity (last 31 days, all types)",
+            "/v1/analytics/costs",
+            {"start_date": iso(last - d(days=30)), "end_date": iso(last), "group_by": "entity"},
+        ),
+        ("365-day totals", "/v1/analytics/costs", {"start_date": iso(year_start), "end_date": iso(last)}),
+        (
+            "365-day costs by month, tag filter",
+            "/v1/analytics/costs",
+            {"start_date": iso(year_start), "end_date": iso(last), "group_by": "month", "tags": "feature:chat"},
+        ),
+        (
+            "7-day hourly time series",
+            "/v1/analytics/costs/timeseries",
+            {"start_date": iso(last - d(days=6)), "end_date": iso(last), "interval": "hour"},
+        ),
+        ("90-day models", "/v1/analytics/models", {"start_date": iso(last - d(days=89)), "end_date": iso(last)}),
+        (
+            "365-day top 100",
+            "/v1/analytics/entities/top",
+            {"start_date": iso(year_start), "end_date": iso(last), "limit": 100},
+        ),
+        (
+            "compare two 30-day periods",
+            "/v1/analytics/compare",
+            {
+                "period1_start": iso(last - d(days=29)),
+                "period1_end": iso(last),
+                "period2_start": iso(last - d(days=59)),
+                "period2_end": iso(last - d(days=30)),
+            },
+        ),
+    ]
+
+
+def start_api(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["INFRAPRISM_REDIS_URL"] = settings.redis_dsn()
+    env["INFRAPRISM_KEY_PREFIX"] = settings.key_prefix
+    code = (
+        f"from api.server import main; from infraprism.settings import Settings; main(Settings(), '127.0.0.1', {port})"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT))  # noqa: S603
+
+
+async def wait_ready(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn = await Conn("127.0.0.1", port, {}).open()
+            status, _ = await conn.get("/healthz")
+            await conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("API did not become ready")
+        await asyncio.sleep(0.1)
+
+
+async def run(args: argparse.Namespace) -> None:
+    service = start_redis()
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        settings = Settings(redis_url=service.address, key_prefix="bench")
+        last = datetime.now(UTC).date() - timedelta(days=1)
+        t0 = time.perf_counter()
+        events = synthetic_events(args.events, last)
+        print(f"generated {len(events):,} events for {ENTITIES:,} entities in {time.perf_counter() - t0:.1f}s")
+        load_s = await load(settings, events, args.batch)
+        del events
+        info = redis.Redis.from_url(settings.redis_dsn())
+        print(
+            f"loaded in {load_s:.1f}s; redis keys {info.dbsize():,}, memory {info.info('memory')['used_memory_human']}"
+        )
+        _, key = apikeys.create_key(settings, PROJECT, "bench")
+
+        port = free_port()
+        api = start_api(settings, port)
+        await wait_ready(port)
+        headers = {"Authorization": f"Bearer {key}"}
+
+        # Baselines.
+        ping_ms = []
+        for _ in range(args.requests):
+            t = time.perf_counter()
+            info.ping()
+            ping_ms.append((time.perf_counter() - t) * 1000)
+        health, _ = await sequential("127.0.0.1", port, {}, "/healthz", args.requests)
+        health_rps = await concurrent("127.0.0.1", port, {}, ["/healthz"], args.seconds)
+        health_p50 = statistics.median(health)
+        print()
+        print(
+            f"baseline redis PING round trip: p50 {statistics.median(ping_ms):.3f} ms, p99 {pct(ping_ms, 0.99):.3f} ms"
+        )
+        print(
+            f"baseline GET /healthz (uvicorn+FastAPI+PING): p50 {health_p50:.2f} ms, "
+            f"p99 {pct(health, 0.99):.2f} ms, {health_rps:.0f} req/s x{CONCURRENCY}"
+        )
+        print()
+        header = f"| query | p50 ms | p99 ms | p50 / healthz p50 | req/s ({CONCURRENCY} clients) | response bytes |"
+        print(header)
+        print("|---|---:|---:|---:|---:|---:|")
+        targets = []
+        for name, path, params in queries(last):
+            target = f"{path}?{urlencode(params)}"
+            targets.append(target)
+            times, size = await sequential("127.0.0.1", port, headers, target, args.requests)
+            rps = await concurrent("127.0.0.1", port, headers, [target], args.seconds)
+            print(
+                f"| {name} | {statistics.median(times):.2f} | {pct(times, 0.99):.2f} | "
+                f"{statistics.median(times) / health_p50:.1f}x | {rps:.0f} | {size:,} |"
+            )
+        mix = await concurrent("127.0.0.1", port, headers, targets, args.seconds)
+        print(f"| all queries above, round-robin | | | | {mix:.0f} | |")
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(timeout=30)
+        service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=300_000, help="events to load (default 300,000)")
+    parser.add_argument("--batch", type=int, default=20_000, help="events per RollupStore.apply")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per query")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of concurrent load per query")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
