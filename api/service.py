@@ -238,8 +238,12 @@ def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
 
 
 def _add(into: Cell, cell: Cell) -> None:
-    for index in range(6):
-        into[index] += cell[index]
+    into[0] += cell[0]
+    into[1] += cell[1]
+    into[2] += cell[2]
+    into[3] += cell[3]
+    into[4] += cell[4]
+    into[5] += cell[5]
 
 
 def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
@@ -248,16 +252,15 @@ def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
     for (_, group), cell in acc.items():
         into = out.get(group)
         if into is None:
-            into = out[group] = [0, 0, 0, 0, 0, 0]
-        _add(into, cell)
+            out[group] = cell.copy()
+        else:
+            _add(into, cell)
     return out
 
 
 def _grand_total(acc: Accumulated) -> Cell:
-    total = [0, 0, 0, 0, 0, 0]
-    for cell in acc.values():
-        _add(total, cell)
-    return total
+    cells = list(acc.values())
+    return [sum(cell[index] for cell in cells) for index in range(6)]
 
 
 def _dimension_order(item: tuple[tuple[str | None, ...], Cell]) -> tuple[Any, ...]:

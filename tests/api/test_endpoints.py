@@ -257,3 +257,24 @@ async def test_redis_going_away_is_503_not_500(settings: Settings):
                 assert health.json()["error"]["code"] == "unavailable"
     finally:
         own.stop()
+
+
+async def test_reads_survive_a_script_flush(settings: Settings):
+    own = start_redis()
+    try:
+        local = settings.model_copy(update={"redis_url": SecretStr(own.address)})
+        key = apikeys.create_key(local, "p")[1]
+        app = create_app(local)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                params = {**RANGE, "interval": "hour"}
+                assert (await client.get("/v1/analytics/costs/timeseries", params=params)).status_code == 200
+                await app.state.redis.script_flush()
+                again = await client.get("/v1/analytics/costs/timeseries", params=params)
+                assert again.status_code == 200
+                assert len(again.json()["data"]) == 31 * 24
+    finally:
+        own.stop()
