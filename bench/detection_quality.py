@@ -32,10 +32,10 @@ from infraprism.localstack import start_redis  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
 from pipeline.detector import Detector, thresholds_of  # noqa: E402
 from pipeline.store import RollupStore  # noqa: E402
-from tests.pipeline.detector_streams import Score, drive, make_scenario, score  # noqa: E402
+from tests.pipeline.detector_streams import DriveStats, Score, drive, make_scenario, score  # noqa: E402
 
 
-async def run_seed(args: argparse.Namespace, seed: int, settings: Settings) -> tuple[Score, float, int]:
+async def run_seed(args: argparse.Namespace, seed: int, settings: Settings) -> tuple[Score, float, DriveStats]:
     service = start_redis()
     redis = aioredis.Redis.from_url(service.address)
     try:
@@ -46,7 +46,7 @@ async def run_seed(args: argparse.Namespace, seed: int, settings: Settings) -> t
             redis, layout, thresholds_of(settings), recovery_ms=settings.detector_recovery_minutes * 60_000
         )
         started = time.perf_counter()
-        deltas = await drive(scenario, store, detector)
+        driven = await drive(scenario, store, detector)
         elapsed = time.perf_counter() - started
         records = await anomaly_store.list_range(redis, layout, scenario.project, 0, 2**62)
         result = score(
@@ -55,7 +55,7 @@ async def run_seed(args: argparse.Namespace, seed: int, settings: Settings) -> t
             min_impact_usd=settings.detector_min_impact_usd,
             min_history_days=settings.detector_min_history_days,
         )
-        return result, elapsed, deltas
+        return result, elapsed, driven
     finally:
         await redis.aclose()
         service.stop()
@@ -77,9 +77,12 @@ async def main() -> None:
     totals = {"eligible": 0, "detected": 0, "within": 0, "false": 0, "entity_days": 0}
     delays: list[float] = []
     for seed in args.seeds:
-        result, elapsed, deltas = await run_seed(args, seed, settings)
+        result, elapsed, driven = await run_seed(args, seed, settings)
         print(f"\nseed {seed}: {args.dense} dense + {args.sparse} sparse entities, {args.days} days")
-        print(f"  {deltas} deltas processed in {elapsed:.1f}s ({deltas / elapsed:.0f} deltas/s)")
+        print(
+            f"  {driven.deltas} deltas ({driven.cells} entity-hour cells) in {elapsed:.1f}s; the detector's share"
+            f" {driven.detector_seconds:.1f}s = {driven.cells / driven.detector_seconds:,.0f} cells/s"
+        )
         for line in result.lines():
             print("  " + line)
         for example in result.false_examples:

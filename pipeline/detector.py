@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from infraprism import anomaly_store
 from infraprism.anomaly_store import AnomalyRecord, AnomalyStatus
 from infraprism.core.baseline import (
+    MS_PER_HOUR,
     Finding,
     History,
     HourValues,
@@ -419,6 +420,40 @@ class Runtime:
             self.redis = None
 
 
+MERGE_MAX_DELTAS = 200
+MERGE_WITHIN_S = 0.05
+
+
+def merge(deltas: list[Delta]) -> list[Delta]:
+    """Merge a project's consecutive deltas whose watermarks lie in the same event hour.
+
+    The union of their cells with the newest watermark: each cell is read and
+    judged once. Deltas of different hours stay apart, so event-time decisions
+    (detected_at, recovery) keep their hourly resolution during a replay.
+    """
+    out: list[Delta] = []
+    open_groups: dict[str, tuple[int, int, set[tuple[str, str, str]]]] = {}  # project -> (hour, wm, cells)
+
+    def flush(project: str) -> None:
+        _, watermark, cells = open_groups.pop(project)
+        out.append(Delta(project, watermark, tuple(sorted(cells))))
+
+    for delta in deltas:
+        hour = delta.watermark_ms // MS_PER_HOUR
+        group = open_groups.get(delta.project)
+        if group is not None and group[0] != hour:
+            flush(delta.project)
+            group = None
+        if group is None:
+            open_groups[delta.project] = (hour, delta.watermark_ms, set(delta.cells))
+        else:
+            group[2].update(delta.cells)
+            open_groups[delta.project] = (hour, max(group[1], delta.watermark_ms), group[2])
+    for project in list(open_groups):
+        flush(project)
+    return out
+
+
 async def process_until_done(detector: Detector, delta: Delta, where: str) -> None:
     """Process a delta, retrying while Redis is unreachable: a delta is never skipped.
 
@@ -465,17 +500,23 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
     async def detect(stream: Any) -> None:
         await runtime.start(publish)
         assert runtime.detector is not None
-        async for event in stream.events():
-            where = f"{event.message.topic}[{event.message.partition}]@{event.message.offset}"
-            try:
-                delta = Delta.decode(event.value)
-                for _, _, label in delta.cells:
-                    hour_index_of(label)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                # Only the aggregator writes this topic; a bad message is a bug to see, not to stop on.
-                log.error("undecodable delta at %s skipped: %r", where, exc)
-                continue
-            await process_until_done(runtime.detector, delta, where)
+        # When the detector lags (a replay, a burst), the deltas waiting for it are merged per
+        # project, so a cell changed by many batches is read and judged once.
+        async for events in stream.take_events(MERGE_MAX_DELTAS, within=MERGE_WITHIN_S):
+            decoded: list[Delta] = []
+            for event in events:
+                where = f"{event.message.topic}[{event.message.partition}]@{event.message.offset}"
+                try:
+                    delta = Delta.decode(event.value)
+                    for _, _, label in delta.cells:
+                        hour_index_of(label)
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    # Only the aggregator writes this topic; a bad message is a bug to see, not to stop on.
+                    log.error("undecodable delta at %s skipped: %r", where, exc)
+                    continue
+                decoded.append(delta)
+            for delta in merge(decoded):
+                await process_until_done(runtime.detector, delta, delta.project)
 
     @app.timer(settings.alert_poll_seconds, on_leader=True)
     async def deliver() -> None:

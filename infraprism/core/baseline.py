@@ -19,7 +19,7 @@ threshold, never only when it closes:
 A window is anomalous when it exceeds every one of: (1 + min_relative_change)
 x the median; the median + robust_z x sigma (sigma = 1.4826 x MAD); the
 median + the minimum absolute impact of its type; and, for the hour window,
-(1 + min_relative_change / 2) x the 99th percentile of the hours, which keeps
+(1 + min_relative_change / 4) x the 99th percentile of the hours, which keeps
 daily-seasonal subjects (busy hours, a nightly batch) quiet. The hour window
 is only used for subjects with at least HOUR_WINDOW_MIN_EVENTS events in a
 median hour: below that, hourly counts are Poisson noise, and sparse or bursty
@@ -39,9 +39,13 @@ HOURS_PER_DAY = 24
 MS_PER_HOUR = 3_600_000
 MAD_TO_SIGMA = 1.4826  # MAD x this estimates sigma for normal noise
 HOUR_GUARD_QUANTILE = 0.99
+# The hour must also exceed (1 + min_relative_change x this) x the HOUR_GUARD_QUANTILE hour.
+HOUR_GUARD_SHARE = 0.25
 # Below this many events in a median hour, hourly counts are too noisy (Poisson) to judge
 # an hour on its own without false alarms; such subjects are judged on the day so far only.
 HOUR_WINDOW_MIN_EVENTS = 10
+# How much one call's cost varies around the mean (sd / mean), assumed for the noise floor of cost.
+COST_PER_EVENT_CV = 1.0
 
 
 class Window(StrEnum):
@@ -263,7 +267,7 @@ class Finding:
 def poisson_sigma(stats: Stats, kind: Kind, median_events: float) -> float:
     """The least noise a count-driven metric has: events are Poisson, so sd >= sqrt(mean).
 
-    Volume: sqrt(events); cost: the cost of sqrt(events) typical events. Keeps
+    Volume: sqrt(events); cost: also counting that calls differ in cost. Keeps
     a subject whose MAD happens to be small (few samples, few events) from
     alarming on ordinary Poisson swings. None for latency (a mean, not a count).
     """
@@ -272,7 +276,8 @@ def poisson_sigma(stats: Stats, kind: Kind, median_events: float) -> float:
     events = max(median_events, 1.0)
     if kind is Kind.VOLUME:
         return math.sqrt(events)
-    return stats.median / math.sqrt(events)
+    # A sum of N calls whose costs vary with coefficient of variation CV has sd mean x sqrt((1 + CV^2) / N).
+    return stats.median * math.sqrt((1.0 + COST_PER_EVENT_CV**2) / events)
 
 
 def threshold(stats: Stats, kind: Kind, window: Window, t: Thresholds, *, median_events: float = 0.0) -> float:
@@ -285,7 +290,7 @@ def threshold(stats: Stats, kind: Kind, window: Window, t: Thresholds, *, median
         stats.median + t.min_impact(kind),
     )
     if window is Window.HOUR:
-        bound = max(bound, stats.high * (1.0 + t.min_relative_change / 2))
+        bound = max(bound, stats.high * (1.0 + t.min_relative_change * HOUR_GUARD_SHARE))
     return bound
 
 

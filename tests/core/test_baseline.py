@@ -71,10 +71,12 @@ def test_severity(ratio: float, level: Severity) -> None:
         (Stats(1 * NANO, 0.0, 1 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 6 * NANO),
         # robust z dominates: median + 5 sigma
         (Stats(100 * NANO, 30 * NANO, 100 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 250 * NANO),
-        # the 99th percentile guard (hour window only): 1.5 x high
-        (Stats(100 * NANO, 0.0, 180 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 270 * NANO),
+        # the 99th percentile guard (hour window only): 1.25 x high
+        (Stats(100 * NANO, 0.0, 180 * NANO, 168), Kind.COST, Window.HOUR, 10_000, 225 * NANO),
         (Stats(100 * NANO, 0.0, 180 * NANO, 7), Kind.COST, Window.DAY, 10_000, 200 * NANO),
-        # Poisson floor: 16 events -> sigma >= 4 events -> 16 + 5 * 4 = 36 > 2 x 16 and > 16 + 100
+        # cost noise floor: 4 events of CV 1 -> sigma >= median x sqrt(2 / 4) -> 10 + 5 x 7.07
+        (Stats(10 * NANO, 0.0, 10 * NANO, 7), Kind.COST, Window.DAY, 4, (10 + 50 * 0.5**0.5) * NANO),
+        # Poisson floor: 16 events -> sigma >= 4 events, but the +100 events minimum dominates
         (Stats(16.0, 0.0, 16.0, 168), Kind.VOLUME, Window.HOUR, 16, 116.0),
         (Stats(400.0, 0.0, 400.0, 168), Kind.VOLUME, Window.HOUR, 400, 800.0),
         (Stats(9.0, 0.0, 9.0, 7), Kind.VOLUME, Window.DAY, 9, 109.0),
@@ -177,3 +179,29 @@ def test_ids_are_deterministic_and_event_time_is_kept_inside_the_hour() -> None:
     assert event_time_of(10 * 3_600_000 + 5, 10) == 10 * 3_600_000 + 5
     assert event_time_of(99 * 3_600_000, 10) == 11 * 3_600_000 - 1
     assert event_time_of(0, 10) == 10 * 3_600_000
+
+
+def test_an_anomalous_hour_does_not_raise_the_bar_for_the_next_spike() -> None:
+    history = steady(8, 200, 20.0)
+    spike = DAY0 + 8 * 24
+    history.put(spike, cell(1000, 100.0))
+    assert judge(history, spike, Kind.COST, T) is not None
+    history.flag(spike)
+    for hour in range(spike + 1, spike + 24):
+        history.put(hour, cell(200, 20.0))
+    later = spike + 24
+    history.put(later, cell(600, 60.0))
+    finding = judge(history, later, Kind.COST, T)
+    assert finding is not None
+    assert finding.expected == 20 * NANO
+
+
+def test_expired_hours_are_dropped() -> None:
+    history = steady(10, 200, 20.0)
+    history.flag(DAY0 + 3)
+    newest = DAY0 + 10 * 24 - 1
+    expired = history.expired(newest, 7)
+    assert sorted(expired) == list(range(DAY0, newest - 8 * 24))
+    history.drop(expired)
+    assert min(history.hours) == newest - 8 * 24
+    assert not history.flagged

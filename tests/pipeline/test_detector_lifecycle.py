@@ -20,7 +20,7 @@ from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
 from infraprism.settings import Settings
-from pipeline.detector import Detector, dismiss_cli, thresholds_of
+from pipeline.detector import Detector, dismiss_cli, merge, thresholds_of
 from pipeline.store import RollupStore
 
 MS_PER_HOUR = 3_600_000
@@ -210,3 +210,19 @@ async def test_cli_dismiss(redis_client: aioredis.Redis, settings: Settings, set
     )
     assert missing.returncode != 0
     assert "anomaly_unknown" in missing.stderr
+
+
+def test_merge_keeps_event_hours_apart() -> None:
+    h = 3_600_000
+    deltas = [
+        Delta("a", 10 * h + 1, (("customer", "x", "2024100110"),)),
+        Delta("b", 10 * h + 2, (("customer", "y", "2024100110"),)),
+        Delta("a", 10 * h + 9, (("customer", "z", "2024100110"), ("customer", "x", "2024100110"))),
+        Delta("a", 11 * h + 5, (("customer", "x", "2024100111"),)),
+        Delta("a", 11 * h + 3, (("customer", "x", "2024100110"),)),
+    ]
+    assert merge(deltas) == [
+        Delta("a", 10 * h + 9, (("customer", "x", "2024100110"), ("customer", "z", "2024100110"))),
+        Delta("b", 10 * h + 2, (("customer", "y", "2024100110"),)),
+        Delta("a", 11 * h + 5, (("customer", "x", "2024100110"), ("customer", "x", "2024100111"))),
+    ]
