@@ -345,7 +345,7 @@ class Aggregator:
             return
         stored = await self._store.stored_offsets()
         beginnings = await self._consumer.beginning_offsets(tps)
-        ends = await self._consumer.end_offsets(tps)
+        ends = await self._log_ends(tps)
         for tp in tps:
             offset = stored.get(tp.partition)
             if offset is None:
@@ -395,7 +395,34 @@ class Aggregator:
     async def _end_offsets(self) -> dict[TopicPartition, int]:
         assert self._consumer is not None
         tps = list(self._consumer.assignment())
-        return dict(await self._consumer.end_offsets(tps)) if tps else {}
+        return await self._log_ends(tps) if tps else {}
+
+    async def _log_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's log end, read from a Fetch response's high watermark.
+
+        Not ListOffsets(latest): Tansu, the embedded broker, answers it with the
+        last record batch's base offset + 1 rather than the log end, which made
+        a healthy partition look truncated after every restart or rebalance (and
+        halted it), and made `rebuild` stop short of the last batch. The high
+        watermark in a Fetch response is the log end on Tansu and on Kafka.
+        """
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=1,  # the broker still sends one batch; we only want the watermark
+        )
+        await probe.start()
+        try:
+            probe.assign(tps)
+            await probe.seek_to_end(*tps)  # a position inside the log on either broker
+            async with asyncio.timeout(60):
+                while any(probe.highwater(tp) is None for tp in tps):
+                    await probe.getmany(timeout_ms=100)
+            return {tp: probe.highwater(tp) for tp in tps}
+        finally:
+            await probe.stop()
 
     @property
     def halted(self) -> set[TopicPartition]:
