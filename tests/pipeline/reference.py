@@ -212,9 +212,14 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
             s = sessions.get((ev.project, ev.session_id))
             if s is None:
                 s = sessions[(ev.project, ev.session_id)] = {
-                    "entity_type": ev.entity_type, "entity_id": ev.entity_id,
-                    "started_ms": ev.ts_ms, "ended_ms": ev.ts_ms,
-                    "turns": 0, "cost": 0, "input": 0, "output": 0,
+                    "entity_type": ev.entity_type,
+                    "entity_id": ev.entity_id,
+                    "started_ms": ev.ts_ms,
+                    "ended_ms": ev.ts_ms,
+                    "turns": 0,
+                    "cost": 0,
+                    "input": 0,
+                    "output": 0,
                 }
             if ev.ts_ms < s["started_ms"]:
                 s["started_ms"] = ev.ts_ms
@@ -270,7 +275,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
     root = f"{prefix}:v1:"
     keys = sorted([key async for key in redis.scan_iter(match=f"{root}*", count=1000)])
     for key in keys:
-        rest = key[len(root):]
+        rest = key[len(root) :]
         if rest.startswith(("offsets:", "halted:")):
             continue
         if rest == "projects":
@@ -287,8 +292,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
         elif kind == "lb":
             gran, bucket, board = detail.split(":", 2)
             scores = {
-                tuple(member.split(US)): score
-                for member, score in await redis.zrange(key, 0, -1, withscores=True)
+                tuple(member.split(US)): score for member, score in await redis.zrange(key, 0, -1, withscores=True)
             }
             # Scores are doubles; the costs here are integers far below 2**53, so exact.
             state["leaderboards"][(project, gran, bucket, board)] = {m: int(s) for m, s in scores.items()}

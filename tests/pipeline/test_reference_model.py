@@ -63,10 +63,31 @@ BAD_MESSAGES = [
     b"not json",
     b"\xff\xfe not utf-8",
     b"[1, 2, 3]",
-    orjson.dumps({"event_id": "bad-1", "timestamp": "2024-02-29", "entity_type": "c", "entity_id": "x",
-                  "model": "gpt-4o", "provider": "openai", "input_tokens": 1, "output_tokens": 1, "cost": 0.1}),
-    orjson.dumps({"event_id": "bad-2", "timestamp": "2024-02-29T10:00:00Z", "entity_type": "c",
-                  "entity_id": "x", "model": "gpt-4o", "input_tokens": -1, "output_tokens": 1, "cost": 0.1}),
+    orjson.dumps(
+        {
+            "event_id": "bad-1",
+            "timestamp": "2024-02-29",
+            "entity_type": "c",
+            "entity_id": "x",
+            "model": "gpt-4o",
+            "provider": "openai",
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cost": 0.1,
+        }
+    ),
+    orjson.dumps(
+        {
+            "event_id": "bad-2",
+            "timestamp": "2024-02-29T10:00:00Z",
+            "entity_type": "c",
+            "entity_id": "x",
+            "model": "gpt-4o",
+            "input_tokens": -1,
+            "output_tokens": 1,
+            "cost": 0.1,
+        }
+    ),
 ]
 
 
@@ -90,13 +111,18 @@ def format_timestamp(ts_ms: int, style: Any) -> int | str:
 TIMESTAMP_STYLES = st.one_of(
     st.just("ms"),
     st.tuples(
-        st.sampled_from(OFFSETS_MIN), st.sampled_from(["none", "milli", "micro"]),
-        st.sampled_from(["T", "T", " "]), st.sampled_from(["Z", "z", "+00:00"]),
+        st.sampled_from(OFFSETS_MIN),
+        st.sampled_from(["none", "milli", "micro"]),
+        st.sampled_from(["T", "T", " "]),
+        st.sampled_from(["Z", "z", "+00:00"]),
     ),
 )
 INSTANTS = st.one_of(
-    st.builds(lambda edge, jitter: edge + jitter, st.sampled_from(EDGE_MS),
-              st.sampled_from([0, 0, 1, -1, 999, -1000, -3_599_999, 86_400_000])),
+    st.builds(
+        lambda edge, jitter: edge + jitter,
+        st.sampled_from(EDGE_MS),
+        st.sampled_from([0, 0, 1, -1, 999, -1000, -3_599_999, 86_400_000]),
+    ),
     st.integers(min_value=EDGE_MS[3], max_value=EDGE_MS[-1]),
 )
 
@@ -154,17 +180,19 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any] | bytes]:
 
 def example_settings(base: Settings, batch_max_events: int, partitions: int) -> Settings:
     unique = uuid.uuid4().hex[:12]
-    return base.model_copy(update={
-        "key_prefix": f"t{unique}",
-        "events_topic": f"events-{unique}",
-        "dlq_topic": f"events-{unique}.dlq",
-        "deltas_topic": f"deltas-{unique}",
-        "aggregator_group": f"agg-{unique}",
-        "topic_partitions": partitions,
-        "batch_max_events": batch_max_events,
-        # Test events lie in 2023-2025; the default 7-day window would already have expired them.
-        "dedupe_window_days": 3650,
-    })
+    return base.model_copy(
+        update={
+            "key_prefix": f"t{unique}",
+            "events_topic": f"events-{unique}",
+            "dlq_topic": f"events-{unique}.dlq",
+            "deltas_topic": f"deltas-{unique}",
+            "aggregator_group": f"agg-{unique}",
+            "topic_partitions": partitions,
+            "batch_max_events": batch_max_events,
+            # Test events lie in 2023-2025; the default 7-day window would already have expired them.
+            "dedupe_window_days": 3650,
+        }
+    )
 
 
 async def ingest_and_compare(cfg: Settings, stream: list[dict[str, Any] | bytes]) -> None:
@@ -185,8 +213,12 @@ async def ingest_and_compare(cfg: Settings, stream: list[dict[str, Any] | bytes]
 
 @pytest.mark.timeout(600)
 # No shrinking: every example costs a real ingest (seconds); the falsifying stream is printed whole.
-@hsettings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=15,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(stream=streams(), batch_max_events=st.sampled_from([1, 7, 5000]), partitions=st.sampled_from([1, 3]))
 def test_random_streams_match_the_reference(settings, stream, batch_max_events, partitions):
     cfg = example_settings(settings, batch_max_events, partitions)
@@ -201,9 +233,15 @@ def test_reference_parses_what_it_formats():
                 style = (offset, "milli", "T", "Z")
                 assert reference.timestamp_ms(format_timestamp(edge_ms + jitter, style)) == edge_ms + jitter
     assert reference.labels(reference.timestamp_ms("2024-02-29T23:59:59.999-08:00")) == {
-        "h": "2024030107", "d": "20240301", "m": "202403"}
+        "h": "2024030107",
+        "d": "20240301",
+        "m": "202403",
+    }
     assert reference.labels(reference.timestamp_ms("2025-01-01T05:29:59.999+05:30")) == {
-        "h": "2024123123", "d": "20241231", "m": "202412"}
+        "h": "2024123123",
+        "d": "20241231",
+        "m": "202412",
+    }
     assert reference.cost_nano(2.5e-9) == 2
     assert reference.cost_nano(1.5e-9) == 2
     assert reference.cost_nano(5e-10) == 0
@@ -211,9 +249,17 @@ def test_reference_parses_what_it_formats():
 
 
 async def test_same_event_id_in_two_projects_counts_in_both(settings, redis_client):
-    base = {"event_id": "same", "timestamp": "2024-02-29T23:59:59.999Z", "entity_type": "customer",
-            "entity_id": "acme", "model": "gpt-4o", "provider": "openai", "input_tokens": 1,
-            "output_tokens": 2, "cost": 0.5}
+    base = {
+        "event_id": "same",
+        "timestamp": "2024-02-29T23:59:59.999Z",
+        "entity_type": "customer",
+        "entity_id": "acme",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cost": 0.5,
+    }
     stream = [base, {**base, "project_id": "other"}, base, {**base, "project_id": "other"}]
     cfg = settings.model_copy(update={"dedupe_window_days": 3650})
     await produce(cfg, stream)
@@ -228,14 +274,27 @@ async def test_same_event_id_in_two_projects_counts_in_both(settings, redis_clie
 
 async def test_late_turn_renames_session_entity_across_batches(settings, redis_client):
     """A session's earliest turn names its entity even when it arrives last, in a later batch."""
-    turn = {"timestamp": "2024-03-01T10:00:00Z", "entity_type": "team", "entity_id": "later",
-            "model": "gpt-4o", "provider": "openai", "input_tokens": 5, "output_tokens": 5,
-            "cost": 0.25, "session_id": "conv"}
+    turn = {
+        "timestamp": "2024-03-01T10:00:00Z",
+        "entity_type": "team",
+        "entity_id": "later",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 5,
+        "output_tokens": 5,
+        "cost": 0.25,
+        "session_id": "conv",
+    }
     stream = [
         {**turn, "event_id": "t2"},
         {**turn, "event_id": "t3", "timestamp": "2024-03-01T11:00:00Z"},
-        {**turn, "event_id": "t1", "timestamp": "2024-02-29T23:59:59.999Z", "entity_type": "customer",
-         "entity_id": "first"},
+        {
+            **turn,
+            "event_id": "t1",
+            "timestamp": "2024-02-29T23:59:59.999Z",
+            "entity_type": "customer",
+            "entity_id": "first",
+        },
     ]
     cfg = settings.model_copy(update={"dedupe_window_days": 3650, "batch_max_events": 1, "topic_partitions": 1})
     await produce(cfg, stream)

@@ -107,10 +107,20 @@ def worker_env(base: dict[str, str], **overrides: Any) -> dict[str, str]:
 # ---- event streams -----------------------------------------------------------------------
 
 ENTITY_TYPES = ("customer", "team", "user")
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-sonnet", "anthropic"),
-          ("gemini-1.5-pro", "google"), ("llama-3-70b", "meta"))
-TAG_SETS = ({}, {"env": "production"}, {"env": "staging", "feature": "chatbot"},
-            {"feature": "search"}, {"env": "production", "feature": "summarize", "region": "eu"})
+MODELS = (
+    ("gpt-4o", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-3-5-sonnet", "anthropic"),
+    ("gemini-1.5-pro", "google"),
+    ("llama-3-70b", "meta"),
+)
+TAG_SETS = (
+    {},
+    {"env": "production"},
+    {"env": "staging", "feature": "chatbot"},
+    {"feature": "search"},
+    {"env": "production", "feature": "summarize", "region": "eu"},
+)
 
 
 def realistic_events(count: int, *, seed: int, duplicate_rate: float = 0.02) -> list[dict[str, Any]]:
@@ -182,7 +192,7 @@ async def produce_paced(
     try:
         for start in range(0, len(values), chunk):
             futures = []
-            for value in values[start:start + chunk]:
+            for value in values[start : start + chunk]:
                 if isinstance(value, dict):
                     raw, key = orjson.dumps(value), str(value.get("entity_id", "")).encode()
                 else:
