@@ -274,7 +274,7 @@ class Detector:
         kind = finding.kind
         changes = {
             "severity": severity(finding.ratio).value,
-            "description": describe(finding, self._t.baseline_days),
+            "description": describe(finding),
             "expected_value": str(to_units(kind, finding.expected)),
             "actual_value": str(to_units(kind, finding.actual)),
             "updated_ms": str(seen_ms),
@@ -312,7 +312,7 @@ class Detector:
             entity_id=entity_id,
             type=kind.value,
             severity=level.value,
-            description=describe(finding, self._t.baseline_days),
+            description=describe(finding),
             expected_value=to_units(kind, finding.expected),
             actual_value=to_units(kind, finding.actual),
             status=AnomalyStatus.ACTIVE.value,

@@ -258,6 +258,7 @@ class Finding:
     expected: float  # the baseline median, in metric units
     actual: float  # the window so far, in metric units
     threshold: float
+    days: int  # days of history the baseline covered (at most baseline_days)
 
     @property
     def ratio(self) -> float:
@@ -332,7 +333,11 @@ def judge(
         events = history.baseline(Kind.VOLUME, window, hour, t.baseline_days).median
         bound = threshold(stats, kind, window, t, median_events=events)
         if actual > bound:
-            return Finding(kind, window, stats.median, actual, bound)
+            if window is Window.HOUR:
+                days = min(t.baseline_days, (hour - history.first_hour) // HOURS_PER_DAY)
+            else:
+                days = stats.samples
+            return Finding(kind, window, stats.median, actual, bound, max(1, days))
     return None
 
 
@@ -368,14 +373,14 @@ _UNITS = {
 }
 
 
-def describe(finding: Finding, baseline_days: int) -> str:
+def describe(finding: Finding) -> str:
     """E.g. "Cost increased 340% compared to 7-day median hourly cost"."""
     label = _LABELS[finding.kind]
     unit = _UNITS[(finding.kind, finding.window)]
     if finding.expected <= 0:
-        return f"{label} rose from nothing compared to {baseline_days}-day {unit}"
+        return f"{label} rose from nothing compared to {finding.days}-day {unit}"
     pct = round((finding.actual / finding.expected - 1.0) * 100)
-    return f"{label} increased {pct}% compared to {baseline_days}-day {unit}"
+    return f"{label} increased {pct}% compared to {finding.days}-day {unit}"
 
 
 def anomaly_id(project: str, kind: Kind, entity_type: str, entity_id: str, first_hour: int) -> str:

@@ -117,7 +117,7 @@ def test_cost_spike_in_the_hour_so_far() -> None:
     assert finding.window is Window.HOUR
     assert finding.expected == 20 * NANO
     assert finding.actual == 45 * NANO
-    assert describe(finding, 7) == "Cost increased 125% compared to 7-day median hourly cost"
+    assert describe(finding) == "Cost increased 125% compared to 7-day median hourly cost"
     # 300 events is +100 over 200 but not 2x: no volume spike
     assert judge(history, now, Kind.VOLUME, T) is None
 
@@ -148,7 +148,7 @@ def test_sparse_subject_is_judged_on_the_day_so_far() -> None:
     finding = judge(history, now + 1, Kind.COST, T)
     assert finding is not None
     assert finding.window is Window.DAY
-    assert describe(finding, 7).endswith("7-day median daily cost (day so far)")
+    assert describe(finding).endswith("7-day median daily cost (day so far)")
 
 
 def test_latency_spike_needs_samples() -> None:

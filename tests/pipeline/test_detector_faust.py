@@ -33,7 +33,8 @@ from pipeline.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, cursor_key
 from pipeline.detector import Detector, thresholds_of
 from pipeline.store import RollupStore
 from pipeline.topics import ensure_topics
-from tests.pipeline.helpers import end_offsets, read_all
+from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
+from tests.pipeline.helpers import produce as produce_events
 from tests.pipeline.test_detector_lifecycle import HOUR0, PROJECT, hour_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -278,3 +279,56 @@ async def read_topic(settings: Settings) -> list[dict]:
     ends = await end_offsets(settings, settings.anomalies_topic)
     values = await read_all(settings, settings.anomalies_topic, expect=sum(ends.values()))
     return [orjson.loads(v) for v in values]
+
+
+async def test_events_through_the_aggregator_and_the_detector(
+    redis_client: aioredis.Redis, settings: Settings, detector_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Raw events -> the real aggregator -> its deltas -> the faust detector: the spike is found."""
+    start_ms = HOUR0 * 3_600_000
+    events = []
+    for hour in range(4 * 24 + 1):
+        per_hour = 100 if hour == 4 * 24 else 20  # the last hour: 5x the events, $50 instead of $10
+        for i in range(per_hour):
+            events.append(
+                {
+                    "event_id": f"e-{hour}-{i}",
+                    "timestamp": start_ms + hour * 3_600_000 + i * 30_000,
+                    "project_id": PROJECT,
+                    "entity_type": "customer",
+                    "entity_id": "acme",
+                    "model": "gpt-4o",
+                    "provider": "openai",
+                    "input_tokens": 100,
+                    "output_tokens": 50,
+                    "cost": 0.5,
+                    "latency_ms": 400,
+                }
+            )
+    await produce_events(settings, events)
+    worker = DetectorProcess(detector_env, tmp_path / "detector.log")
+    layout = KeyLayout(settings.key_prefix)
+    async with running_aggregator(settings):
+        await wait_caught_up(redis_client, settings)
+        worker.start()
+        try:
+
+            async def two_anomalies() -> bool:
+                return len(await anomaly_store.list_range(redis_client, layout, PROJECT, 0, 2**62)) >= 2
+
+            await wait_for(two_anomalies, "the spike's anomalies", worker)
+            await wait_for(lambda: delivered_all(redis_client, layout, ("kafka",)), "alerts", worker)
+        finally:
+            worker.stop()
+    records = await anomaly_store.list_range(redis_client, layout, PROJECT, 0, 2**62)
+    assert sorted((r.entity_type, r.entity_id, r.type, r.status) for r in records) == [
+        ("customer", "acme", "cost_spike", "active"),
+        ("project", PROJECT, "cost_spike", "active"),
+    ]
+    spike_hour_ms = start_ms + 4 * 24 * 3_600_000
+    for record in records:
+        assert spike_hour_ms <= record.detected_ms < spike_hour_ms + 3_600_000
+        assert (record.expected_value, record.actual_value) == (10.0, 50.0)
+        assert record.description == "Cost increased 400% compared to 4-day median hourly cost"
+    messages = await read_topic(settings)
+    assert sorted(m["id"] for m in messages) == sorted(r.id for r in records)
