@@ -8,6 +8,8 @@ the two agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 USD = "US dollars, the exact sum rounded to 6 decimals"
@@ -229,7 +231,7 @@ class Anomaly(BaseModel):
     status: str
 
 
-ANOMALY_EXAMPLE = {
+ANOMALY_EXAMPLE: dict[str, Any] = {
     "id": "anomaly_123",
     "detected_at": "2025-01-15T10:30:00Z",
     "entity_type": "customer",

@@ -59,6 +59,40 @@ return out
 """
 HMGET_MANY_SHA = hashlib.sha1(HMGET_MANY_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
+# The candidates for the first ARGV[1] places of the union of leaderboards KEYS, ARGV[2]
+# "desc" or "asc", as a flat member, score, ... list: the first places plus every member
+# tied with the last of them (the exact order is settled later from integer counters).
+# Only these travel, not the whole union (10,000 entities for a year).
+TOP_CANDIDATES_LUA = """
+local args = {'ZUNION', #KEYS}
+for _, key in ipairs(KEYS) do args[#args + 1] = key end
+args[#args + 1] = 'WITHSCORES'
+local flat = redis.call(unpack(args))
+local n = #flat / 2
+local limit = tonumber(ARGV[1])
+if n <= limit then return flat end
+local out = {}
+if ARGV[2] == 'desc' then
+  local first = n - limit + 1
+  local boundary = tonumber(flat[2 * first])
+  while first > 1 and tonumber(flat[2 * (first - 1)]) == boundary do first = first - 1 end
+  for i = first, n do
+    out[#out + 1] = flat[2 * i - 1]
+    out[#out + 1] = flat[2 * i]
+  end
+else
+  local last = limit
+  local boundary = tonumber(flat[2 * last])
+  while last < n and tonumber(flat[2 * (last + 1)]) == boundary do last = last + 1 end
+  for i = 1, last do
+    out[#out + 1] = flat[2 * i - 1]
+    out[#out + 1] = flat[2 * i]
+  end
+end
+return out
+"""
+TOP_CANDIDATES_SHA = hashlib.sha1(TOP_CANDIDATES_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
+
 
 # --- exact arithmetic for the response ---------------------------------------------------------
 
@@ -159,16 +193,16 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     groups: dict[str, Any] = {}
     for period, cells in per_period.items():
         for member, cell in cells.items():
-            group = groups.get(member, _UNSEEN)
-            if group is _UNSEEN:
+            found: Any = groups.get(member, _UNSEEN)
+            if found is _UNSEEN:
                 info = member_info(dimension, member)
-                group = group_of(grouping, info) if matches(filters, info) else None
-                if group is not None and only_keyed and group[0] is None:
-                    group = None
-                groups[member] = group
-            if group is None:
+                found = group_of(grouping, info) if matches(filters, info) else None
+                if found is not None and only_keyed and found[0] is None:
+                    found = None
+                groups[member] = found
+            if found is None:
                 continue
-            key = (period, group)
+            key = (period, found)
             into = acc.get(key)
             if into is None:
                 acc[key] = cell
@@ -220,9 +254,20 @@ async def _execute(redis: aioredis.Redis, layout: KeyLayout, project: str, plans
 
 
 async def load_scripts(redis: aioredis.Redis) -> None:
-    """Load the read script; called by the app's lifespan and after a NOSCRIPT."""
-    loaded = await redis.script_load(HMGET_MANY_LUA)
-    assert loaded == HMGET_MANY_SHA
+    """Load the read scripts; called by the app's lifespan and after a NOSCRIPT."""
+    for text, sha in ((HMGET_MANY_LUA, HMGET_MANY_SHA), (TOP_CANDIDATES_LUA, TOP_CANDIDATES_SHA)):
+        loaded = await redis.script_load(text)
+        assert loaded == sha
+
+
+async def _evalsha(redis: aioredis.Redis, sha: str, numkeys: int, *args: Any) -> Any:
+    """EVALSHA_RO, loading the scripts again once if Redis lost them."""
+    try:
+        return await redis.evalsha_ro(sha, numkeys, *args)
+    except NoScriptError:
+        log.info("reloading the read scripts")
+        await load_scripts(redis)
+        return await redis.evalsha_ro(sha, numkeys, *args)
 
 
 def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
@@ -388,27 +433,17 @@ class Reader:
         board_type, reads = plan_leaderboard(start, end, entity_type)
         keys = [self.layout.leaderboard(self.project, r.granularity, r.label, board_type) for r in reads]
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
-        # they choose the candidates, the entity rollup gives the exact numbers.
-        raw = await self.redis.zunion(keys, withscores=True)
-        if not raw:
+        # they choose the candidates (in Redis: only they travel), the entity rollup
+        # gives the exact numbers and the final order.
+        flat = await _evalsha(self.redis, TOP_CANDIDATES_SHA, len(keys), *keys, limit, "desc" if descending else "asc")
+        if not flat:
             return {"data": []}
-        ranked = sorted(raw, key=lambda pair: (-pair[1] if descending else pair[1], pair[0]))
-        if len(ranked) > limit:
-            boundary = ranked[limit - 1][1]
-            # Keep every member tied with the last one: exact cost settles the order.
-            cut = limit
-            while cut < len(ranked) and ranked[cut][1] == boundary:
-                cut += 1
-            ranked = ranked[:cut]
-        members = [member for member, _ in ranked]
+        members = flat[0::2]
         fields = [f"{Metric.EVENTS.value}{m}" for m in members] + [f"{Metric.COST_NANO.value}{m}" for m in members]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for read in reads:
-                pipe.hmget(
-                    self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label),
-                    fields,
-                )
-            replies = await pipe.execute()
+        entity_keys = [
+            self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label) for read in reads
+        ]
+        replies = await _evalsha(self.redis, HMGET_MANY_SHA, len(entity_keys), *entity_keys, *fields)
         count = len(members)
         events = [0] * count
         costs = [0] * count
@@ -442,6 +477,7 @@ class Reader:
     ) -> dict[str, Any]:
         start_ms, end_ms = session_window_ms(start, end)
         layout, project, redis = self.layout, self.project, self.redis
+        ids: list[Any]
         if entity_type is not None and entity_id is not None:
             ids = await redis.zrevrangebyscore(
                 layout.session_entity_index(project, entity_type, entity_id), f"({end_ms}", start_ms
@@ -449,11 +485,11 @@ class Reader:
         elif entity_type is not None:
             ids = await redis.zrevrangebyscore(layout.session_type_index(project, entity_type), f"({end_ms}", start_ms)
         elif entity_id is not None:
-            types = sorted(await redis.smembers(layout.entity_types(project)))
+            types: list[Any] = sorted(await redis.smembers(layout.entity_types(project)))
             ids = []
             if types:
                 keys = [layout.session_entity_index(project, t, entity_id) for t in types]
-                pairs = await redis.zunion(keys, withscores=True)
+                pairs: Any = await redis.zunion(keys, withscores=True)
                 selected = [(score, sid) for sid, score in pairs if start_ms <= score < end_ms]
                 selected.sort(reverse=True)
                 ids = [sid for _, sid in selected]
@@ -471,11 +507,11 @@ class Reader:
         )
         async with redis.pipeline(transaction=False) as pipe:
             for sid in ids:
-                pipe.hmget(layout.session(project, sid), names)
+                pipe.hmget(layout.session(project, str(sid)), names)
             records = await pipe.execute() if ids else []
         total_turns = 0
         total_cost = 0
-        rows = []
+        rows: list[dict[str, Any]] = []
         for sid, values in zip(ids, records, strict=True):
             turns, cost = int(values[4] or 0), int(values[5] or 0)
             total_turns += turns

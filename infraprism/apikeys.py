@@ -100,7 +100,7 @@ def list_keys(settings: Settings) -> list[dict[str, str | None]]:
         ids = client.hgetall(layout.api_key_ids())
         with client.pipeline(transaction=False) as pipe:
             for key_hash in ids.values():
-                pipe.hgetall(layout.api_key(key_hash))
+                pipe.hgetall(layout.api_key(_text(key_hash)))
             records = pipe.execute()
     finally:
         client.close()
@@ -129,7 +129,7 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         key_hash = client.hget(layout.api_key_ids(), key_id)
         if key_hash is None:
             return False
-        record_key = layout.api_key(key_hash)
+        record_key = layout.api_key(_text(key_hash))
         if not client.exists(record_key):
             return False
         if not client.hget(record_key, "revoked_at"):
@@ -158,9 +158,7 @@ async def lookup(client: aioredis.Redis, layout: KeyLayout, key: str) -> ApiKey 
     project = _text(record.get("project", ""))
     if not project:
         return None
-    return ApiKey(
-        key_id=_text(record.get("id", "")), project=project, name=_text(record.get("name", ""))
-    )
+    return ApiKey(key_id=_text(record.get("id", "")), project=project, name=_text(record.get("name", "")))
 
 
 __all__ = ["ApiKey", "ApiKeyError", "create_key", "hash_key", "list_keys", "lookup", "revoke_key"]

@@ -47,7 +47,7 @@ event_strategy = st.fixed_dictionaries(
         "entity": st.sampled_from(ENTITIES),
         "model": st.sampled_from(MODELS),
         "ts_ms": st.integers(int(T0.timestamp() * 1000), int(T1.timestamp() * 1000)),
-        "cost_nano": st.one_of(st.just(0), st.integers(1, 5_000_000_000)),
+        "cost_nano": st.one_of(st.just(0), st.sampled_from([1_000_000, 250_000_000]), st.integers(1, 5_000_000_000)),
         "input": st.integers(0, 10_000),
         "output": st.integers(0, 10_000),
         "latency_us": st.one_of(st.none(), st.integers(0, 5_000_000)),

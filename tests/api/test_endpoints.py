@@ -278,3 +278,22 @@ async def test_reads_survive_a_script_flush(settings: Settings):
                 assert len(again.json()["data"]) == 31 * 24
     finally:
         own.stop()
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+@pytest.mark.parametrize("limit", [1, 2, 3])
+async def test_top_breaks_ties_by_entity_type_then_id(
+    authed: httpx.AsyncClient, settings: Settings, project: str, redis_client, order, limit
+):
+    # Four entities with equal cost around the cut, one cheaper and one dearer.
+    spend = {("team", "b"): 2.0, ("customer", "z"): 2.0, ("customer", "a"): 2.0, ("team", "a"): 2.0}
+    spend |= {("customer", "cheap"): 1.0, ("team", "dear"): 3.0}
+    events = []
+    for n, ((etype, eid), cost) in enumerate(spend.items()):
+        events.append({**_event(project, n, eid, cost), "entity_type": etype, "event_id": f"t{n}"})
+    await load_events(redis_client, settings, events)
+    body = (await authed.get("/v1/analytics/entities/top", params={**RANGE, "limit": limit, "order": order})).json()
+    tied = [("customer", "a"), ("customer", "z"), ("team", "a"), ("team", "b")]
+    expected = ([("team", "dear")] + tied) if order == "desc" else ([("customer", "cheap")] + tied)
+    assert [(r["entity_type"], r["entity_id"]) for r in body["data"]] == expected[:limit]
+    assert [r["rank"] for r in body["data"]] == list(range(1, limit + 1))
