@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -123,13 +123,13 @@ class WebhookChannel:
         )
 
 
-class Channel:
+class Channel(Protocol):
     """What Notifier needs of a channel (KafkaChannel, WebhookChannel)."""
 
     name: str
 
-    async def deliver(self, record: AnomalyRecord) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    async def deliver(self, record: AnomalyRecord) -> None:
+        """Deliver one state, or raise RetryLater."""
 
 
 @dataclass
@@ -171,7 +171,7 @@ class Notifier:
         self,
         redis: aioredis.Redis,
         layout: KeyLayout,
-        channels: list,
+        channels: list[Channel],
         *,
         max_backoff_s: float = 60.0,
     ) -> None:

@@ -55,7 +55,7 @@ from infraprism.core.deltas import Delta
 from infraprism.core.keys import SEP, Dimension, KeyLayout, entity_member
 from infraprism.core.money import nano_to_usd, usd_to_nano
 from infraprism.settings import Settings
-from pipeline.alerts import KafkaChannel, Notifier, WebhookChannel
+from pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
 from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ class Runtime:
             await redis.ping()  # a bad address fails loudly, at start
             layout = KeyLayout(s.key_prefix)
             self.detector = Detector(redis, layout, thresholds_of(s), recovery_ms=s.detector_recovery_minutes * 60_000)
-            channels: list[Any] = [KafkaChannel(send)]
+            channels: list[Channel] = [KafkaChannel(send)]
             if s.alert_webhook_url:
                 secret = s.alert_webhook_secret.get_secret_value().encode() if s.alert_webhook_secret else None
                 self.webhook = WebhookChannel(s.alert_webhook_url, secret)
