@@ -64,6 +64,7 @@ PROJECT_ENTITY_TYPE = "project"  # entity_type of a project-wide anomaly; entity
 TOTAL = ""  # the member of the project's total in the rollups; the subject of project-wide spikes
 ENTITY_KINDS = (Kind.COST, Kind.VOLUME, Kind.LATENCY)
 TOTAL_KINDS = (Kind.COST,)
+MAX_CACHED_SUBJECTS = 200_000  # histories kept in memory (about 5 kB each when dense)
 GROWTH_STEP = 0.10  # an open anomaly is updated when its value grows by 10% or its severity rises
 
 
@@ -210,7 +211,14 @@ class Detector:
                 raws = await pipe.execute()
             for member, raw in zip(missing, raws, strict=True):
                 self._histories[(project, member)] = _parse_history(raw)
-        return {m: self._histories[(project, m)] for m in wanted}
+        found = {}
+        for member in wanted:
+            # Re-insert: the dict's order is then least recently used first.
+            found[member] = self._histories[(project, member)] = self._histories.pop((project, member))
+        # Redis holds every history (written through), so forgetting the coldest ones is safe.
+        while len(self._histories) > MAX_CACHED_SUBJECTS:
+            del self._histories[next(iter(self._histories))]
+        return found
 
     async def _store_history(
         self, project: str, histories: dict[str, History], values: dict[tuple[str, int], HourValues]

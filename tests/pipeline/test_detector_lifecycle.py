@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from infraprism import anomaly_store
@@ -20,6 +21,7 @@ from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
 from infraprism.settings import Settings
+from pipeline import detector as detector_module
 from pipeline.detector import Detector, dismiss_cli, merge, thresholds_of
 from pipeline.store import RollupStore
 
@@ -226,3 +228,23 @@ def test_merge_keeps_event_hours_apart() -> None:
         Delta("b", 10 * h + 2, (("customer", "y", "2024100110"),)),
         Delta("a", 11 * h + 5, (("customer", "x", "2024100110"), ("customer", "x", "2024100111"))),
     ]
+
+
+async def test_a_tiny_cache_gives_the_same_records(
+    redis_client: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Histories evicted from memory are read back from Redis: the outcome does not change."""
+    spike_start = HOUR0 + 8 * 24 + 4
+    outcomes = []
+    for cache_size in (1_000, 1):
+        monkeypatch.setattr(detector_module, "MAX_CACHED_SUBJECTS", cache_size)
+        feed = Feed(redis_client, settings.model_copy(update={"key_prefix": f"{settings.key_prefix}-{cache_size}"}))
+        await feed.hours(HOUR0, spike_start, NORMAL)
+        await feed.hours(spike_start, spike_start + 2, {**NORMAL, "big": (900, 90.0), "small": (50, 0.5, 2600.0)})
+        await feed.hours(spike_start + 2, spike_start + 7, NORMAL)
+        records = await feed.records()
+        outcomes.append(sorted((r.id, r.status, r.version, r.actual_value) for r in records))
+        async for key in redis_client.scan_iter(match=f"{settings.key_prefix}-{cache_size}:*"):
+            await redis_client.delete(key)
+    assert len(outcomes[0]) == 4
+    assert outcomes[0] == outcomes[1]
