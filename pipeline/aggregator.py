@@ -48,6 +48,8 @@ from pipeline.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+# Batches smaller than this are applied at once instead of overlapping with the next fetch.
+PIPELINE_MIN_RECORDS = 2_000
 
 
 @dataclass(slots=True)
@@ -117,6 +119,8 @@ class Aggregator:
             auto_offset_reset="none",
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            # The broker answers a fetch as soon as there is data, or after this at the latest.
+            fetch_max_wait_ms=100,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
@@ -183,6 +187,11 @@ class Aggregator:
         sent = await self._send_decoded()
         if incoming is not None and incoming.ranges:
             self._decoding = (incoming, self._start_decode(incoming))
+            if len(incoming.records) < PIPELINE_MIN_RECORDS:
+                # A small batch means the worker keeps up: apply it now rather
+                # than one fetch later, for freshness over throughput.
+                sent += await self._send_decoded()
+                await self._drain()
         elif sent == 0:
             await self._drain()
             await self._commit_for_lag()
@@ -212,7 +221,6 @@ class Aggregator:
         inflight, self._inflight = self._inflight, None
         batch, applied = await inflight
         if applied:
-            self._observe(batch)
             await self._publish_deltas(batch)
             await self._commit_for_lag()
 
@@ -278,6 +286,7 @@ class Aggregator:
                         self._expected[tp] = r.to_offset
                 self.metrics.events_applied.inc(decoded.events)
                 batch.decoded = decoded
+                self._observe(batch)
                 return batch, True
             if isinstance(result, Duplicates):
                 # Rare (producer retries, replays): re-encode without the ids Redis has.
@@ -346,7 +355,12 @@ class Aggregator:
         stored = await self._store.stored_offsets()
         beginnings = await self._consumer.beginning_offsets(tps)
         ends = await self._log_ends(tps)
+        # Look again after the awaits: a rebalance may have taken some away meanwhile,
+        # and seek() on a partition no longer assigned raises IllegalStateError.
+        assigned = self._consumer.assignment()
         for tp in tps:
+            if tp not in assigned:
+                continue  # its new owner seeks it
             offset = stored.get(tp.partition)
             if offset is None:
                 offset = beginnings[tp]
