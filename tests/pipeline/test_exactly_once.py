@@ -104,32 +104,31 @@ async def test_two_workers_and_rebalances(settings, settings_env, redis_client, 
 async def test_worker_stopped_past_its_session_timeout_cannot_double_count(
     settings, settings_env, redis_client, tmp_path
 ):
-    """SIGSTOP a worker for longer than session_timeout_ms (10 s), let another take over, SIGCONT it.
+    """SIGSTOP a worker mid-ingest for longer than session_timeout_ms (10 s), let another take over, SIGCONT it.
 
-    The frozen worker wakes up with a position and a prefetch from before the
-    takeover; anything it tries to apply from there starts below the stored
-    offset, and Redis refuses it (the fence).
+    The frozen worker wakes up holding batches fetched and decoded before the
+    takeover; it sends them to Redis before it can learn it lost its
+    partitions, and Redis refuses every one (the offset fence).
     """
-    events = realistic_events(15_000, seed=SEED + 2)
-    phase1, phase2, phase3 = events[:5000], events[5000:10_000], events[10_000:]
+    events = realistic_events(16_000, seed=SEED + 2)
+    backlog, later = events[:12_000], events[12_000:]
     env = worker_env(settings_env, batch_max_events=500)
+    await produce_paced(settings, backlog, chunk=4000)
     frozen = Worker(env, tmp_path / "frozen.log").start()
     other = Worker(env, tmp_path / "other.log")
     try:
-        await produce_paced(settings, phase1)
-        await wait_caught_up(redis_client, settings, timeout_s=90)
+        await wait_progress(redis_client, settings, len(backlog) // 4)
         frozen.signal(signal.SIGSTOP)
-        await produce_paced(settings, phase2)
+        assert await stored_offsets_total(redis_client, settings) < len(backlog), "froze too late"
         other.start()
         await wait_caught_up(redis_client, settings, timeout_s=120)  # only the other worker can do this
         frozen.signal(signal.SIGCONT)
-        await produce_paced(settings, phase3, chunk=500, pause_s=0.5)
+        await produce_paced(settings, later, chunk=500, pause_s=0.5)
         await wait_caught_up(redis_client, settings, timeout_s=120)
-        # Let the resumed worker finish whatever it had in hand before comparing.
-        await asyncio.sleep(3)
-        await wait_caught_up(redis_client, settings, timeout_s=60)
         fenced = await frozen.metric("infraprism_batches_fenced_total")
         log.warning("batches fenced in the resumed worker: %s", fenced)
+        assert fenced >= 1, frozen.log()  # it did try to apply a stale batch, and was refused
+        assert "batch fenced" in frozen.log()
         assert frozen.alive, frozen.log()
         assert other.alive, other.log()
     finally:
@@ -149,6 +148,8 @@ async def test_broker_outage_past_client_timeouts(settings, settings_env, redis_
     try:
         await wait_progress(redis_client, settings, len(before) // 4)
         broker_service.pause()
+        applied_at_pause = await stored_offsets_total(redis_client, settings)
+        assert applied_at_pause < len(before), "the worker finished before the outage: produce more"
         try:
             await asyncio.sleep(16)  # past the 10 s session timeout; the worker's requests hang
         finally:

@@ -41,7 +41,14 @@ EDGE_MS = [reference.timestamp_ms(text) for text in EDGES]
 OFFSETS_MIN = [0, 330, -480, 345, 840, -720]  # Z, +05:30, -08:00, +05:45, +14:00, -12:00
 
 MODELS = [("gpt-4o", "openai"), ("claude-3-5-sonnet", "anthropic"), ("m:x é", "custom")]
-ENTITIES = [("customer", "acme"), ("customer", "globex"), ("team", "日本-corp"), ("user:x", "a:b c")]
+ENTITIES = [
+    ("customer", "acme"),
+    ("customer", "globex"),
+    ("team", "日本-corp"),
+    ("user:x", "a:b c"),
+    ("team", "ml"),
+    ("customer", "initech"),
+]
 TAG_POOL = [("env", "production"), ("env", "staging"), ("feature", "chat:bot"), ("région", "eu west")]
 SESSIONS = [None, None, "s1", "s2", "s:3 é"]
 PROJECTS = [None, "default", "p1", "acme.prod_2"]
