@@ -165,7 +165,7 @@ class KeyLayout:
 
     # --- API keys (written by `infraprism keys`, read by the API) ---
     def api_key(self, key_hash: str) -> str:
-        """Hash: id, project, name, created_at, revoked_at."""
+        """Hash: id, project, name, key_hash, created_at, revoked_at."""
         return f"{self.root}:apikey:{key_hash}"
 
     def api_key_ids(self) -> str:
