@@ -22,7 +22,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from infraprism import anomaly_store
 from infraprism.anomaly_store import AnomalyRecord, AnomalyStatus
 from infraprism.core.baseline import (
+    HOURS_PER_DAY,
     MS_PER_HOUR,
+    ZERO,
     Finding,
     History,
     HourValues,
@@ -202,15 +204,20 @@ class Detector:
             for where, reply in zip(order, replies, strict=True)
         }
 
-    async def _histories_of(self, project: str, wanted: Iterable[str]) -> dict[str, History]:
+    async def _histories_of(self, project: str, wanted: dict[str, set[int]]) -> dict[str, History]:
         missing = [m for m in wanted if (project, m) not in self._histories]
         if missing:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for member in missing:
                     pipe.hgetall(self._history_key(project, member))
                 raws = await pipe.execute()
+            fresh: list[str] = []
             for member, raw in zip(missing, raws, strict=True):
                 self._histories[(project, member)] = _parse_history(raw)
+                if not raw:
+                    fresh.append(member)
+            if fresh:
+                await self._backfill(project, {member: min(wanted[member]) for member in fresh})
         found = {}
         for member in wanted:
             # Re-insert: the dict's order is then least recently used first.
@@ -219,6 +226,41 @@ class Detector:
         while len(self._histories) > MAX_CACHED_SUBJECTS:
             del self._histories[next(iter(self._histories))]
         return found
+
+    async def _backfill(self, project: str, first_wanted: dict[str, int]) -> None:
+        """Start a subject the detector has no history for from the rollups it already has.
+
+        A detector deployed (or its state reset) after data exists judges at once
+        instead of waiting `min_history_days`. A subject that is really new finds
+        empty cells and starts at its first hour, as it would otherwise.
+        """
+        span = (self._t.baseline_days + 1) * HOURS_PER_DAY
+        order: list[tuple[str, int]] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member, first in first_wanted.items():
+                dimension = Dimension.TOTAL if member == TOTAL else Dimension.ENTITY
+                for hour in range(first - span, first):
+                    key = self._layout.rollup(project, dimension, Granularity.HOUR, hour_label_of(hour))
+                    pipe.hmget(key, "e" + member, "c" + member, "l" + member, "n" + member)
+                    order.append((member, hour))
+            replies = await pipe.execute()
+        found: dict[str, dict[int, HourValues]] = {}
+        for (member, hour), reply in zip(order, replies, strict=True):
+            cell = HourValues(*(int(v) if v is not None else 0 for v in reply))
+            if cell != ZERO:
+                found.setdefault(member, {})[hour] = cell
+        if not found:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member, cells in found.items():
+                history = self._histories[(project, member)]
+                history.first_hour = min(cells)
+                history.hours.update(cells)
+                mapping: dict[Any, Any] = {str(hour): ",".join(map(str, cell)) for hour, cell in cells.items()}
+                mapping["first"] = str(history.first_hour)
+                pipe.hset(self._history_key(project, member), mapping=mapping)
+            await pipe.execute()
+        log.info("project %s: history of %d subjects taken from the rollups", project, len(found))
 
     async def _store_history(
         self, project: str, histories: dict[str, History], values: dict[tuple[str, int], HourValues]

@@ -248,3 +248,19 @@ async def test_a_tiny_cache_gives_the_same_records(
             await redis_client.delete(key)
     assert len(outcomes[0]) == 4
     assert outcomes[0] == outcomes[1]
+
+
+async def test_a_detector_started_late_takes_the_history_from_the_rollups(
+    redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    feed = Feed(redis_client, settings)
+    for hour in range(HOUR0, HOUR0 + 8 * 24):  # the aggregator ran for 8 days without a detector
+        rollup, _ = hour_batch(hour, NORMAL)
+        await feed.store.apply(rollup, [])
+    spike = HOUR0 + 8 * 24 + 1
+    await feed.hours(spike, spike + 1, {**NORMAL, "big": (600, 60.0)})
+    cost = [r for r in await feed.records() if r.type == "cost_spike"]
+    assert sorted((r.entity_type, r.entity_id) for r in cost) == [("customer", "big"), ("project", PROJECT)]
+    big = next(r for r in cost if r.entity_id == "big")
+    assert (big.expected_value, big.actual_value) == (20.0, 60.0)
+    assert big.description == "Cost increased 200% compared to 7-day median hourly cost"
