@@ -306,7 +306,12 @@ class Aggregator:
         self.metrics.batch_size.observe(len(batch.records))
         self.metrics.freshness_seconds.observe(max(0.0, time.time() - batch.oldest_produce_ms / 1000))
         assert self._consumer is not None
+        # The consumer's assignment can change before our rebalance listener has run,
+        # and highwater() asserts that the partition is assigned.
+        assigned = self._consumer.assignment()
         for tp, expected in self._expected.items():
+            if tp not in assigned:
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - expected))
