@@ -50,7 +50,7 @@ async def test_kill_9_at_random_moments_during_one_ingest(settings, settings_env
     log.warning("seed %d (EXACTLY_ONCE_SEED replays it)", SEED)
     events = realistic_events(30_000, seed=SEED)
     env = worker_env(settings_env, batch_max_events=rng.choice([300, 1000, 2500]))
-    # Bursts of events over ~50 s, so every kill lands while events are still arriving.
+    # Bursts of events over ~50 s: each kill lands while events arrive or wait in a backlog.
     producing = asyncio.create_task(produce_paced(settings, events, chunk=1500, pause_s=2.5))
     worker = Worker(env, tmp_path / "worker-0.log").start()
     kills = 3
@@ -59,9 +59,11 @@ async def test_kill_9_at_random_moments_during_one_ingest(settings, settings_env
             # After a random share of the ingest is applied, plus a random delay: mid-batch or idle.
             share = rng.uniform(k - 0.8, k - 0.2) / (kills + 1)
             await wait_progress(redis_client, settings, int(len(events) * share))
-            await asyncio.sleep(rng.uniform(0, 0.3))
-            assert not producing.done(), "the ingest ended before the kill: pace the producer slower"
+            await asyncio.sleep(rng.uniform(0, 0.1))
             worker.kill()
+            applied = await stored_offsets_total(redis_client, settings)
+            assert applied < len(events), "the worker had applied everything before the kill"
+            log.warning("kill %d after %d of %d messages applied", k, applied, len(events))
             assert "Traceback" not in worker.log(), worker.log()
             worker = Worker(env, tmp_path / f"worker-{k}.log").start()
         await producing
@@ -69,6 +71,7 @@ async def test_kill_9_at_random_moments_during_one_ingest(settings, settings_env
         assert worker.alive, worker.log()
         assert "HALTED" not in worker.log(), worker.log()
     finally:
+        producing.cancel()
         worker.stop()
     await assert_state_equals_reference(redis_client, settings, events)
 
@@ -95,6 +98,7 @@ async def test_two_workers_and_rebalances(settings, settings_env, redis_client, 
         for worker in (first, second):
             assert "HALTED" not in worker.log(), worker.log()
     finally:
+        producing.cancel()
         first.kill()
         second.stop()
     await assert_state_equals_reference(redis_client, settings, events)
