@@ -214,6 +214,19 @@ def history_days(history: History, hour: int) -> float:
     return (hour - history.first_hour) / HOURS_PER_DAY
 
 
+def active_days(history: History, hour: int, days: int) -> int:
+    """Days among the `days` before `hour`'s day on which the subject had any event.
+
+    The span since the first hour seen is not enough history by itself: a
+    bulk replay delivers partitions out of time order, so a subject can have
+    an early hour and nothing yet for the days in between. Judging against
+    those empty days would call every ordinary day a spike "from nothing".
+    """
+    today = day_start_hour(hour)
+    start = today - days * HOURS_PER_DAY
+    return len({day_start_hour(h) for h, cell in history.hours.items() if start <= h < today and cell.events})
+
+
 def hour_baseline(history: History, hour: int, kind: Kind, days: int) -> Stats:
     """Stats of the hourly values of the `days` days before `hour` (known, unflagged hours only)."""
     start = max(history.first_hour, hour - days * HOURS_PER_DAY)
@@ -305,11 +318,15 @@ def judge(
 ) -> Finding | None:
     """The first window (hour, then day) whose value so far crosses its threshold, else None.
 
-    None as well while the subject has less than `min_history_days` of history.
-    Latency is judged on the hour window only (a day's mean dilutes a spike),
-    and only when the hour has `min_latency_samples` latencies.
+    None as well while the subject has less than `min_history_days` of history,
+    counted as days with events among the baseline's days; and None against a
+    baseline whose median is zero (a subject idle most days is not "spiking"
+    the day it is used). Latency is judged on the hour window only (a day's
+    mean dilutes a spike), and only when the hour has `min_latency_samples` latencies.
     """
     if history_days(history, hour) < t.min_history_days:
+        return None
+    if active_days(history, hour, t.baseline_days) < t.min_history_days:
         return None
     volume = history.baseline(Kind.VOLUME, Window.HOUR, hour, t.baseline_days)
     dense = volume.median >= HOUR_WINDOW_MIN_EVENTS
@@ -328,7 +345,7 @@ def judge(
         if actual is None:
             continue
         stats = history.baseline(kind, window, hour, t.baseline_days)
-        if stats.samples == 0:
+        if stats.samples == 0 or stats.median <= 0:
             continue
         events = history.baseline(Kind.VOLUME, window, hour, t.baseline_days).median
         bound = threshold(stats, kind, window, t, median_events=events)

@@ -139,6 +139,31 @@ def test_minimum_history() -> None:
     assert judge(history, now, Kind.COST, Thresholds(min_history_days=2)) is not None
 
 
+def test_history_counts_days_with_events_not_the_span_since_the_first_hour() -> None:
+    # A bulk replay out of time order: one early day is known, the week before
+    # today is not yet. An ordinary day must not read as a spike "from nothing".
+    history = History(first_hour=DAY0)
+    for hour in range(DAY0, DAY0 + 24):
+        history.put(hour, cell(2, 4.0))
+    now = DAY0 + 10 * 24 + 10
+    history.put(now, cell(50, 300.0))
+    assert judge(history, now, Kind.COST, T) is None
+    # Once the days before arrive, the same day so far is judged (and is a spike).
+    for hour in range(DAY0 + 3 * 24, DAY0 + 10 * 24):
+        history.put(hour, cell(2, 4.0))
+    assert judge(history, now, Kind.COST, T) is not None
+
+
+def test_a_subject_idle_most_days_is_not_spiking_when_used() -> None:
+    history = History(first_hour=DAY0)
+    for day in (0, 2, 4, 6):  # active 4 days of 8: the daily median over the last 7 is $0
+        for hour in range(DAY0 + day * 24, DAY0 + day * 24 + 3):
+            history.put(hour, cell(2, 4.0))
+    now = DAY0 + 8 * 24 + 10
+    history.put(now, cell(5, 40.0))
+    assert judge(history, now, Kind.COST, T) is None
+
+
 def test_sparse_subject_is_judged_on_the_day_so_far() -> None:
     history = steady(8, 2, 4.0)  # 2 events, $4 an hour: $96 a day
     now = DAY0 + 8 * 24 + 10
