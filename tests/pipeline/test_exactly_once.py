@@ -17,9 +17,13 @@ import signal
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
+from infraprism.core.rollup import BatchRollup
 from infraprism.localstack import free_port, start_broker
+from pipeline.store import Applied, Duplicates, Fenced, PartitionRange, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.workers import Worker, produce_paced, realistic_events, stored_offsets_total, worker_env
@@ -325,3 +329,37 @@ async def test_malformed_events_go_to_the_dlq_and_the_partition_keeps_flowing(se
         else:
             assert base64.b64decode(record["payload_base64"]) == payload
     await assert_state_equals_reference(redis_client, cfg, good)
+
+
+async def test_apply_script_fences_and_dedupes_atomically(settings, redis_client):
+    """The Lua call itself: a batch that does not start at the stored offset, or repeats a counted
+    event_id, is refused whole (nothing written), and the refusal says why."""
+    redis = aioredis.Redis.from_url(settings.redis_dsn())
+    layout = KeyLayout(settings.key_prefix)
+    store = RollupStore(redis, layout, topic="t", group="g", dedupe_window_days=3650)
+    events = realistic_events(50, seed=SEED + 6, duplicate_rate=0)
+
+    def rollup_of(batch):
+        rollup = BatchRollup()
+        for raw in batch:
+            rollup.add(validate_event(raw))
+        return rollup
+
+    try:
+        assert await store.apply(rollup_of(events[:20]), [PartitionRange(0, 0, 20)]) == Applied()
+        after_first = await reference.read_state(redis_client, settings.key_prefix)
+        assert after_first == reference.expected_state(events[:20])
+        # A stale writer re-sending offsets 10..30: fenced, nothing written.
+        assert await store.apply(rollup_of(events[10:30]), [PartitionRange(0, 10, 30)]) == Fenced(0, 20)
+        # The right offsets but an event already counted: refused whole, naming the repeat.
+        result = await store.apply(rollup_of([events[3], *events[20:30]]), [PartitionRange(0, 20, 31)])
+        assert isinstance(result, Duplicates)
+        assert {event_id for _, event_id in result.ids} == {events[3]["event_id"]}
+        assert await reference.read_state(redis_client, settings.key_prefix) == after_first
+        assert await store.stored_offsets() == {0: 20}
+        # Resent without the repeat, it applies.
+        assert await store.apply(rollup_of(events[20:30]), [PartitionRange(0, 20, 31)]) == Applied()
+        assert await reference.read_state(redis_client, settings.key_prefix) == reference.expected_state(events[:30])
+        assert await store.stored_offsets() == {0: 31}
+    finally:
+        await redis.aclose()
