@@ -114,9 +114,9 @@ async def test_worker_stopped_past_its_session_timeout_cannot_double_count(
 ):
     """SIGSTOP a worker mid-ingest for longer than session_timeout_ms (10 s), let another take over, SIGCONT it.
 
-    The frozen worker wakes up holding batches fetched and decoded before the
-    takeover; it sends them to Redis before it can learn it lost its
-    partitions, and Redis refuses every one (the offset fence).
+    The frozen worker usually wakes up holding records fetched before the
+    takeover and sends them to Redis before it learns it lost its partitions:
+    Redis refuses them (the offset fence, infraprism_batches_fenced).
     """
     events = realistic_events(16_000, seed=SEED + 2)
     backlog, later = events[:12_000], events[12_000:]
@@ -135,8 +135,11 @@ async def test_worker_stopped_past_its_session_timeout_cannot_double_count(
         await wait_caught_up(redis_client, settings, timeout_s=120)
         fenced = await frozen.metric("infraprism_batches_fenced_total")
         log.warning("batches fenced in the resumed worker: %s", fenced)
-        assert fenced >= 1, frozen.log()  # it did try to apply a stale batch, and was refused
-        assert "batch fenced" in frozen.log()
+        # On waking it either sends a batch it held (Redis refuses it: fenced) or first hears from
+        # the coordinator that its partitions are gone (revoked). Which one comes first is a race;
+        # either way it must not count anything, which the comparison below proves.
+        revoked = "Revoking previously assigned partitions frozenset({" in frozen.log()
+        assert fenced >= 1 or revoked, frozen.log()
         assert frozen.alive, frozen.log()
         assert other.alive, other.log()
     finally:
