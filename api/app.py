@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api import errors
+from api.cache import ResponseCache
 from api.routes import router
 from api.schemas import ErrorEnvelope, Health
 from api.service import load_scripts
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         await load_scripts(client)
         app.state.redis = client
         app.state.layout = KeyLayout(settings.key_prefix)
+        app.state.response_cache = ResponseCache()
         log.info("api ready", extra={"key_prefix": settings.key_prefix})
         try:
             yield

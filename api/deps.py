@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cache import ResponseCache
 from api.errors import Unauthorized
 from infraprism import apikeys
 from infraprism.core.keys import KeyLayout
@@ -21,7 +22,12 @@ def get_layout(request: Request) -> KeyLayout:
     return request.app.state.layout  # type: ignore[no-any-return]
 
 
+def get_cache(request: Request) -> ResponseCache:
+    return request.app.state.response_cache  # type: ignore[no-any-return]
+
+
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+CacheDep = Annotated[ResponseCache, Depends(get_cache)]
 LayoutDep = Annotated[KeyLayout, Depends(get_layout)]
 
 _bearer = HTTPBearer(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from api import csv
-from api.deps import LayoutDep, ProjectDep, RedisDep
+from api.deps import CacheDep, LayoutDep, ProjectDep, RedisDep
 from api.errors import NotFound
 from api.params import (
     DATE_PATTERN,
@@ -129,6 +129,7 @@ async def costs(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     start_date: StartDate,
     end_date: EndDate,
     entity_type: EntityType = None,
@@ -162,7 +163,7 @@ async def costs(
     """
     start, end = parse_range(start_date, end_date)
     grouping = parse_group_by(group_by)
-    body = await Reader(redis, layout, project).costs(
+    body = await Reader(redis, layout, project, cache).costs(
         start, end, filters(entity_type, entity_id, model, tags), grouping
     )
     return respond(body, fmt, GROUP_COLUMNS[grouping.kind] + METRIC_COLUMNS)
@@ -177,6 +178,7 @@ async def costs_timeseries(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     start_date: StartDate,
     end_date: EndDate,
     interval: Annotated[Interval, Query(description="hour, day (default), week or month")] = Interval.DAY,
@@ -192,7 +194,7 @@ async def costs_timeseries(
     """
     max_days = MAX_HOURLY_RANGE_DAYS if interval is Interval.HOUR else MAX_RANGE_DAYS
     start, end = parse_range(start_date, end_date, max_days=max_days)
-    body = await Reader(redis, layout, project).timeseries(start, end, filters(entity_type, entity_id), interval)
+    body = await Reader(redis, layout, project, cache).timeseries(start, end, filters(entity_type, entity_id), interval)
     return respond(body, fmt, ["timestamp", "cost", "events"])
 
 
@@ -201,6 +203,7 @@ async def models(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     start_date: StartDate,
     end_date: EndDate,
     entity_type: EntityType = None,
@@ -209,7 +212,7 @@ async def models(
 ) -> Response:
     """Usage by model and provider, with each model's share of the total cost in the same scope."""
     start, end = parse_range(start_date, end_date)
-    body = await Reader(redis, layout, project).models(start, end, filters(entity_type, entity_id))
+    body = await Reader(redis, layout, project, cache).models(start, end, filters(entity_type, entity_id))
     return respond(body, fmt, ["model", "provider", *METRIC_COLUMNS, "percentage_of_total"])
 
 
@@ -218,6 +221,7 @@ async def entities_top(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     start_date: StartDate,
     end_date: EndDate,
     entity_type: EntityType = None,
@@ -227,7 +231,7 @@ async def entities_top(
 ) -> Response:
     """Entities ranked by cost; `rank` starts at 1, ties are broken by entity_type, entity_id."""
     start, end = parse_range(start_date, end_date)
-    body = await Reader(redis, layout, project).top_entities(
+    body = await Reader(redis, layout, project, cache).top_entities(
         start, end, check_text("entity_type", entity_type), limit, order is Order.DESC
     )
     return respond(body, fmt, ["entity_type", "entity_id", "total_cost", "total_events", "rank"])
@@ -242,6 +246,7 @@ async def sessions(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     start_date: StartDate,
     end_date: EndDate,
     entity_type: EntityType = None,
@@ -251,7 +256,7 @@ async def sessions(
 ) -> Response:
     """Sessions that started in the range, newest first; `summary` covers every matching session."""
     start, end = parse_range(start_date, end_date)
-    body = await Reader(redis, layout, project).sessions(
+    body = await Reader(redis, layout, project, cache).sessions(
         start,
         end,
         check_text("entity_type", entity_type),
@@ -320,6 +325,7 @@ async def compare(
     redis: RedisDep,
     layout: LayoutDep,
     project: ProjectDep,
+    cache: CacheDep,
     period1_start: Annotated[
         str, Query(description="first period start", pattern=DATE_PATTERN, examples=["2025-01-01"])
     ],
@@ -335,7 +341,7 @@ async def compare(
     """Totals of two periods; `changes` are period1 minus period2, percents relative to period2."""
     period1 = parse_range(period1_start, period1_end, "period1_start", "period1_end")
     period2 = parse_range(period2_start, period2_end, "period2_start", "period2_end")
-    body = await Reader(redis, layout, project).compare(period1, period2, filters(entity_type, entity_id))
+    body = await Reader(redis, layout, project, cache).compare(period1, period2, filters(entity_type, entity_id))
     columns = [
         f"{period}.{name}"
         for period in ("period1", "period2")

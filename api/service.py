@@ -8,9 +8,10 @@ and turned into USD / rounded means only in the `shape_*` helpers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -19,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from api.cache import ResponseCache
 from api.planner import (
     Filters,
     GroupBy,
@@ -326,12 +328,28 @@ def _sorted_groups(folded: dict[tuple[str | None, ...], Cell]) -> list[tuple[tup
 # --- endpoints' reads ---------------------------------------------------------------------------
 
 
+def _versioned(method: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Serve a read from the response cache while the project's data version is unchanged."""
+
+    @functools.wraps(method)
+    async def read(self: Reader, *args: Any) -> dict[str, Any]:
+        if self.cache is None:
+            return await method(self, *args)
+        return await self.cache.get_or_compute(
+            self.redis, self.layout, self.project, (method.__name__, repr(args)), lambda: method(self, *args)
+        )
+
+    return read
+
+
 @dataclass(frozen=True, slots=True)
 class Reader:
     redis: aioredis.Redis
     layout: KeyLayout
     project: str
+    cache: ResponseCache | None = None
 
+    @_versioned
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -364,6 +382,7 @@ class Reader:
             },
         }
 
+    @_versioned
     async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
         plan = plan_timeseries(start, end, filters, interval)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -384,6 +403,7 @@ class Reader:
             )
         return {"data": rows, "interval": interval.value}
 
+    @_versioned
     async def models(self, start: date, end: date, filters: Filters) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -402,6 +422,7 @@ class Reader:
             )
         return {"data": rows}
 
+    @_versioned
     async def compare(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> dict[str, Any]:
         plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
         acc1, acc2 = await run_plans(self.redis, self.layout, self.project, plans)
@@ -427,6 +448,7 @@ class Reader:
             },
         }
 
+    @_versioned
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
@@ -472,6 +494,7 @@ class Reader:
             ]
         }
 
+    @_versioned
     async def sessions(
         self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int
     ) -> dict[str, Any]:

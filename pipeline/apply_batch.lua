@@ -14,7 +14,8 @@
 --    "zsets":  [[zset_key, expire_at, [member, increment, ...]], ...],
 --    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
 --                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output], ...],
---    "sets": [[set_key, [member, ...]], ...]}
+--    "sets": [[set_key, [member, ...]], ...],
+--    "versions": [data_version_key, ...]}   (one per project in the batch; INCR'd)
 -- Every integer is a decimal string, so no counter ever passes through a Lua double.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them.)
@@ -126,6 +127,10 @@ end
 
 for _, entry in ipairs(batch.sets) do
   call_chunked('SADD', entry[1], entry[2])
+end
+
+for _, key in ipairs(batch.versions) do
+  redis.call('INCR', key)
 end
 
 if #offset_args > 0 then

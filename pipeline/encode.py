@@ -131,6 +131,7 @@ class BatchEncoder:
                 "zsets": zsets,
                 "sessions": sessions,
                 "sets": sets,
+                "versions": [layout.data_version(project) for project in projects],
             }
         )
 

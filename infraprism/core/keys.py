@@ -132,6 +132,10 @@ class KeyLayout:
         """Set of every project that has data."""
         return f"{self.root}:projects"
 
+    def data_version(self, project: str) -> str:
+        """Counter bumped by every batch that changes the project's aggregates (API cache validation)."""
+        return f"{self.root}:{project}:ver"
+
     def entity_types(self, project: str) -> str:
         """Set of the entity types a project has seen."""
         return f"{self.root}:{project}:etypes"

@@ -1,0 +1,53 @@
+"""The response cache serves a repeated read, and never a stale one."""
+
+from __future__ import annotations
+
+import httpx
+import redis.asyncio as aioredis
+
+from infraprism.core.keys import KeyLayout
+from infraprism.settings import Settings
+from tests.api.helpers import load_events
+
+PARAMS = {"start_date": "2025-01-01", "end_date": "2025-01-31", "group_by": "entity"}
+
+
+def event(project: str, n: int, cost: float) -> dict[str, object]:
+    return {
+        "event_id": f"cache-{n}", "timestamp": "2025-01-15T10:00:00Z", "project_id": project,
+        "entity_type": "customer", "entity_id": "acme", "model": "gpt-4o", "provider": "openai",
+        "input_tokens": 10, "output_tokens": 5, "cost": cost,
+    }
+
+
+async def test_repeat_is_served_from_cache_and_a_new_batch_invalidates_it(
+    authed: httpx.AsyncClient, redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    layout = KeyLayout(settings.key_prefix)
+    await load_events(redis_client, settings, [event(project, 1, 1.25)])
+    first = (await authed.get("/v1/analytics/costs", params=PARAMS)).json()
+    assert first["summary"]["total_cost"] == 1.25
+
+    # Remove the rollups behind Redis's back (no batch, so no version change):
+    # an identical request is answered from the cache.
+    async for key in redis_client.scan_iter(match=f"{layout.root}:{project}:r:*"):
+        await redis_client.delete(key)
+    assert (await authed.get("/v1/analytics/costs", params=PARAMS)).json() == first
+
+    # A real batch bumps the project's data version in the same atomic call:
+    # the next read is fresh (and sees only what Redis now holds).
+    await load_events(redis_client, settings, [event(project, 2, 0.5)])
+    fresh = (await authed.get("/v1/analytics/costs", params=PARAMS)).json()
+    assert fresh["summary"]["total_cost"] == 0.5
+    assert fresh["data"][0]["total_events"] == 1
+
+
+async def test_cache_is_per_project_and_per_query(
+    authed: httpx.AsyncClient, redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    await load_events(redis_client, settings, [event(project, 1, 2.0), event("someone-else", 1, 9.0)])
+    january = (await authed.get("/v1/analytics/costs", params=PARAMS)).json()
+    february = (await authed.get("/v1/analytics/costs", params={**PARAMS, "start_date": "2025-02-01",
+                                                                 "end_date": "2025-02-28"})).json()
+    assert january["summary"]["total_cost"] == 2.0
+    assert february["summary"]["total_cost"] == 0
