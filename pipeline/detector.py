@@ -160,6 +160,7 @@ class Detector:
 
         values = await self._read_cells(project, wanted)
         histories = await self._histories_of(project, wanted)
+        await self._cover(project, histories, wanted)
         await self._store_history(project, histories, values)
         episodes = await self._episodes_of(project)
 
@@ -185,6 +186,9 @@ class Detector:
                 for member, hour in flagged:
                     pipe.hset(self._history_key(project, member), f"x{hour}", "1")
                 await pipe.execute()
+        # Only now, once every hour of the delta has been judged against the hours before it:
+        # a delta of a bulk replay can span weeks, and its first hours need their own baselines.
+        await self._expire(project, histories)
         changed += await self._recover(project, delta.watermark_ms, episodes, dirty)
         await self._store_episodes(project, episodes, dirty)
         return changed
@@ -211,13 +215,8 @@ class Detector:
                 for member in missing:
                     pipe.hgetall(self._history_key(project, member))
                 raws = await pipe.execute()
-            fresh: list[str] = []
             for member, raw in zip(missing, raws, strict=True):
                 self._histories[(project, member)] = _parse_history(raw)
-                if not raw:
-                    fresh.append(member)
-            if fresh:
-                await self._backfill(project, {member: min(wanted[member]) for member in fresh})
         found = {}
         for member in wanted:
             # Re-insert: the dict's order is then least recently used first.
@@ -227,19 +226,34 @@ class Detector:
             del self._histories[next(iter(self._histories))]
         return found
 
-    async def _backfill(self, project: str, first_wanted: dict[str, int]) -> None:
-        """Start a subject the detector has no history for from the rollups it already has.
+    async def _cover(self, project: str, histories: dict[str, History], wanted: dict[str, set[int]]) -> None:
+        """Load from the rollups the hours the wanted hours' baselines need and the history lacks.
 
-        A detector deployed (or its state reset) after data exists judges at once
-        instead of waiting `min_history_days`. A subject that is really new finds
-        empty cells and starts at its first hour, as it would otherwise.
+        A subject the detector has no history for (deployed, or its state reset,
+        after data exists) starts from the rollups it already has, so it is judged
+        at once instead of after `min_history_days`; a subject that is really new
+        finds empty cells. A subject whose history has moved past the wanted hours
+        (the project total while a replay's partitions are applied out of step:
+        one partition's batch reaches today, the next one's starts weeks ago)
+        gets back the hours that had expired, so old hours are judged against
+        their own week, not against a hole.
         """
         span = (self._t.baseline_days + 1) * HOURS_PER_DAY
+        ranges: dict[str, range] = {}
+        for member, hours in wanted.items():
+            history = histories[member]
+            need = min(hours) - span
+            if history.covered_from < 0:
+                ranges[member] = range(need, min(hours))
+            elif need < history.covered_from:
+                ranges[member] = range(need, min(history.covered_from, max(hours)))
+        if not ranges:
+            return
         order: list[tuple[str, int]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for member, first in first_wanted.items():
+            for member, hours_to_read in ranges.items():
                 dimension = Dimension.TOTAL if member == TOTAL else Dimension.ENTITY
-                for hour in range(first - span, first):
+                for hour in hours_to_read:
                     key = self._layout.rollup(project, dimension, Granularity.HOUR, hour_label_of(hour))
                     pipe.hmget(key, "e" + member, "c" + member, "l" + member, "n" + member)
                     order.append((member, hour))
@@ -249,18 +263,24 @@ class Detector:
             cell = HourValues(*(int(v) if v is not None else 0 for v in reply))
             if cell != ZERO:
                 found.setdefault(member, {})[hour] = cell
-        if not found:
-            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for member, cells in found.items():
-                history = self._histories[(project, member)]
-                history.first_hour = min(cells)
-                history.hours.update(cells)
+            for member, hours_to_read in ranges.items():
+                history = histories[member]
+                cells = found.get(member, {})
+                if cells and (history.first_hour < 0 or min(cells) < history.first_hour):
+                    history.first_hour = min(cells)
+                    history.stats_cache.clear()
+                for hour, cell in cells.items():
+                    history.put(hour, cell)
+                history.covered_from = hours_to_read.start
                 mapping: dict[Any, Any] = {str(hour): ",".join(map(str, cell)) for hour, cell in cells.items()}
-                mapping["first"] = str(history.first_hour)
+                mapping["covered"] = str(history.covered_from)
+                if history.first_hour >= 0:
+                    mapping["first"] = str(history.first_hour)
                 pipe.hset(self._history_key(project, member), mapping=mapping)
             await pipe.execute()
-        log.info("project %s: history of %d subjects taken from the rollups", project, len(found))
+        if found:
+            log.debug("project %s: %d subjects' hours taken from the rollups", project, len(found))
 
     async def _store_history(
         self, project: str, histories: dict[str, History], values: dict[tuple[str, int], HourValues]
@@ -271,17 +291,25 @@ class Detector:
                 if history.first_hour < 0:
                     history.first_hour = hour
                 history.put(hour, cell)
-                key = self._history_key(project, member)
                 pipe.hset(
-                    key,
+                    self._history_key(project, member),
                     mapping={str(hour): ",".join(map(str, cell)), "first": str(history.first_hour)},
                 )
+            await pipe.execute()
+
+    async def _expire(self, project: str, histories: dict[str, History]) -> None:
+        """Drop the hours no baseline of the subject's newest hour needs any more."""
+        async with self._redis.pipeline(transaction=False) as pipe:
             for member, history in histories.items():
+                if not history.hours:
+                    continue
                 expired = history.expired(max(history.hours), self._t.baseline_days)
                 if expired:
                     flagged = [f"x{hour}" for hour in expired if hour in history.flagged]
                     history.drop(expired)
-                    pipe.hdel(self._history_key(project, member), *map(str, expired), *flagged)
+                    key = self._history_key(project, member)
+                    pipe.hdel(key, *map(str, expired), *flagged)
+                    pipe.hset(key, "covered", str(history.covered_from))
             await pipe.execute()
 
     async def _episodes_of(self, project: str) -> dict[str, Episode]:
@@ -419,11 +447,17 @@ def _rank(level: str) -> int:
 def _parse_history(raw: dict[Any, Any]) -> History:
     text = {_text(k): _text(v) for k, v in raw.items()}
     history = History(first_hour=int(text.pop("first", "-1")))
+    covered = text.pop("covered", None)
     for name, cell in text.items():
         if name.startswith("x"):
             history.flagged.add(int(name[1:]))
         else:
             history.hours[int(name)] = HourValues(*map(int, cell.split(",")))
+    if covered is not None:
+        history.covered_from = int(covered)
+    elif history.hours:
+        # Written before the field existed: what is held is what is known.
+        history.covered_from = min(history.hours)
     return history
 
 

@@ -134,6 +134,10 @@ class History:
     # Hours found anomalous: left out of later hourly baselines, so a spike does not
     # raise the bar for the next one (a spike is not "normal" for the next 7 days).
     flagged: set[int] = field(default_factory=set)
+    # Every hour from here on is in `hours` (or had no traffic); older hours were never
+    # loaded or have expired and must be read from the rollups before they are used
+    # as a baseline. -1: nothing is known yet.
+    covered_from: int = -1
 
     def flag(self, hour: int) -> bool:
         """Mark `hour` anomalous; True if it was not already."""
@@ -180,6 +184,8 @@ class History:
         for hour in hours:
             self.hours.pop(hour, None)
             self.flagged.discard(hour)
+        if hours:
+            self.covered_from = max(self.covered_from, max(hours) + 1)
 
     def get(self, hour: int) -> HourValues:
         return self.hours.get(hour, ZERO)
