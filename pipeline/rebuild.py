@@ -74,7 +74,8 @@ async def rebuild(settings: Settings) -> int:
             await redis.hset(offsets_key, mapping={str(p): str(FENCE_ALL) for p in starts})
         # Cached API answers were computed from what is about to be deleted.
         for project in await redis.smembers(layout.projects()):
-            await redis.incr(layout.data_version(project.decode()))
+            name = project.decode() if isinstance(project, bytes) else project
+            await redis.incr(layout.data_version(name))
         deleted = await delete_derived(redis, layout, settings)
         await redis.delete(offsets_key)
         if starts:
