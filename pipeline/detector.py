@@ -67,6 +67,7 @@ TOTAL = ""  # the member of the project's total in the rollups; the subject of p
 ENTITY_KINDS = (Kind.COST, Kind.VOLUME, Kind.LATENCY)
 TOTAL_KINDS = (Kind.COST,)
 MAX_CACHED_SUBJECTS = 200_000  # histories kept in memory (about 5 kB each when dense)
+MS_PER_DAY = HOURS_PER_DAY * MS_PER_HOUR
 GROWTH_STEP = 0.10  # an open anomaly is updated when its value grows by 10% or its severity rises
 
 
@@ -343,8 +344,15 @@ class Detector:
         field: str,
     ) -> int:
         episode = episodes.get(field)
+        closed = 0
+        if episode is not None and self._ended_before(episode, finding, seen_ms):
+            # A delta of a bulk replay can span weeks: the episode ended (recovered) before
+            # this hour, so this is a new spike, not the old one growing.
+            closed = await self._resolve(project, episode, seen_ms)
+            del episodes[field]
+            episode = None
         if episode is None:
-            return await self._open(project, member, hour, seen_ms, finding, episodes, field)
+            return closed + await self._open(project, member, hour, seen_ms, finding, episodes, field)
         episode.last_anomalous_ms = max(episode.last_anomalous_ms, seen_ms)
         rising = _rank(severity(finding.ratio)) > _rank(episode.severity)
         if finding.window != episode.window or not (finding.actual >= episode.actual * (1 + GROWTH_STEP) or rising):
@@ -364,6 +372,17 @@ class Detector:
         episode.actual = max(episode.actual, finding.actual)
         episode.severity = changes["severity"] if updated else episode.severity
         return int(updated)
+
+    def _ended_before(self, episode: Episode, finding: Finding, seen_ms: int) -> bool:
+        """Whether `episode` had recovered before `seen_ms` (event time within one delta).
+
+        A day-window episode lasts its whole UTC day: the day so far never falls
+        back, and a sparse subject's hours with events can be hours apart.
+        """
+        if seen_ms - episode.last_anomalous_ms < self._recovery_ms:
+            return False
+        same_day = seen_ms // MS_PER_DAY == episode.last_anomalous_ms // MS_PER_DAY
+        return not (finding.window is Window.DAY and episode.window == Window.DAY.value and same_day)
 
     async def _open(
         self,
@@ -423,18 +442,22 @@ class Detector:
         for field, episode in list(episodes.items()):
             if watermark_ms - episode.last_anomalous_ms < self._recovery_ms:
                 continue
-            updated, _ = await anomaly_store.transition(
-                self._redis,
-                self._layout,
-                project,
-                episode.anomaly_id,
-                (AnomalyStatus.ACTIVE,),
-                {"status": AnomalyStatus.RESOLVED.value, "updated_ms": str(watermark_ms)},
-            )
-            changed += int(updated)
+            changed += await self._resolve(project, episode, watermark_ms)
             del episodes[field]
             dirty.add(field)
         return changed
+
+    async def _resolve(self, project: str, episode: Episode, at_ms: int) -> int:
+        """Resolve an episode's record if it is still active; 1 if it changed."""
+        updated, _ = await anomaly_store.transition(
+            self._redis,
+            self._layout,
+            project,
+            episode.anomaly_id,
+            (AnomalyStatus.ACTIVE,),
+            {"status": AnomalyStatus.RESOLVED.value, "updated_ms": str(at_ms)},
+        )
+        return int(updated)
 
 
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}

@@ -90,9 +90,11 @@ def steady_scenario() -> Scenario:
     entities = [EntitySpec(f"steady-{i:02d}", 6.0, 0.05, 800.0) for i in range(12)]
     entities += [EntitySpec(f"busy-{i:02d}", 120.0, 0.002, 900.0) for i in range(4)]
     entities.append(EntitySpec("spiky", 6.0, 0.05, 800.0))
-    start_ms = START_MS + (SPIKE_DAY * 24 + 10) * MS_PER_HOUR
-    spike = Spike("spiky", start_ms, start_ms + 8 * MS_PER_HOUR, 10.0, 9 * 6.0 * 0.05, False)
-    return Scenario("bulk", DAYS, entities, [spike], seed=11)
+    spikes = []
+    for day in (SPIKE_DAY, SPIKE_DAY + 8):
+        start_ms = START_MS + (day * 24 + 10) * MS_PER_HOUR
+        spikes.append(Spike("spiky", start_ms, start_ms + 8 * MS_PER_HOUR, 10.0, 9 * 6.0 * 0.05, False))
+    return Scenario("bulk", DAYS, entities, spikes, seed=11)
 
 
 async def test_weeks_in_one_delta_are_judged_against_their_own_weeks(
@@ -105,7 +107,9 @@ async def test_weeks_in_one_delta_are_judged_against_their_own_weeks(
     22:00 of the last one. The hours of the first weeks must be judged against
     the days before them, not against what is left once the delta's newest hour
     has expired them (the spike ten days ago then vanished, and a day whose
-    baseline had only a two-hour remnant of a day looked like a spike).
+    baseline had only a two-hour remnant of a day looked like a spike). The
+    recovery window is event time within the delta too: two spikes a week
+    apart are two episodes.
     """
     scenario = steady_scenario()
     layout = KeyLayout(settings.key_prefix)
@@ -130,8 +134,12 @@ async def test_weeks_in_one_delta_are_judged_against_their_own_weeks(
 
     records = await anomaly_store.list_range(redis_client, layout, "bulk", 0, 2**62)
     assert sorted((r.entity_id, r.detected_at) for r in records if r.entity_id != "spiky") == []
-    spike_days = {r.detected_at[:10] for r in records if r.entity_id == "spiky" and r.type == "volume_spike"}
-    assert spike_days == {datetime.fromtimestamp(scenario.spikes[0].start_ms / 1000, UTC).date().isoformat()}
+    # Two spikes eight days apart in one delta are two episodes, the first resolved before the second.
+    spikes = sorted(
+        (r.detected_at[:10], r.status) for r in records if r.entity_id == "spiky" and r.type == "volume_spike"
+    )
+    days = [datetime.fromtimestamp(spike.start_ms / 1000, UTC).date().isoformat() for spike in scenario.spikes]
+    assert spikes == [(days[0], "resolved"), (days[1], "resolved")]
 
 
 def hash_partition(entity_id: str) -> int:
