@@ -244,7 +244,9 @@ def generate(*, days: int = 35, seed: int = 7, end: datetime | None = None) -> I
                 # Three times its usual traffic, moved to a bigger model: several times its spend.
                 picks += [spike_customer] * _poisson(rng, 3 * mean * spike_customer.weight / total_weight)
             if hour_start.date() == user_spike_day and 8 <= hour <= 20:
-                picks += [spike_user] * _poisson(rng, 10 * mean * spike_user.weight / total_weight)
+                # Ten times its usual traffic, and at least 4 more conversations an hour:
+                # on a weekend dip ten times little is still too little to be an anomaly.
+                picks += [spike_user] * (4 + _poisson(rng, 10 * mean * spike_user.weight / total_weight))
             for entity in picks:
                 start = hour_start + timedelta(seconds=rng.uniform(0, 3600))
                 events.extend(
