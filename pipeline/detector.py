@@ -250,18 +250,9 @@ class Detector:
                 ranges[member] = range(need, min(history.covered_from, max(hours)))
         if not ranges:
             return
-        order: list[tuple[str, int]] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for member, hours_to_read in ranges.items():
-                dimension = Dimension.TOTAL if member == TOTAL else Dimension.ENTITY
-                for hour in hours_to_read:
-                    key = self._layout.rollup(project, dimension, Granularity.HOUR, hour_label_of(hour))
-                    pipe.hmget(key, "e" + member, "c" + member, "l" + member, "n" + member)
-                    order.append((member, hour))
-            replies = await pipe.execute()
         found: dict[str, dict[int, HourValues]] = {}
-        for (member, hour), reply in zip(order, replies, strict=True):
-            cell = HourValues(*(int(v) if v is not None else 0 for v in reply))
+        cells_read = await self._read_cells(project, {member: set(hours) for member, hours in ranges.items()})
+        for (member, hour), cell in cells_read.items():
             if cell != ZERO:
                 found.setdefault(member, {})[hour] = cell
         async with self._redis.pipeline(transaction=False) as pipe:
