@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -106,7 +108,12 @@ class Aggregator:
             dedupe_window_days=s.dedupe_window_days,
             retention=Retention(s.retention_hour_days, s.retention_day_days, s.retention_month_days),
         )
-        self._decoder = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._decoder = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         # Spawn the decoder now, so the first batch does not wait for it.
         await asyncio.get_running_loop().run_in_executor(self._decoder, _warm_up)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5, acks="all")
@@ -446,6 +453,21 @@ class Aggregator:
     @property
     def halted(self) -> set[TopicPartition]:
         return set(self._halted)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Runs first in the decoder process: exit as soon as the aggregator is gone.
+
+    A worker killed with -9 cannot shut its pool down, and the pool's child
+    would otherwise wait on its queue for ever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _warm_up() -> None:
