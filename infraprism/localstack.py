@@ -16,8 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ class Service:
     address: str
     workdir: str | None = None
     log_path: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def pause(self) -> None:
         """SIGSTOP the service (simulates a hung broker)."""
@@ -162,11 +161,3 @@ def start_broker(port: int | None = None, *, timeout_s: float = 30.0) -> Service
         raise
     return service
 
-
-@contextlib.contextmanager
-def running(*services: Service) -> Iterator[tuple[Service, ...]]:
-    try:
-        yield services
-    finally:
-        for service in reversed(services):
-            service.stop()

@@ -450,10 +450,6 @@ class Aggregator:
         finally:
             await probe.stop()
 
-    @property
-    def halted(self) -> set[TopicPartition]:
-        return set(self._halted)
-
 
 def _exit_with_parent(parent_pid: int) -> None:
     """Runs first in the decoder process: exit as soon as the aggregator is gone.

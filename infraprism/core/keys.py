@@ -65,10 +65,6 @@ def entity_member(entity_type: str, entity_id: str) -> str:
     return f"{entity_type}{SEP}{entity_id}"
 
 
-def model_member(model: str, provider: str) -> str:
-    return f"{model}{SEP}{provider}"
-
-
 def tag_member(key: str, value: str) -> str:
     return f"{key}{SEP}{value}"
 
@@ -82,10 +78,6 @@ def parse_tag_set(text: str) -> dict[str, str]:
     if not text:
         return {}
     return dict(pair.split(TAG_KV_SEP, 1) for pair in text.split(TAG_PAIR_SEP))
-
-
-def split_member(member: str) -> list[str]:
-    return member.split(SEP)
 
 
 class KeyLayout:

@@ -26,7 +26,6 @@ from infraprism.core.keys import (
     METRICS,
     SEP,
     Dimension,
-    KeyLayout,
     tag_set_text,
 )
 
@@ -204,4 +203,4 @@ def expire_at(granularity: Granularity, bucket: str, retention_days: int | None)
     return int((bucket_end(granularity, bucket) + timedelta(days=retention_days)).timestamp())
 
 
-__all__ = ["BatchRollup", "KeyLayout", "SessionDelta", "bucket_end", "expire_at", "hash_increments"]
+__all__ = ["BatchRollup", "SessionDelta", "bucket_end", "expire_at", "hash_increments"]
