@@ -17,9 +17,11 @@ Rules, smallest rollup first:
 * entity and model (filter or grouping)     -> ENTITY_MODEL
 * anything else with tags                   -> CUBE (scan, filter per member)
 
-Buckets: a range is covered by whole months plus edge days
-(`buckets.cover`); grouping by day or week reads day buckets; an hourly
-series reads hour buckets.
+Buckets: a range is covered by months and days, a partial month read as
+its days or as the month minus its days outside the range, whichever is
+fewer reads (`buckets.signed_cover`); leaderboards may also use a year minus
+what lies outside the range. Grouping by day or week reads day buckets; an
+hourly series reads hour buckets.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from enum import StrEnum
 
 from infraprism.core.buckets import (
     Granularity,
-    cover,
     day_label,
     days,
     hour_label,
     hours,
     month_start,
     parse_day_label,
+    signed_cover,
     week_start,
 )
 from infraprism.core.keys import (
@@ -93,11 +95,13 @@ class Grouping:
 
 @dataclass(frozen=True, slots=True)
 class BucketRead:
-    """One rollup bucket to read, and the output period (ISO date or YYYY-MM-DDTHH) it adds to."""
+    """One rollup bucket to read, the output period (ISO date or YYYY-MM-DDTHH) it counts
+    towards, and whether it adds to it (+1) or is subtracted from it (-1)."""
 
     granularity: Granularity
     label: str
     period: str | None = None
+    sign: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +221,15 @@ def _period_of_day(kind: GroupBy | Interval, day: date) -> str | None:
     return None
 
 
-def _cover_reads(start: date, end: date, kind: GroupBy | Interval) -> tuple[BucketRead, ...]:
-    """Month + edge-day buckets; each tagged with its output period (month grouping or none)."""
+def _cover_reads(start: date, end: date, kind: GroupBy | Interval, *, years: bool = False) -> tuple[BucketRead, ...]:
+    """The signed month + day cover; each bucket tagged with its output period (month grouping or none)."""
     reads = []
-    for granularity, label in cover(start, end):
-        first = parse_day_label(label + "01" if granularity is Granularity.MONTH else label)
-        reads.append(BucketRead(granularity, label, _period_of_day(kind, first)))
+    for granularity, label, sign in signed_cover(start, end, years=years):
+        if granularity is Granularity.YEAR:
+            first = date(int(label), 1, 1)
+        else:
+            first = parse_day_label(label + "01" if granularity is Granularity.MONTH else label)
+        reads.append(BucketRead(granularity, label, _period_of_day(kind, first), sign))
     return tuple(reads)
 
 
@@ -268,9 +275,24 @@ def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval
     return Plan(dimension, buckets, member, filters, Grouping(), periods=periods(start, end, interval))
 
 
-def plan_leaderboard(start: date, end: date, entity_type: str | None) -> tuple[str, tuple[BucketRead, ...]]:
-    """(board entity type, leaderboard buckets) for `/entities/top`: the month + day cover."""
-    return entity_type if entity_type is not None else ALL_ENTITY_TYPES, _cover_reads(start, end, GroupBy.NONE)
+@dataclass(frozen=True, slots=True)
+class LeaderboardPlan:
+    """`/entities/top`: the boards whose signed union picks the candidates, and the
+    entity-rollup buckets that give the candidates' exact totals."""
+
+    board_type: str
+    boards: tuple[BucketRead, ...]
+    rollups: tuple[BucketRead, ...]
+
+
+def plan_leaderboard(start: date, end: date, entity_type: str | None) -> LeaderboardPlan:
+    """Boards are kept per day, month and year, so their cover may use years; the
+    entity rollup has no year buckets."""
+    return LeaderboardPlan(
+        entity_type if entity_type is not None else ALL_ENTITY_TYPES,
+        _cover_reads(start, end, GroupBy.NONE, years=True),
+        _cover_reads(start, end, GroupBy.NONE),
+    )
 
 
 def session_window_ms(start: date, end: date) -> tuple[int, int]:
@@ -285,6 +307,7 @@ __all__ = [
     "GroupBy",
     "Grouping",
     "Interval",
+    "LeaderboardPlan",
     "MemberInfo",
     "Plan",
     "choose_dimension",

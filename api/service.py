@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,15 +35,23 @@ from api.planner import (
     session_window_ms,
 )
 from infraprism import anomaly_store
-from infraprism.core.keys import METRICS, SEP, Dimension, KeyLayout, Metric
-from infraprism.core.money import NANO_PER_USD, nano_to_usd
+from infraprism.core.keys import (
+    CELL_SEP,
+    COST,
+    EVENTS,
+    INPUT,
+    LATENCY_COUNT,
+    LATENCY_SUM,
+    OUTPUT,
+    SEP,
+    Dimension,
+    KeyLayout,
+    unpack_cell,
+)
+from infraprism.core.money import NANO_PER_USD, div_round_half_even, nano_to_usd
 
 log = logging.getLogger(__name__)
 
-EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
-_METRIC_INDEX = {metric.value: index for index, metric in enumerate(METRICS)}
-_ONE_DECIMAL = Decimal("0.1")
-_SIX_DECIMALS = Decimal("0.000001")
 
 Cell = list[int]
 Accumulated = dict[tuple[str | None, tuple[str | None, ...]], Cell]
@@ -61,20 +68,25 @@ return out
 """
 HMGET_MANY_SHA = hashlib.sha1(HMGET_MANY_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
-# The candidates for the first ARGV[1] places of the union of leaderboards KEYS, ARGV[2]
-# "desc" or "asc", as a flat member, score, ... list: the first places plus every member
-# tied with the last of them (the exact order is settled later from integer counters).
-# Only these travel, not the whole union (10,000 entities for a year).
+# The candidates for the first ARGV[1] places of the signed union of leaderboards KEYS
+# (ARGV[3..] their weights, 1 or -1), ARGV[2] "desc" or "asc", as a flat member, score, ...
+# list: the first places plus every member tied with the last of them (the exact order is
+# settled later from integer counters). Only these travel, not the whole union (10,000
+# entities for a year). A member counted only in subtracted boards scores 0 with no events
+# in the range; the caller drops it, so ascending keeps every score <= 0 *and* the first
+# places after them, and descending reaches zero scores only when it takes all of them.
 TOP_CANDIDATES_LUA = """
 local args = {'ZUNION', #KEYS}
 for _, key in ipairs(KEYS) do args[#args + 1] = key end
+args[#args + 1] = 'WEIGHTS'
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'WITHSCORES'
 local flat = redis.call(unpack(args))
 local n = #flat / 2
 local limit = tonumber(ARGV[1])
-if n <= limit then return flat end
 local out = {}
 if ARGV[2] == 'desc' then
+  if n <= limit then return flat end
   local first = n - limit + 1
   local boundary = tonumber(flat[2 * first])
   while first > 1 and tonumber(flat[2 * (first - 1)]) == boundary do first = first - 1 end
@@ -83,7 +95,10 @@ if ARGV[2] == 'desc' then
     out[#out + 1] = flat[2 * i]
   end
 else
-  local last = limit
+  local zeros = 0
+  while zeros < n and tonumber(flat[2 * (zeros + 1)]) <= 0 do zeros = zeros + 1 end
+  local last = math.min(n, zeros + limit)
+  if last == 0 then return out end
   local boundary = tonumber(flat[2 * last])
   while last < n and tonumber(flat[2 * (last + 1)]) == boundary do last = last + 1 end
   for i = 1, last do
@@ -99,12 +114,15 @@ TOP_CANDIDATES_SHA = hashlib.sha1(TOP_CANDIDATES_LUA.encode()).hexdigest()  # no
 # --- exact arithmetic for the response ---------------------------------------------------------
 
 
-def ratio(numerator: int, denominator: int, quantum: Decimal = _ONE_DECIMAL) -> float | None:
-    """numerator / denominator rounded half-even to `quantum`; None when the denominator is 0."""
+def ratio(numerator: int, denominator: int, decimals: int = 1) -> float | None:
+    """numerator / denominator rounded half-even to `decimals` places; None when the denominator is 0.
+
+    Exact: the rounding is done on integers, and int / int gives the nearest double.
+    """
     if denominator == 0:
         return None
-    value = (Decimal(numerator) / Decimal(denominator)).quantize(quantum, rounding=ROUND_HALF_EVEN)
-    return float(value)
+    scale = 10**decimals
+    return div_round_half_even(numerator * scale, denominator) / scale
 
 
 def avg_latency_ms(cell: Cell) -> float | None:
@@ -133,16 +151,12 @@ def iso_ms(ts_ms: int) -> str:
 # --- executing plans ---------------------------------------------------------------------------
 
 
-def _fields(member: str) -> list[str]:
-    return [metric + member for metric in METRICS]
-
-
 def _queue(pipe: Any, layout: KeyLayout, project: str, plan: Plan) -> None:
     """Add a plan's reads to a pipeline: one script call reading one member from every bucket
     (a single command however many buckets: an hourly week is 168 hashes), or HGETALL per bucket."""
     keys = [layout.rollup(project, plan.dimension, r.granularity, r.label) for r in plan.buckets]
     if plan.member is not None:
-        pipe.evalsha_ro(HMGET_MANY_SHA, len(keys), *keys, *_fields(plan.member))
+        pipe.evalsha_ro(HMGET_MANY_SHA, len(keys), *keys, plan.member)
     else:
         for key in keys:
             pipe.hgetall(key)
@@ -162,39 +176,47 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     if plan.member is not None:
         group = group_of(plan.grouping, member_info(plan.dimension, plan.member))
         (per_bucket,) = replies
-        for read, values in zip(plan.buckets, per_bucket, strict=True):
-            if values[EVENTS] is None:
+        for read, (packed,) in zip(plan.buckets, per_bucket, strict=True):
+            if packed is None:
                 continue  # member absent from this bucket
+            counters = unpack_cell(packed)
             key = (read.period, group)
             cell = acc.get(key)
             if cell is None:
                 cell = acc[key] = [0, 0, 0, 0, 0, 0]
-            for index, value in enumerate(values):
-                if value is not None:
-                    cell[index] += int(value)
-        return acc
+            if read.sign > 0:
+                _add(cell, counters)
+            else:
+                _subtract(cell, counters)
+        # A member counted only in subtracted buckets had no events in the range.
+        return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
-    # Two passes: first sum each (period, member) over the fields and buckets (the hot
-    # loop: one slice, one lookup and one int() per field), then filter and group the
-    # distinct members once each.
-    metric_index = _METRIC_INDEX
+    # Two passes: first sum each (period, member) over the buckets (the hot loop:
+    # one split and six int() per member), then filter and group the distinct
+    # members once each.
     per_period: dict[str | None, dict[str, Cell]] = {}
-    for read, fields in zip(plan.buckets, replies, strict=True):
+    for read, cells_of_bucket in zip(plan.buckets, replies, strict=True):
         cells = per_period.get(read.period)
         if cells is None:
             cells = per_period[read.period] = {}
-        for field, value in fields.items():
-            member = field[1:]
+        adds = read.sign > 0
+        for member, packed in cells_of_bucket.items():
+            counters = [int(value) for value in packed.split(CELL_SEP)]
             cell = cells.get(member)
             if cell is None:
-                cell = cells[member] = [0, 0, 0, 0, 0, 0]
-            cell[metric_index[field[0]]] += int(value)
+                cells[member] = counters if adds else [-value for value in counters]
+            elif adds:
+                _add(cell, counters)
+            else:
+                _subtract(cell, counters)
 
     dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
     only_keyed = plan.with_total  # TAG scan: keep the grouping key's members only
     groups: dict[str, Any] = {}
     for period, cells in per_period.items():
         for member, cell in cells.items():
+            if not cell[EVENTS]:
+                continue  # counted only in subtracted buckets: no events in the range
             found: Any = groups.get(member, _UNSEEN)
             if found is _UNSEEN:
                 info = member_info(dimension, member)
@@ -291,6 +313,15 @@ def _add(into: Cell, cell: Cell) -> None:
     into[3] += cell[3]
     into[4] += cell[4]
     into[5] += cell[5]
+
+
+def _subtract(into: Cell, cell: Cell) -> None:
+    into[0] -= cell[0]
+    into[1] -= cell[1]
+    into[2] -= cell[2]
+    into[3] -= cell[3]
+    into[4] -= cell[4]
+    into[5] -= cell[5]
 
 
 def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
@@ -452,32 +483,34 @@ class Reader:
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
-        board_type, reads = plan_leaderboard(start, end, entity_type)
-        keys = [self.layout.leaderboard(self.project, r.granularity, r.label, board_type) for r in reads]
+        plan = plan_leaderboard(start, end, entity_type)
+        keys = [self.layout.leaderboard(self.project, r.granularity, r.label, plan.board_type) for r in plan.boards]
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
         # they choose the candidates (in Redis: only they travel), the entity rollup
         # gives the exact numbers and the final order.
-        flat = await _evalsha(self.redis, TOP_CANDIDATES_SHA, len(keys), *keys, limit, "desc" if descending else "asc")
+        order = "desc" if descending else "asc"
+        signs = [r.sign for r in plan.boards]
+        flat = await _evalsha(self.redis, TOP_CANDIDATES_SHA, len(keys), *keys, limit, order, *signs)
         if not flat:
             return {"data": []}
         members = flat[0::2]
-        fields = [f"{Metric.EVENTS.value}{m}" for m in members] + [f"{Metric.COST_NANO.value}{m}" for m in members]
         entity_keys = [
-            self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label) for read in reads
+            self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label) for read in plan.rollups
         ]
-        replies = await _evalsha(self.redis, HMGET_MANY_SHA, len(entity_keys), *entity_keys, *fields)
+        replies = await _evalsha(self.redis, HMGET_MANY_SHA, len(entity_keys), *entity_keys, *members)
         count = len(members)
         events = [0] * count
         costs = [0] * count
-        for values in replies:
-            for index in range(count):
-                if values[index] is not None:
-                    events[index] += int(values[index])
-                cost = values[count + index]
-                if cost is not None:
-                    costs[index] += int(cost)
+        for read, values in zip(plan.rollups, replies, strict=True):
+            for index, packed in enumerate(values):
+                if packed is not None:
+                    cell = unpack_cell(packed)
+                    events[index] += read.sign * cell[EVENTS]
+                    costs[index] += read.sign * cell[COST]
         rows = []
         for index, member in enumerate(members):
+            if not events[index]:
+                continue  # counted only in subtracted buckets: no events in the range
             entity_type_, entity_id = member.split(SEP, 1)
             rows.append((costs[index], entity_type_, entity_id, events[index]))
         rows.sort(key=lambda r: (-r[0] if descending else r[0], r[1], r[2]))
@@ -558,7 +591,7 @@ class Reader:
             "summary": {
                 "total_sessions": count,
                 "avg_turns_per_session": ratio(total_turns, count),
-                "avg_cost_per_session": ratio(total_cost, count * NANO_PER_USD, _SIX_DECIMALS),
+                "avg_cost_per_session": ratio(total_cost, count * NANO_PER_USD, 6),
             },
         }
 

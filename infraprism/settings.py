@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     key_prefix: str = Field(
         default="ip",
         pattern=r"^[A-Za-z0-9._-]{1,32}$",
-        description="first part of every Redis key; keys read PREFIX:v1:...",
+        description="first part of every Redis key; keys read PREFIX:v2:...",
     )
 
     # Topics.

@@ -3,20 +3,22 @@
 -- Either all of it happens or none of it does (the script writes nothing
 -- before its checks pass).
 --
--- Money stays exact: increments arrive as decimal strings and go straight to
--- HINCRBY (int64); Lua numbers (doubles) never hold a counter.
+-- Money stays exact. A rollup cell packs six non-negative integer counters as
+-- decimal text (KeyLayout / keys.pack_cell); two counters below 10^15 add exactly
+-- in a Lua double (the sum stays below 2^53), and longer ones are added digit
+-- by digit, so no counter is ever rounded, however large it grows.
 --
 -- ARGV[1] is one JSON document (encoding one document is far cheaper on the
 -- Python side than passing 100k+ separate arguments):
 --   {"offsets_key": k, "ranges": [[partition, from_offset, to_offset], ...],
 --    "dedupe": [[set_key, expire_at, [event_id, ...]], ...],
---    "hashes": [[hash_key, expire_at, [field, increment, field, increment, ...]], ...],
+--    "hashes": [[hash_key, expire_at, [member, packed_increment, member, packed_increment, ...]], ...],
 --    "zsets":  [[zset_key, expire_at, [member, increment, ...]], ...],
 --    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
 --                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output], ...],
 --    "sets": [[set_key, [member, ...]], ...],
 --    "versions": [data_version_key, ...]}   (one per project in the batch; INCR'd)
--- Every integer is a decimal string, so no counter ever passes through a Lua double.
+-- Every integer is a decimal string.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them.)
 -- Returns {"ok"}, {"fenced", partition, stored_offset}, or
@@ -32,6 +34,40 @@ local function call_chunked(command, key, items)
     redis.call(command, key, unpack(items, i, stop))
     i = stop + 1
   end
+end
+
+-- Exact sum of two non-negative decimal integers of any length.
+local function add_decimal(a, b)
+  local digits, carry = {}, 0
+  local i, j = #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local sum = carry
+    if i > 0 then sum = sum + string.byte(a, i) - 48 end
+    if j > 0 then sum = sum + string.byte(b, j) - 48 end
+    digits[#digits + 1] = string.char(48 + sum % 10)
+    carry = (sum >= 10) and 1 or 0
+    i, j = i - 1, j - 1
+  end
+  return string.reverse(table.concat(digits))
+end
+
+local function add_counter(a, b)
+  if #a <= 15 and #b <= 15 then
+    return string.format('%.0f', tonumber(a) + tonumber(b))
+  end
+  return add_decimal(a, b)
+end
+
+local CELL = '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+
+-- The packed sum of a stored cell and an increment (both "e c i o l n"), or nil
+-- when either is not six counters.
+local function add_cells(stored, increment)
+  local a1, a2, a3, a4, a5, a6 = string.match(stored, CELL)
+  local b1, b2, b3, b4, b5, b6 = string.match(increment, CELL)
+  if not a1 or not b1 then return nil end
+  return add_counter(a1, b1) .. ' ' .. add_counter(a2, b2) .. ' ' .. add_counter(a3, b3) .. ' ' ..
+         add_counter(a4, b4) .. ' ' .. add_counter(a5, b5) .. ' ' .. add_counter(a6, b6)
 end
 
 -- 1. The fence: each partition's batch must start where the last applied one ended.
@@ -69,6 +105,37 @@ if #duplicates > 1 then
   return duplicates
 end
 
+-- 3. The new rollup cells, computed before anything is written: one HMGET reads
+-- the stored cells of up to 2,000 members (within unpack()'s limit), one HSET
+-- per chunk writes their sums below. A stored cell that is not six counters
+-- refuses the batch whole: a counter is never guessed at.
+local cell_writes = {}
+for _, entry in ipairs(batch.hashes) do
+  local key, cells = entry[1], entry[3]
+  local i = 1
+  while i <= #cells do
+    local stop = math.min(i + 3999, #cells)
+    local members = {}
+    for j = i, stop, 2 do members[#members + 1] = cells[j] end
+    local stored = redis.call('HMGET', key, unpack(members))
+    local args = {}
+    for k = 1, #members do
+      local increment = cells[i + 2 * k - 1]
+      local value = increment
+      if stored[k] then
+        value = add_cells(stored[k], increment)
+        if not value then
+          return redis.error_reply('rollup cell ' .. key .. ' is not six counters: ' .. stored[k])
+        end
+      end
+      args[#args + 1] = members[k]
+      args[#args + 1] = value
+    end
+    cell_writes[#cell_writes + 1] = {key, args}
+    i = stop + 1
+  end
+end
+
 -- From here on the batch is accepted: write everything.
 for _, entry in ipairs(batch.dedupe) do
   local key, expire_at, ids = entry[1], tonumber(entry[2]), entry[3]
@@ -76,12 +143,12 @@ for _, entry in ipairs(batch.dedupe) do
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
+for _, write in ipairs(cell_writes) do
+  redis.call('HSET', write[1], unpack(write[2]))
+end
 for _, entry in ipairs(batch.hashes) do
-  local key, expire_at, fields = entry[1], tonumber(entry[2]), entry[3]
-  for i = 1, #fields, 2 do
-    redis.call('HINCRBY', key, fields[i], fields[i + 1])
-  end
-  if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
+  local expire_at = tonumber(entry[2])
+  if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
 end
 
 for _, entry in ipairs(batch.zsets) do

@@ -54,7 +54,17 @@ from infraprism.core.baseline import (
 )
 from infraprism.core.buckets import Granularity
 from infraprism.core.deltas import Delta
-from infraprism.core.keys import SEP, Dimension, KeyLayout, entity_member
+from infraprism.core.keys import (
+    COST,
+    EVENTS,
+    LATENCY_COUNT,
+    LATENCY_SUM,
+    SEP,
+    Dimension,
+    KeyLayout,
+    entity_member,
+    unpack_cell,
+)
 from infraprism.core.money import nano_to_usd, usd_to_nano
 from infraprism.settings import Settings
 from pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
@@ -201,13 +211,17 @@ class Detector:
                 dimension = Dimension.TOTAL if member == TOTAL else Dimension.ENTITY
                 for hour in hours:
                     key = self._layout.rollup(project, dimension, Granularity.HOUR, hour_label_of(hour))
-                    pipe.hmget(key, "e" + member, "c" + member, "l" + member, "n" + member)
+                    pipe.hget(key, member)
                     order.append((member, hour))
             replies = await pipe.execute()
-        return {
-            where: HourValues(*(int(v) if v is not None else 0 for v in reply))
-            for where, reply in zip(order, replies, strict=True)
-        }
+        values = {}
+        for where, packed in zip(order, replies, strict=True):
+            if packed is None:
+                values[where] = ZERO
+            else:
+                cell = unpack_cell(packed)
+                values[where] = HourValues(cell[EVENTS], cell[COST], cell[LATENCY_SUM], cell[LATENCY_COUNT])
+        return values
 
     async def _histories_of(self, project: str, wanted: dict[str, set[int]]) -> dict[str, History]:
         missing = [m for m in wanted if (project, m) not in self._histories]

@@ -17,7 +17,7 @@ from infraprism.core.buckets import Granularity, labels_for_ms
 from infraprism.core.deltas import deltas_of_groups
 from infraprism.core.events import CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout
-from infraprism.core.rollup import BatchRollup, expire_at, hash_increments
+from infraprism.core.rollup import BatchRollup, cell_increments, expire_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,10 @@ class PartitionRange:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """Days each granularity's buckets are kept after they end; None keeps them forever."""
+    """Days each granularity's buckets are kept after they end; None keeps them forever.
+
+    Year buckets (leaderboards only) follow the month retention.
+    """
 
     hour_days: int | None = None
     day_days: int | None = None
@@ -42,6 +45,7 @@ class Retention:
             Granularity.HOUR: self.hour_days,
             Granularity.DAY: self.day_days,
             Granularity.MONTH: self.month_days,
+            Granularity.YEAR: self.month_days,
         }[granularity]
 
 
@@ -83,7 +87,7 @@ class BatchEncoder:
             [
                 layout.rollup(project, dimension, granularity, bucket),
                 str(expire_at(granularity, bucket, retention.days_for(granularity))),
-                hash_increments(members),
+                cell_increments(members),
             ]
             for (project, dimension, granularity, bucket), members in rollup.cells().items()
         ]

@@ -1,7 +1,7 @@
 """Bucket arithmetic in UTC event time. Pure.
 
 A bucket is named by a compact label of its first instant:
-hour `YYYYMMDDHH`, day `YYYYMMDD`, month `YYYYMM`. Labels sort in time order
+hour `YYYYMMDDHH`, day `YYYYMMDD`, month `YYYYMM`, year `YYYY`. Labels sort in time order
 as strings, and are what the Redis key layout puts in a key.
 """
 
@@ -21,6 +21,11 @@ class Granularity(StrEnum):
     HOUR = "h"
     DAY = "d"
     MONTH = "m"
+    YEAR = "y"  # leaderboards only
+
+
+# A bucket read with its sign: +1 adds the bucket, -1 subtracts it (a month minus its days outside a range).
+SignedBucket = tuple[Granularity, str, int]
 
 
 @lru_cache(maxsize=65_536)
@@ -76,22 +81,67 @@ def days(start: date, end: date) -> Iterator[date]:
         yield start + timedelta(days=offset)
 
 
-def cover(start: date, end: date) -> list[tuple[Granularity, str]]:
-    """The fewest month and day buckets that exactly cover [start, end] (days inclusive).
+def _month_part(first: date, last: date) -> list[SignedBucket]:
+    """[first, last], inside one calendar month: its days, or the month minus the days
+    outside the range, whichever reads fewer buckets (the days on a tie: nothing to subtract)."""
+    begin, end = month_start(first), month_end(first)
+    inside = (last - first).days + 1
+    outside = (end - begin).days + 1 - inside
+    if outside == 0:
+        return [(Granularity.MONTH, month_label(first), 1)]
+    if inside <= 1 + outside:
+        return [(Granularity.DAY, day_label(day), 1) for day in days(first, last)]
+    before = days(begin, first - timedelta(days=1))
+    after = days(last + timedelta(days=1), end)
+    return [(Granularity.MONTH, month_label(first), 1)] + [
+        (Granularity.DAY, day_label(day), -1) for day in (*before, *after)
+    ]
 
-    Whole calendar months inside the range are read as one month bucket; the
-    edge days outside whole months are read as day buckets. A year therefore
-    reads 12 month buckets (plus edge days), not 365 day buckets.
+
+def _months_cover(start: date, end: date) -> list[SignedBucket]:
+    buckets: list[SignedBucket] = []
+    first = start
+    while first <= end:
+        last = min(end, month_end(first))
+        buckets.extend(_month_part(first, last))
+        first = last + timedelta(days=1)
+    return buckets
+
+
+def _year_part(first: date, last: date) -> list[SignedBucket]:
+    """[first, last], inside one calendar year: by months and days, or the year minus the
+    cover of what lies outside the range, whichever reads fewer buckets."""
+    by_months = _months_cover(first, last)
+    year_first, year_last = date(first.year, 1, 1), date(first.year, 12, 31)
+    outside = _months_cover(year_first, first - timedelta(days=1)) if first > year_first else []
+    if last < year_last:
+        outside += _months_cover(last + timedelta(days=1), year_last)
+    by_year = [(Granularity.YEAR, f"{first.year:04d}", 1)] + [(g, label, -sign) for g, label, sign in outside]
+    return by_year if len(by_year) < len(by_months) else by_months
+
+
+def signed_cover(start: date, end: date, *, years: bool = False) -> list[SignedBucket]:
+    """The fewest buckets whose signed sum is exactly the days [start, end] (both inclusive).
+
+    Each calendar month of the range is read whole, as its days, or as the
+    month minus its days outside the range: the last 31 days read the earlier
+    month's days plus the later month minus its few remaining days, not 31 day
+    buckets. With `years` (leaderboards, which keep year buckets) a year may
+    likewise be read as the year minus the months and days outside the range,
+    so 365 days read about one year, one month and a few days, not 12 months.
+    Counters are exact integers, so a subtraction is exact; a member counted
+    only in subtracted buckets sums to zero events, and readers drop it.
     """
-    buckets: list[tuple[Granularity, str]] = []
-    day = start
-    while day <= end:
-        if day.day == 1 and month_end(day) <= end:
-            buckets.append((Granularity.MONTH, month_label(day)))
-            day = next_month(day)
-        else:
-            buckets.append((Granularity.DAY, day_label(day)))
-            day += timedelta(days=1)
+    if start > end:
+        return []
+    if not years:
+        return _months_cover(start, end)
+    buckets: list[SignedBucket] = []
+    first = start
+    while first <= end:
+        last = min(end, date(first.year, 12, 31))
+        buckets.extend(_year_part(first, last))
+        first = last + timedelta(days=1)
     return buckets
 
 

@@ -21,16 +21,19 @@ from infraprism.core.buckets import MS_PER_HOUR, Granularity, labels_for_hour, n
 from infraprism.core.events import CostEvent
 from infraprism.core.keys import (
     ALL_ENTITY_TYPES,
+    COST,
     DIMENSION_GRANULARITIES,
+    EVENTS,
+    INPUT,
+    LATENCY_COUNT,
+    LATENCY_SUM,
     LEADERBOARD_GRANULARITIES,
-    METRICS,
+    OUTPUT,
     SEP,
     Dimension,
+    pack_cell,
     tag_set_text,
 )
-
-# Index of each counter in a cell vector, in Metric order.
-EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
 
 GroupKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], int]
 
@@ -150,7 +153,7 @@ class BatchRollup:
         for (project, etype, eid, _model, _provider, _tags, hour_index), cell in self.groups.items():
             _, day, month = labels_for_hour(hour_index)
             entity = f"{etype}{SEP}{eid}"
-            for granularity, bucket in zip(LEADERBOARD_GRANULARITIES, (day, month), strict=True):
+            for granularity, bucket in zip(LEADERBOARD_GRANULARITIES, (day, month, month[:4]), strict=True):
                 for board_type in (etype, ALL_ENTITY_TYPES):
                     board = out.setdefault((project, granularity, bucket, board_type), {})
                     board[entity] = board.get(entity, 0) + cell[COST]
@@ -170,17 +173,12 @@ class BatchRollup:
         return out
 
 
-def hash_increments(members: dict[str, list[int]]) -> list[str]:
-    """Flat [field, increment, ...] of the non-zero counters; increments as decimal text.
-
-    A field is the metric code followed by the member.
-    """
+def cell_increments(members: dict[str, list[int]]) -> list[str]:
+    """Flat [member, packed increment, ...]: what a batch adds to each cell of one hash."""
     flat: list[str] = []
     for member, cell in members.items():
-        for metric, value in zip(METRICS, cell, strict=True):
-            if value:
-                flat.append(metric + member)
-                flat.append(str(value))
+        flat.append(member)
+        flat.append(pack_cell(cell))
     return flat
 
 
@@ -192,6 +190,8 @@ def bucket_end(granularity: Granularity, bucket: str) -> datetime:
     if granularity is Granularity.DAY:
         day = parse_day_label(bucket)
         return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    if granularity is Granularity.YEAR:
+        return datetime(int(bucket) + 1, 1, 1, tzinfo=UTC)
     first = next_month(parse_day_label(bucket + "01"))
     return datetime(first.year, first.month, first.day, tzinfo=UTC)
 
@@ -203,4 +203,4 @@ def expire_at(granularity: Granularity, bucket: str, retention_days: int | None)
     return int((bucket_end(granularity, bucket) + timedelta(days=retention_days)).timestamp())
 
 
-__all__ = ["BatchRollup", "SessionDelta", "bucket_end", "expire_at", "hash_increments"]
+__all__ = ["BatchRollup", "SessionDelta", "bucket_end", "expire_at", "cell_increments"]

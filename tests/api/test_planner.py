@@ -92,11 +92,30 @@ def test_range_is_covered_by_months_and_edge_days(start, end, expected):
     assert _labels(plan_costs(start, end, Filters(), Grouping())) == expected
 
 
-def test_a_year_of_last_365_days_reads_about_12_months_plus_edges():
+def test_the_last_365_days_read_months_and_subtract_a_partial_months_outside_days():
     plan = plan_costs(date(2024, 11, 25), date(2025, 11, 24), Filters(), Grouping())
-    months = [b for b in plan.buckets if b.granularity is Granularity.MONTH]
-    assert len(months) == 11
-    assert len(plan.buckets) == 11 + 6 + 24
+    assert [(b.label, b.sign) for b in plan.buckets] == (
+        [(f"202411{d}", 1) for d in range(25, 31)]
+        + [("202412", 1)]
+        + [(f"2025{m:02d}", 1) for m in range(1, 12)]
+        + [(f"202511{d}", -1) for d in range(25, 31)]
+    )
+
+
+def test_the_last_31_days_read_eight_days_and_a_month_minus_seven():
+    plan = plan_costs(date(2026, 10, 24), date(2026, 11, 23), Filters(), Grouping(GroupBy.ENTITY))
+    assert [(b.label, b.sign) for b in plan.buckets] == (
+        [(f"202610{d}", 1) for d in range(24, 32)] + [("202611", 1)] + [(f"202611{d}", -1) for d in range(24, 31)]
+    )
+
+
+def test_group_by_month_maps_subtracted_days_to_their_month():
+    plan = plan_costs(date(2025, 1, 1), date(2025, 1, 29), Filters(), Grouping(GroupBy.MONTH))
+    assert [(b.label, b.period, b.sign) for b in plan.buckets] == [
+        ("202501", "2025-01-01", 1),
+        ("20250130", "2025-01-01", -1),
+        ("20250131", "2025-01-01", -1),
+    ]
 
 
 def test_group_by_week_reads_days_labelled_by_monday():
@@ -136,10 +155,23 @@ def test_periods(interval, expected):
 
 
 def test_leaderboard_plan_uses_the_all_types_board_without_a_filter():
-    board, reads = plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), None)
-    assert board == ALL_ENTITY_TYPES
-    assert [(r.granularity, r.label) for r in reads] == [(Granularity.MONTH, "202501")]
-    assert plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), "team")[0] == "team"
+    plan = plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), None)
+    assert plan.board_type == ALL_ENTITY_TYPES
+    assert [(r.granularity, r.label) for r in plan.boards] == [(Granularity.MONTH, "202501")]
+    assert plan_leaderboard(date(2025, 1, 1), date(2025, 1, 31), "team").board_type == "team"
+
+
+def test_a_365_day_leaderboard_reads_a_year_board_and_exact_totals_from_months():
+    plan = plan_leaderboard(date(2025, 11, 24), date(2026, 11, 23), None)
+    assert [(r.granularity, r.label, r.sign) for r in plan.boards] == (
+        [(Granularity.DAY, f"202511{d}", 1) for d in range(24, 31)]
+        + [(Granularity.MONTH, "202512", 1), (Granularity.YEAR, "2026", 1)]
+        + [(Granularity.DAY, f"202611{d}", -1) for d in range(24, 31)]
+        + [(Granularity.MONTH, "202612", -1)]
+    )
+    # The entity rollup has no year buckets: months, and days added or subtracted.
+    assert {r.granularity for r in plan.rollups} == {Granularity.DAY, Granularity.MONTH}
+    assert sum(r.granularity is Granularity.MONTH for r in plan.rollups) == 12
 
 
 def test_session_window_is_end_exclusive_midnight():

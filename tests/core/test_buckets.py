@@ -1,14 +1,15 @@
-"""Bucket arithmetic tables: labels, the month+day cover of a range, weeks, hours."""
+"""Bucket arithmetic tables: labels, the signed cover of a range, weeks, hours."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infraprism.core.buckets import (
     Granularity,
-    cover,
     day_label,
     days,
     hour_label,
@@ -18,10 +19,11 @@ from infraprism.core.buckets import (
     month_label,
     next_month,
     parse_day_label,
+    signed_cover,
     week_start,
 )
 
-M, D = Granularity.MONTH, Granularity.DAY
+Y, M, D = Granularity.YEAR, Granularity.MONTH, Granularity.DAY
 
 
 def ms(text: str) -> int:
@@ -50,46 +52,111 @@ def test_labels_for_ms(ts_ms, expected):
     assert labels_for_ms(ts_ms) == expected
 
 
+def adds(granularity, label):
+    return (granularity, label, 1)
+
+
+def subtracts(granularity, label):
+    return (granularity, label, -1)
+
+
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [
-        (date(2024, 5, 15), date(2024, 5, 15), [(D, "20240515")]),
-        (date(2024, 1, 1), date(2024, 1, 31), [(M, "202401")]),
-        (date(2024, 2, 1), date(2024, 2, 29), [(M, "202402")]),  # leap February is whole at the 29th
-        (date(2023, 2, 1), date(2023, 2, 28), [(M, "202302")]),
-        (date(2024, 2, 1), date(2024, 2, 28), [(D, f"202402{d:02d}") for d in range(1, 29)]),
+        (date(2024, 5, 15), date(2024, 5, 15), [adds(D, "20240515")]),
+        (date(2024, 1, 1), date(2024, 1, 31), [adds(M, "202401")]),
+        (date(2024, 2, 1), date(2024, 2, 29), [adds(M, "202402")]),  # leap February is whole at the 29th
+        # 28 of 29 days: the month minus the one day outside.
+        (date(2024, 2, 1), date(2024, 2, 28), [adds(M, "202402"), subtracts(D, "20240229")]),
+        # 16 days in, 15 out: a tie in reads, so the days (nothing to subtract).
+        (date(2024, 1, 1), date(2024, 1, 16), [adds(D, f"202401{d:02d}") for d in range(1, 17)]),
+        (
+            date(2024, 1, 1),
+            date(2024, 1, 17),
+            [adds(M, "202401")] + [subtracts(D, f"202401{d}") for d in range(18, 32)],
+        ),
         (
             date(2024, 1, 30),
             date(2024, 3, 2),
-            [(D, "20240130"), (D, "20240131"), (M, "202402"), (D, "20240301"), (D, "20240302")],
+            [adds(D, "20240130"), adds(D, "20240131"), adds(M, "202402"), adds(D, "20240301"), adds(D, "20240302")],
         ),
-        (date(2024, 12, 31), date(2025, 1, 1), [(D, "20241231"), (D, "20250101")]),
-        (date(2024, 12, 1), date(2025, 1, 31), [(M, "202412"), (M, "202501")]),
-        (date(2024, 1, 1), date(2024, 12, 31), [(M, f"2024{m:02d}") for m in range(1, 13)]),
-        (date(2024, 11, 30), date(2025, 1, 1), [(D, "20241130"), (M, "202412"), (D, "20250101")]),
+        # The last 31 days: the earlier month's days, the later month minus its remaining days.
+        (
+            date(2026, 10, 24),
+            date(2026, 11, 23),
+            [adds(D, f"202610{d}") for d in range(24, 32)]
+            + [adds(M, "202611")]
+            + [subtracts(D, f"202611{d}") for d in range(24, 31)],
+        ),
+        (date(2024, 12, 31), date(2025, 1, 1), [adds(D, "20241231"), adds(D, "20250101")]),
+        (date(2024, 12, 1), date(2025, 1, 31), [adds(M, "202412"), adds(M, "202501")]),
+        (date(2024, 1, 1), date(2024, 12, 31), [adds(M, f"2024{m:02d}") for m in range(1, 13)]),
         (date(2024, 3, 2), date(2024, 3, 1), []),
     ],
 )
-def test_cover(start, end, expected):
-    assert cover(start, end) == expected
+def test_signed_cover_by_months(start, end, expected):
+    assert signed_cover(start, end) == expected
 
 
 @pytest.mark.parametrize(
-    ("start", "end"),
+    ("start", "end", "expected"),
     [
-        (date(2023, 12, 17), date(2024, 3, 9)),
-        (date(2024, 2, 29), date(2024, 2, 29)),
-        (date(2023, 1, 1), date(2025, 6, 30)),
+        (date(2024, 1, 1), date(2024, 12, 31), [adds(Y, "2024")]),
+        (date(2024, 2, 1), date(2024, 2, 29), [adds(M, "202402")]),
+        # 365 days ending 2026-11-23: seven days and a month of 2025, then 2026 minus what is left of it.
+        (
+            date(2025, 11, 24),
+            date(2026, 11, 23),
+            [adds(D, f"202511{d}") for d in range(24, 31)]
+            + [adds(M, "202512"), adds(Y, "2026")]
+            + [subtracts(D, f"202611{d}") for d in range(24, 31)]
+            + [subtracts(M, "202612")],
+        ),
+        # A subtracted month that is itself partial flips its own signs back.
+        (
+            date(2024, 1, 1),
+            date(2024, 12, 3),
+            [adds(Y, "2024"), subtracts(M, "202412"), adds(D, "20241201"), adds(D, "20241202"), adds(D, "20241203")],
+        ),
     ],
 )
-def test_cover_is_exact_and_disjoint(start, end):
-    """The cover's buckets hold every day of the range exactly once, and nothing else."""
-    covered: list[date] = []
-    for granularity, label in cover(start, end):
-        first = parse_day_label(label if granularity is D else label + "01")
-        last = first if granularity is D else month_end(first)
-        covered.extend(days(first, last))
-    assert covered == list(days(start, end))
+def test_signed_cover_with_years(start, end, expected):
+    assert signed_cover(start, end, years=True) == expected
+
+
+def additive_reads(start: date, end: date) -> int:
+    """Whole months plus edge days: the plain cover's size, counted independently."""
+    reads, day = 0, start
+    while day <= end:
+        if day.day == 1 and month_end(day) <= end:
+            day = next_month(day)
+        else:
+            day = date.fromordinal(day.toordinal() + 1)
+        reads += 1
+    return reads
+
+
+@given(
+    st.dates(min_value=date(2019, 1, 1), max_value=date(2027, 12, 31)),
+    st.integers(min_value=0, max_value=800),
+    st.booleans(),
+)
+def test_signed_cover_counts_every_day_of_the_range_once_and_nothing_else(start, length, years):
+    end = date.fromordinal(start.toordinal() + length)
+    count: dict[date, int] = {}
+    buckets = signed_cover(start, end, years=years)
+    for granularity, label, sign in buckets:
+        if granularity is Y:
+            first, last = date(int(label), 1, 1), date(int(label), 12, 31)
+        else:
+            first = parse_day_label(label if granularity is D else label + "01")
+            last = first if granularity is D else month_end(first)
+        for day in days(first, last):
+            count[day] = count.get(day, 0) + sign
+    assert {day for day, n in count.items() if n} == set(days(start, end))
+    assert all(n == 1 for n in count.values() if n)
+    assert len(buckets) <= additive_reads(start, end)
+    assert years or all(granularity is not Y for granularity, _, _ in buckets)
 
 
 @pytest.mark.parametrize(

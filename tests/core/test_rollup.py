@@ -8,10 +8,10 @@ import pytest
 
 from infraprism.core.buckets import Granularity
 from infraprism.core.events import validate_event
-from infraprism.core.keys import Dimension, parse_tag_set
-from infraprism.core.rollup import BatchRollup, bucket_end, expire_at, hash_increments
+from infraprism.core.keys import Dimension, pack_cell, parse_tag_set, unpack_cell
+from infraprism.core.rollup import BatchRollup, bucket_end, cell_increments, expire_at
 
-H, D, M = Granularity.HOUR, Granularity.DAY, Granularity.MONTH
+H, D, M, Y = Granularity.HOUR, Granularity.DAY, Granularity.MONTH, Granularity.YEAR
 US = "\x1f"
 
 
@@ -98,6 +98,9 @@ def test_leaderboard_per_type_and_across_types():
         ("default", M, "202402", "customer"): {acme: 512_500_000},
         ("default", M, "202402", "*"): {acme: 512_500_000, ml: 2_000_000_000},
         ("default", M, "202402", "team"): {ml: 2_000_000_000},
+        ("default", Y, "2024", "customer"): {acme: 1_512_500_000},
+        ("default", Y, "2024", "*"): {acme: 1_512_500_000, ml: 2_000_000_000},
+        ("default", Y, "2024", "team"): {ml: 2_000_000_000},
         ("default", D, "20240301", "customer"): {acme: 1_000_000_000},
         ("default", D, "20240301", "*"): {acme: 1_000_000_000},
         ("default", M, "202403", "customer"): {acme: 1_000_000_000},
@@ -162,10 +165,10 @@ def test_tag_keys_per_project():
     assert rollup.tag_keys() == {"default": {"env", "feature"}, "o": set()}
 
 
-def test_hash_increments_skip_zero_counters():
-    assert hash_increments({"": [1, 5, 0, 7, 0, 0], f"a{US}b": [2, 0, 3, 0, 9, 1]}) == [
-        "e", "1", "c", "5", "o", "7",
-        f"ea{US}b", "2", f"ia{US}b", "3", f"la{US}b", "9", f"na{US}b", "1",
+def test_cell_increments_pack_six_counters_per_member():
+    assert cell_increments({"": [1, 5, 0, 7, 0, 0], f"a{US}b": [2, 0, 3, 0, 9, 1]}) == [
+        "", "1 5 0 7 0 0",
+        f"a{US}b", "2 0 3 0 9 1",
     ]  # fmt: skip
 
 
@@ -177,9 +180,16 @@ def test_hash_increments_skip_zero_counters():
         (D, "20241231", datetime(2025, 1, 1, tzinfo=UTC)),
         (M, "202402", datetime(2024, 3, 1, tzinfo=UTC)),
         (M, "202412", datetime(2025, 1, 1, tzinfo=UTC)),
+        (Y, "2024", datetime(2025, 1, 1, tzinfo=UTC)),
     ],
 )
 def test_bucket_end_and_retention(granularity, bucket, end):
     assert bucket_end(granularity, bucket) == end
     assert expire_at(granularity, bucket, None) == 0  # kept forever by default
     assert expire_at(granularity, bucket, 3) == int(end.timestamp()) + 3 * 86_400
+
+
+def test_a_packed_cell_reads_back_from_text_or_bytes():
+    packed = pack_cell([3, 18_580_000, 1500, 420, 2_400_000, 2])
+    assert packed == "3 18580000 1500 420 2400000 2"
+    assert unpack_cell(packed) == unpack_cell(packed.encode()) == [3, 18_580_000, 1500, 420, 2_400_000, 2]

@@ -25,7 +25,7 @@ US = "\x1f"  # between identifiers of a member
 RS = "\x1e"  # between a tag's key and value in a cube tag set
 GS = "\x1d"  # between pairs of a cube tag set
 
-HOUR, DAY, MONTH = "h", "d", "m"
+HOUR, DAY, MONTH, YEAR = "h", "d", "m", "y"
 # dimension code -> granularities kept (the cube is not kept per hour)
 KEPT = {
     "t": (HOUR, DAY, MONTH),
@@ -84,7 +84,7 @@ def timestamp_ms(value: Any) -> int:
 
 
 def labels(ts_ms: int) -> dict[str, str]:
-    """UTC bucket labels {h: YYYYMMDDHH, d: YYYYMMDD, m: YYYYMM} of an epoch-ms instant."""
+    """UTC bucket labels {h: YYYYMMDDHH, d: YYYYMMDD, m: YYYYMM, y: YYYY} of an epoch-ms instant."""
     days, ms_of_day = divmod(ts_ms, 86_400_000)
     year, month, day = civil_from_days(days)
     hour = ms_of_day // 3_600_000
@@ -92,6 +92,7 @@ def labels(ts_ms: int) -> dict[str, str]:
         HOUR: f"{year:04d}{month:02d}{day:02d}{hour:02d}",
         DAY: f"{year:04d}{month:02d}{day:02d}",
         MONTH: f"{year:04d}{month:02d}",
+        YEAR: f"{year:04d}",
     }
 
 
@@ -199,7 +200,7 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
                     for metric, value in counters.items():
                         where = (ev.project, dim, gran, bucket_of[gran], member, metric)
                         cells[where] = cells.get(where, 0) + value
-        for gran in (DAY, MONTH):
+        for gran in (DAY, MONTH, YEAR):
             for board in (ev.entity_type, "*"):
                 scores = state["leaderboards"].setdefault((ev.project, gran, bucket_of[gran], board), {})
                 scores[entity] = scores.get(entity, 0) + ev.cost_nano
@@ -272,7 +273,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
     know makes it fail, so a stray write is caught.
     """
     state = empty_state()
-    root = f"{prefix}:v1:"
+    root = f"{prefix}:v2:"
     keys = sorted([key async for key in redis.scan_iter(match=f"{root}*", count=1000)])
     for key in keys:
         rest = key[len(root) :]
@@ -285,10 +286,15 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
         kind, _, detail = remainder.partition(":")
         if kind == "r":
             dim, gran, bucket = detail.split(":")
-            for field_name, value in (await redis.hgetall(key)).items():
-                cell = (project, dim, gran, bucket, _member(dim, field_name[1:]), field_name[0])
-                assert field_name[0] in METRIC_CODES, key
-                state["cells"][cell] = int(value)
+            # A field is a member; its value the six counters in METRIC_CODES order,
+            # space-separated decimal integers (docs/redis-keys.md).
+            for member, packed in (await redis.hgetall(key)).items():
+                counters = packed.split(" ")
+                assert len(counters) == len(METRIC_CODES), (key, packed)
+                assert all(c.isdigit() for c in counters), (key, packed)
+                for code, counter in zip(METRIC_CODES, counters, strict=True):
+                    if int(counter):
+                        state["cells"][(project, dim, gran, bucket, _member(dim, member), code)] = int(counter)
         elif kind == "lb":
             gran, bucket, board = detail.split(":", 2)
             scores = {
