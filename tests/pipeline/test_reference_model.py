@@ -243,11 +243,13 @@ def test_reference_parses_what_it_formats():
         "h": "2024030107",
         "d": "20240301",
         "m": "202403",
+        "y": "2024",
     }
     assert reference.labels(reference.timestamp_ms("2025-01-01T05:29:59.999+05:30")) == {
         "h": "2024123123",
         "d": "20241231",
         "m": "202412",
+        "y": "2024",
     }
     assert reference.cost_nano(2.5e-9) == 2
     assert reference.cost_nano(1.5e-9) == 2
