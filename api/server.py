@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
 from infraprism.settings import Settings
 
 
-def main(settings: Settings, host: str, port: int) -> None:
-    """Serve the API on host:port until interrupted."""
+def app_from_environment() -> FastAPI:
+    """The app of one worker process when there are several: settings come from INFRAPRISM_*."""
+    return create_app(Settings())
+
+
+def main(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve the API on host:port until interrupted, in `workers` processes.
+
+    One process serves on one core; more need an import string so that each
+    worker builds its own app, from the environment (`app_from_environment`).
+    """
+    if workers > 1:
+        uvicorn.run(
+            "api.server:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            lifespan="on",
+            proxy_headers=False,
+        )
+        return
     config = uvicorn.Config(
         create_app(settings),
         host=host,

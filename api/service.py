@@ -127,17 +127,23 @@ def ratio(numerator: int, denominator: int, decimals: int = 1) -> float | None:
 
 def avg_latency_ms(cell: Cell) -> float | None:
     """Mean latency in ms (sums are microseconds), 1 decimal; None when no event reported one."""
-    return ratio(cell[LATENCY_SUM], cell[LATENCY_COUNT] * 1000)
+    count = cell[LATENCY_COUNT]
+    if not count:
+        return None
+    # Tenths of a millisecond are hundreds of microseconds.
+    return div_round_half_even(cell[LATENCY_SUM], count * 100) / 10
 
 
-def metrics(cell: Cell) -> dict[str, Any]:
-    return {
-        "total_cost": nano_to_usd(cell[COST]),
-        "total_events": cell[EVENTS],
-        "total_input_tokens": cell[INPUT],
-        "total_output_tokens": cell[OUTPUT],
-        "avg_latency_ms": avg_latency_ms(cell),
-    }
+def metrics(cell: Cell, row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The five metric fields of a row, added to `row` (after its group fields) or to a new dict."""
+    if row is None:
+        row = {}
+    row["total_cost"] = nano_to_usd(cell[COST])
+    row["total_events"] = cell[EVENTS]
+    row["total_input_tokens"] = cell[INPUT]
+    row["total_output_tokens"] = cell[OUTPUT]
+    row["avg_latency_ms"] = avg_latency_ms(cell)
+    return row
 
 
 def iso_ms(ts_ms: int) -> str:
@@ -201,7 +207,7 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
             cells = per_period[read.period] = {}
         adds = read.sign > 0
         for member, packed in cells_of_bucket.items():
-            counters = [int(value) for value in packed.split(CELL_SEP)]
+            counters = list(map(int, packed.split(CELL_SEP)))
             cell = cells.get(member)
             if cell is None:
                 cells[member] = counters if adds else [-value for value in counters]
@@ -337,8 +343,9 @@ def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
 
 
 def _grand_total(acc: Accumulated) -> Cell:
-    cells = list(acc.values())
-    return [sum(cell[index] for cell in cells) for index in range(6)]
+    if not acc:
+        return [0, 0, 0, 0, 0, 0]
+    return [sum(column) for column in zip(*acc.values(), strict=True)]
 
 
 def _dimension_order(item: tuple[tuple[str | None, ...], Cell]) -> tuple[Any, ...]:
@@ -395,15 +402,15 @@ class Reader:
                 assert period is not None
                 into = by_period.setdefault(period, [0, 0, 0, 0, 0, 0])
                 _add(into, cell)
-            rows = [{"period": period, **metrics(by_period[period])} for period in sorted(by_period)]
+            rows = [metrics(by_period[period], {"period": period}) for period in sorted(by_period)]
         else:
             ordered = _sorted_groups(_fold(acc))
             if kind is GroupBy.ENTITY:
-                rows = [{"entity_type": g[0], "entity_id": g[1], **metrics(c)} for g, c in ordered]
+                rows = [metrics(c, {"entity_type": g[0], "entity_id": g[1]}) for g, c in ordered]
             elif kind is GroupBy.MODEL:
-                rows = [{"model": g[0], "provider": g[1], **metrics(c)} for g, c in ordered]
+                rows = [metrics(c, {"model": g[0], "provider": g[1]}) for g, c in ordered]
             else:
-                rows = [{"tag_key": grouping.tag_key, "tag_value": g[0], **metrics(c)} for g, c in ordered]
+                rows = [metrics(c, {"tag_key": grouping.tag_key, "tag_value": g[0]}) for g, c in ordered]
         return {
             "data": rows,
             "summary": {

@@ -1,12 +1,12 @@
 """Query API benchmark: a year of synthetic data for 10,000 entities, the seven queries of issue 4.
 
-    .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5]
+    .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5] [--workers 1]
 
 What it does:
 1. starts its own redis-server (infraprism.localstack.start_redis) on a free port;
 2. loads a year of events (every one of 10,000 entities present, ending yesterday UTC)
    straight through BatchRollup + RollupStore.apply, in batches;
-3. starts the API (api.server.main: uvicorn, one process) in a subprocess on a free port;
+3. starts the API (api.server.main: uvicorn, `--workers` processes) in a subprocess on a free port;
 4. for each query, twice: "cold", with the project's data version bumped before
    every request (and every millisecond under concurrency, as live ingest does),
    so the API's response cache never hits and every request plans and reads the
@@ -286,12 +286,13 @@ def queries(last: date) -> list[tuple[str, str, dict[str, str | int]]]:
     ]
 
 
-def start_api(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+def start_api(settings: Settings, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["INFRAPRISM_REDIS_URL"] = settings.redis_dsn()
     env["INFRAPRISM_KEY_PREFIX"] = settings.key_prefix
     code = (
-        f"from api.server import main; from infraprism.settings import Settings; main(Settings(), '127.0.0.1', {port})"
+        "from api.server import main; from infraprism.settings import Settings; "
+        f"main(Settings(), '127.0.0.1', {port}, {workers})"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT))  # noqa: S603
 
@@ -330,7 +331,7 @@ async def run(args: argparse.Namespace) -> None:
         _, key = apikeys.create_key(settings, PROJECT, "bench")
 
         port = free_port()
-        api = start_api(settings, port)
+        api = start_api(settings, port, args.workers)
         await wait_ready(port)
         headers = {"Authorization": f"Bearer {key}"}
 
@@ -404,6 +405,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="events per RollupStore.apply")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per query")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of concurrent load per query")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the API (default 1)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -60,7 +60,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host if args.host is not None else settings.api_host
     port = args.port if args.port is not None else settings.api_port
-    server.main(settings, host, port)
+    workers = args.workers if args.workers is not None else settings.api_workers
+    server.main(settings, host, port, workers)
     return 0
 
 
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("api", cmd_api, "serve the analytics API with uvicorn")
     sub.add_argument("--host", default=None, help="bind address (default: INFRAPRISM_API_HOST)")
     sub.add_argument("--port", type=int, default=None, help="port (default: INFRAPRISM_API_PORT)")
+    sub.add_argument(
+        "--workers", type=int, default=None, help="uvicorn worker processes (default: INFRAPRISM_API_WORKERS, 1)"
+    )
 
     keys = commands.add_parser("keys", help="manage API keys", description="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     # The API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of `infraprism api`")
     api_redis_max_connections: int = Field(default=64, ge=1, le=10_000)
 
     # The anomaly detector and its alerts.

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from infraprism import apikeys
+from infraprism.localstack import free_port
 from infraprism.settings import Settings
 from pipeline.replay import iter_lines, line_key
 
@@ -346,3 +351,58 @@ async def test_anomalies_dismiss_marks_the_record_dismissed(settings, settings_e
     stored = await anomaly_store.get(redis_client, layout, "acme", "anomaly_cli_test")
     assert stored is not None
     assert stored.status == "dismissed"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...], or None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) child processes of `pid`, from /proc (Linux)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def test_api_with_two_workers_serves_and_stops_with_its_workers(settings, settings_env, redis_client):
+    _, key = apikeys.create_key(settings, "workers")
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "infraprism.cli", "api", "--port", str(port), "--workers", "2"],
+        env=settings_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            assert time.monotonic() < deadline, "the API did not become ready"
+            time.sleep(0.2)
+        workers = _children(server.pid)
+        assert len(workers) >= 2, workers
+        month = {"start_date": "2025-01-01", "end_date": "2025-01-31"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+            for _ in range(10):
+                response = client.get("/v1/analytics/costs", params=month)
+                assert response.status_code == 200, response.text
+                assert response.json()["summary"]["total_events"] == 0
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert server.returncode == 0, server.stderr.read().decode() if server.stderr else ""
+    alive = [pid for pid in workers if (_stat(pid) or ["Z"])[0] != "Z"]
+    assert alive == []

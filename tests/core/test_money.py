@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.service import ratio
+from api.service import avg_latency_ms, ratio
 from infraprism.core.money import div_round_half_even, nano_to_usd
 
 big = st.integers(min_value=-(10**24), max_value=10**24)
@@ -54,3 +54,10 @@ def test_div_round_half_even_matches_decimal(numerator: int, denominator: int) -
 
 def test_ratio_of_nothing_is_none() -> None:
     assert ratio(5, 0) is None
+
+
+@given(st.integers(min_value=0, max_value=10**20), st.integers(min_value=0, max_value=10**9))
+def test_mean_latency_is_half_even_tenths_of_a_millisecond(latency_sum_us: int, latency_count: int) -> None:
+    cell = [max(1, latency_count), 0, 0, 0, latency_sum_us, latency_count]
+    expected = None if latency_count == 0 else decimal_ratio(latency_sum_us, latency_count * 1000, 1)
+    assert avg_latency_ms(cell) == expected
