@@ -197,48 +197,60 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
         # A member counted only in subtracted buckets had no events in the range.
         return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
-    # Two passes: first sum each (period, member) over the buckets (the hot loop:
-    # one split and six int() per member), then filter and group the distinct
-    # members once each.
-    per_period: dict[str | None, dict[str, Cell]] = {}
+    # One pass over every member of every bucket (the hot loop): classify each distinct
+    # member once (cached), skip those the filters refuse before parsing them, sum the
+    # rest per (period, group), adding or subtracting by the bucket's sign.
+    classify = _classifier(plan)
+    groups: dict[str, Any] = {}
     for read, cells_of_bucket in zip(plan.buckets, replies, strict=True):
-        cells = per_period.get(read.period)
-        if cells is None:
-            cells = per_period[read.period] = {}
-        adds = read.sign > 0
+        period, adds = read.period, read.sign > 0
         for member, packed in cells_of_bucket.items():
+            found: Any = groups.get(member, _UNSEEN)
+            if found is _UNSEEN:
+                found = groups[member] = classify(member)
+            if found is None:
+                continue
             counters = list(map(int, packed.split(CELL_SEP)))
-            cell = cells.get(member)
+            key = (period, found)
+            cell = acc.get(key)
             if cell is None:
-                cells[member] = counters if adds else [-value for value in counters]
+                acc[key] = counters if adds else [-value for value in counters]
             elif adds:
                 _add(cell, counters)
             else:
                 _subtract(cell, counters)
+    # A group counted only in subtracted buckets had no events in the range.
+    return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
+
+def _classifier(plan: Plan) -> Callable[[str], tuple[str | None, ...] | None]:
+    """member -> its group key, or None when the plan's filters refuse it."""
     dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
+    if dimension is Dimension.ENTITY and grouping.kind is GroupBy.ENTITY and not filters.tags and filters.model is None:
+        # The common scan (costs by entity, maybe of one type): split the member, nothing else.
+        wanted_type, wanted_id = filters.entity_type, filters.entity_id
+
+        def entity_group(member: str) -> tuple[str | None, ...] | None:
+            entity_type, entity_id = member.split(SEP, 1)
+            if (wanted_type is not None and entity_type != wanted_type) or (
+                wanted_id is not None and entity_id != wanted_id
+            ):
+                return None
+            return (entity_type, entity_id)
+
+        return entity_group
     only_keyed = plan.with_total  # TAG scan: keep the grouping key's members only
-    groups: dict[str, Any] = {}
-    for period, cells in per_period.items():
-        for member, cell in cells.items():
-            if not cell[EVENTS]:
-                continue  # counted only in subtracted buckets: no events in the range
-            found: Any = groups.get(member, _UNSEEN)
-            if found is _UNSEEN:
-                info = member_info(dimension, member)
-                found = group_of(grouping, info) if matches(filters, info) else None
-                if found is not None and only_keyed and found[0] is None:
-                    found = None
-                groups[member] = found
-            if found is None:
-                continue
-            key = (period, found)
-            into = acc.get(key)
-            if into is None:
-                acc[key] = cell
-            else:
-                _add(into, cell)
-    return acc
+
+    def any_group(member: str) -> tuple[str | None, ...] | None:
+        info = member_info(dimension, member)
+        if not matches(filters, info):
+            return None
+        group = group_of(grouping, info)
+        if only_keyed and group[0] is None:
+            return None
+        return group
+
+    return any_group
 
 
 async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plans: Sequence[Plan]) -> list[Accumulated]:
