@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -20,26 +22,15 @@ def main(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     One process serves on one core; more need an import string so that each
     worker builds its own app, from the environment (`app_from_environment`).
     """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": False,
+        "lifespan": "on",
+        "proxy_headers": False,
+    }
     if workers > 1:
-        uvicorn.run(
-            "api.server:app_from_environment",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=False,
-            lifespan="on",
-            proxy_headers=False,
-        )
+        uvicorn.run("api.server:app_from_environment", factory=True, workers=workers, **options)
         return
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        lifespan="on",
-        proxy_headers=False,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
