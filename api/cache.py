@@ -1,12 +1,18 @@
 """A response cache that can never serve a stale answer.
 
-Every batch the aggregator applies increments its project's data version
-(`KeyLayout.data_version`) inside the same atomic call that changes the
-aggregates. A cached body is served only while that version is unchanged,
-so an answer from the cache is exactly the answer a fresh read would give.
-One Redis GET per request buys it; a dashboard or a finance report that asks
-for the same view again then skips the rollup reads entirely. Under live
-ingest the version moves with every batch and the cache simply misses.
+A cached body is kept with a *version token* read before it was computed,
+and served only while a fresh read of the token gives the same value:
+
+* for the rollup and leaderboard reads, the token is the versions of exactly
+  the keys the answer reads (`KeyLayout.bucket_versions`, bumped for every
+  key a batch changes, inside the same atomic call that changes it) plus the
+  rebuild generation. Live ingest writes today's buckets, so last month's
+  answers stay cached while it runs;
+* for sessions, the project's data version (`KeyLayout.data_version`), which
+  every applied batch increments.
+
+Either way an answer from the cache is exactly the answer a fresh read would
+give. One Redis round trip per request buys it.
 """
 
 from __future__ import annotations
@@ -17,14 +23,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from infraprism.core.keys import KeyLayout
-
 
 @dataclass(slots=True)
 class _Entry:
-    version: bytes | str | None
+    version: Hashable
     stored_at: float
     rows: int
     body: dict[str, Any]
@@ -42,15 +44,14 @@ class ResponseCache:
 
     async def get_or_compute(
         self,
-        redis: aioredis.Redis,
-        layout: KeyLayout,
         project: str,
         query: Hashable,
+        token: Callable[[], Awaitable[Hashable]],
         compute: Callable[[], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
-        # The version is read before computing: a write that lands meanwhile
+        # The token is read before computing: a write that lands meanwhile
         # changes it, so the entry stored below is never served after that write.
-        version = await redis.get(layout.data_version(project))
+        version = await token()
         key = (project, query)
         entry = self._entries.get(key)
         if entry is not None and entry.version == version and time.monotonic() - entry.stored_at < self._max_age_s:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -160,7 +160,7 @@ def iso_ms(ts_ms: int) -> str:
 def _queue(pipe: Any, layout: KeyLayout, project: str, plan: Plan) -> None:
     """Add a plan's reads to a pipeline: one script call reading one member from every bucket
     (a single command however many buckets: an hourly week is 168 hashes), or HGETALL per bucket."""
-    keys = [layout.rollup(project, plan.dimension, r.granularity, r.label) for r in plan.buckets]
+    keys = _plan_keys(layout, project, plan)
     if plan.member is not None:
         pipe.evalsha_ro(HMGET_MANY_SHA, len(keys), *keys, plan.member)
     else:
@@ -255,11 +255,7 @@ def _classifier(plan: Plan) -> Callable[[str], tuple[str | None, ...] | None]:
 
 async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plans: Sequence[Plan]) -> list[Accumulated]:
     """Execute plans in one pipelined round trip; with_total plans get a TOTAL read appended."""
-    expanded: list[Plan] = []
-    for plan in plans:
-        expanded.append(plan)
-        if plan.with_total:
-            expanded.append(_total_plan(plan))
+    expanded = _expanded(plans)
     replies = await _execute(redis, layout, project, expanded)
     results: list[Accumulated] = []
     position = 0
@@ -378,18 +374,45 @@ def _sorted_groups(folded: dict[tuple[str | None, ...], Cell]) -> list[tuple[tup
 # --- endpoints' reads ---------------------------------------------------------------------------
 
 
-def _versioned(method: Callable[..., Awaitable[dict[str, Any]]]) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """Serve a read from the response cache while the project's data version is unchanged."""
+Method = Callable[..., Awaitable[dict[str, Any]]]
 
-    @functools.wraps(method)
-    async def read(self: Reader, *args: Any) -> dict[str, Any]:
-        if self.cache is None:
-            return await method(self, *args)
-        return await self.cache.get_or_compute(
-            self.redis, self.layout, self.project, (method.__name__, repr(args)), lambda: method(self, *args)
-        )
 
-    return read
+def _cached(keys_read: Callable[..., list[str]] | None) -> Callable[[Method], Method]:
+    """Serve a read from the response cache while what it reads is unchanged: the versions of
+    the keys `keys_read(reader, *args)` names, or, without it, the project's data version."""
+
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        async def read(self: Reader, *args: Any) -> dict[str, Any]:
+            if self.cache is None:
+                return await method(self, *args)
+
+            async def token() -> Hashable:
+                if keys_read is None:
+                    return await self.redis.get(self.layout.data_version(self.project))
+                return await self._bucket_token(keys_read(self, *args))
+
+            return await self.cache.get_or_compute(
+                self.project, (method.__name__, repr(args)), token, lambda: method(self, *args)
+            )
+
+        return read
+
+    return decorate
+
+
+def _plan_keys(layout: KeyLayout, project: str, plan: Plan) -> list[str]:
+    return [layout.rollup(project, plan.dimension, r.granularity, r.label) for r in plan.buckets]
+
+
+def _expanded(plans: Sequence[Plan]) -> list[Plan]:
+    """The plans as executed: a with_total plan is followed by its TOTAL read."""
+    out: list[Plan] = []
+    for plan in plans:
+        out.append(plan)
+        if plan.with_total:
+            out.append(_total_plan(plan))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +422,37 @@ class Reader:
     project: str
     cache: ResponseCache | None = None
 
-    @_versioned
+    async def _bucket_token(self, keys: list[str]) -> Hashable:
+        """The rebuild generation and the versions of `keys`, in one round trip."""
+        fields = sorted({self.layout.bucket_version_field(self.project, key) for key in keys})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.layout.generation())
+            pipe.hmget(self.layout.bucket_versions(self.project), fields)
+            generation, versions = await pipe.execute()
+        return (generation, tuple(fields), tuple(versions))
+
+    def _plans_keys(self, plans: Sequence[Plan]) -> list[str]:
+        return [key for plan in _expanded(plans) for key in _plan_keys(self.layout, self.project, plan)]
+
+    def _costs_keys(self, start: date, end: date, filters: Filters, grouping: Grouping) -> list[str]:
+        return self._plans_keys([plan_costs(start, end, filters, grouping)])
+
+    def _timeseries_keys(self, start: date, end: date, filters: Filters, interval: Interval) -> list[str]:
+        return self._plans_keys([plan_timeseries(start, end, filters, interval)])
+
+    def _models_keys(self, start: date, end: date, filters: Filters) -> list[str]:
+        return self._plans_keys([plan_costs(start, end, filters, Grouping(GroupBy.MODEL))])
+
+    def _compare_keys(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> list[str]:
+        return self._plans_keys([plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)])
+
+    def _top_keys(self, start: date, end: date, entity_type: str | None, *_: Any) -> list[str]:
+        plan = plan_leaderboard(start, end, entity_type)
+        boards = [self.layout.leaderboard(self.project, r.granularity, r.label, plan.board_type) for r in plan.boards]
+        rollups = [self.layout.rollup(self.project, Dimension.ENTITY, r.granularity, r.label) for r in plan.rollups]
+        return boards + rollups
+
+    @_cached(_costs_keys)
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -432,7 +485,7 @@ class Reader:
             },
         }
 
-    @_versioned
+    @_cached(_timeseries_keys)
     async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
         plan = plan_timeseries(start, end, filters, interval)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -453,7 +506,7 @@ class Reader:
             )
         return {"data": rows, "interval": interval.value}
 
-    @_versioned
+    @_cached(_models_keys)
     async def models(self, start: date, end: date, filters: Filters) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -472,7 +525,7 @@ class Reader:
             )
         return {"data": rows}
 
-    @_versioned
+    @_cached(_compare_keys)
     async def compare(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> dict[str, Any]:
         plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
         acc1, acc2 = await run_plans(self.redis, self.layout, self.project, plans)
@@ -498,7 +551,7 @@ class Reader:
             },
         }
 
-    @_versioned
+    @_cached(_top_keys)
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
@@ -546,7 +599,7 @@ class Reader:
             ]
         }
 
-    @_versioned
+    @_cached(None)
     async def sessions(
         self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int
     ) -> dict[str, Any]:

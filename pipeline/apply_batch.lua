@@ -17,7 +17,9 @@
 --    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
 --                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output], ...],
 --    "sets": [[set_key, [member, ...]], ...],
---    "versions": [data_version_key, ...]}   (one per project in the batch; INCR'd)
+--    "versions": [data_version_key, ...],   (one per project in the batch; INCR'd)
+--    "bucket_versions": [[bucket_versions_key, [field, ...]], ...]}
+--      (per project: the rollup and leaderboard keys this batch changes; each HINCRBY'd by 1)
 -- Every integer is a decimal string.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them.)
@@ -205,6 +207,12 @@ end
 
 for _, key in ipairs(batch.versions) do
   redis.call('INCR', key)
+end
+for _, entry in ipairs(batch.bucket_versions) do
+  local versions_key = entry[1]
+  for _, field in ipairs(entry[2]) do
+    redis.call('HINCRBY', versions_key, field, 1)
+  end
 end
 
 if #offset_args > 0 then

@@ -83,22 +83,22 @@ class BatchEncoder:
             ]
             for (project, day), ids in rollup.event_ids.items()
         ]
-        hashes = [
-            [
-                layout.rollup(project, dimension, granularity, bucket),
-                str(expire_at(granularity, bucket, retention.days_for(granularity))),
-                cell_increments(members),
-            ]
-            for (project, dimension, granularity, bucket), members in rollup.cells().items()
-        ]
-        zsets = [
-            [
-                layout.leaderboard(project, granularity, bucket, board_type),
-                str(expire_at(granularity, bucket, retention.days_for(granularity))),
-                [text for member, cost in entities.items() for text in (member, str(cost))],
-            ]
-            for (project, granularity, bucket, board_type), entities in rollup.leaderboard().items()
-        ]
+        # Every rollup and leaderboard key the batch changes, per project, for the API's
+        # per-bucket cache validation (KeyLayout.bucket_versions).
+        touched: dict[str, list[str]] = {}
+        hashes = []
+        for (project, dimension, granularity, bucket), members in rollup.cells().items():
+            key = layout.rollup(project, dimension, granularity, bucket)
+            hashes.append(
+                [key, str(expire_at(granularity, bucket, retention.days_for(granularity))), cell_increments(members)]
+            )
+            touched.setdefault(project, []).append(layout.bucket_version_field(project, key))
+        zsets = []
+        for (project, granularity, bucket, board_type), entities in rollup.leaderboard().items():
+            key = layout.leaderboard(project, granularity, bucket, board_type)
+            increments = [text for member, cost in entities.items() for text in (member, str(cost))]
+            zsets.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), increments])
+            touched.setdefault(project, []).append(layout.bucket_version_field(project, key))
         sessions = [
             [
                 layout.session(project, session_id),
@@ -136,6 +136,7 @@ class BatchEncoder:
                 "sessions": sessions,
                 "sets": sets,
                 "versions": [layout.data_version(project) for project in projects],
+                "bucket_versions": [[layout.bucket_versions(project), fields] for project, fields in touched.items()],
             }
         )
 

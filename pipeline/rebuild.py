@@ -72,11 +72,15 @@ async def rebuild(settings: Settings) -> int:
         await redis.ping()
         if starts:
             await redis.hset(offsets_key, mapping={str(p): str(FENCE_ALL) for p in starts})
-        # Cached API answers were computed from what is about to be deleted.
+        # Cached API answers were computed from what is about to be deleted. The generation
+        # moves before and after the deletion: bucket versions restart with the deleted
+        # `bv` hashes, so no answer cached before or during the deletion may match again.
+        await redis.incr(layout.generation())
         for project in await redis.smembers(layout.projects()):
             name = project.decode() if isinstance(project, bytes) else project
             await redis.incr(layout.data_version(name))
         deleted = await delete_derived(redis, layout, settings)
+        await redis.incr(layout.generation())
         await redis.delete(offsets_key)
         if starts:
             await redis.hset(offsets_key, mapping={str(p): str(offset) for p, offset in starts.items()})

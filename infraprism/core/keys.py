@@ -148,6 +148,25 @@ class KeyLayout:
         """Counter bumped by every batch that changes the project's aggregates (API cache validation)."""
         return f"{self.root}:{project}:ver"
 
+    def bucket_versions(self, project: str) -> str:
+        """Hash: the rest of a rollup or leaderboard key after `{root}:{project}:` -> a counter
+        bumped by every batch that changes that key, in the same atomic call.
+
+        The API's cache keeps an answer while the versions of exactly the keys it
+        read are unchanged, so ingest into today's buckets leaves last month's
+        answers cached.
+        """
+        return f"{self.root}:{project}:bv"
+
+    def bucket_version_field(self, project: str, key: str) -> str:
+        """The `bucket_versions` field of a rollup or leaderboard key of `project`."""
+        return key[len(self.root) + len(project) + 2 :]
+
+    def generation(self) -> str:
+        """Counter bumped by `infraprism rebuild` before and after it deletes the derived keys:
+        bucket versions restart after a rebuild, and cached answers must not outlive it."""
+        return f"{self.root}:generation"
+
     def entity_types(self, project: str) -> str:
         """Set of the entity types a project has seen."""
         return f"{self.root}:{project}:etypes"
@@ -166,7 +185,7 @@ class KeyLayout:
         r = self.root
         return [
             f"{r}:*:r:*", f"{r}:*:lb:*", f"{r}:*:s:*", f"{r}:*:si", f"{r}:*:si:*", f"{r}:*:sit:*",
-            f"{r}:*:dd:*", f"{r}:*:etypes", f"{r}:*:tagkeys", self.projects(),
+            f"{r}:*:dd:*", f"{r}:*:etypes", f"{r}:*:tagkeys", f"{r}:*:bv", self.projects(),
             self.halted_partitions(topic, group),
         ]
 

@@ -279,6 +279,8 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
         rest = key[len(root) :]
         if rest.startswith(("offsets:", "halted:")):
             continue
+        if rest == "generation":
+            continue  # `infraprism rebuild`'s count of rebuilds: bookkeeping for the API cache
         if rest == "projects":
             state["projects"] = set(await redis.smembers(key))
             continue
@@ -323,6 +325,10 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
         elif kind == "ver":
             # The API cache's data version: a count of applied batches, not an aggregate.
             assert int(await redis.get(key)) >= 1, key
+        elif kind == "bv":
+            # The API cache's per-key versions: one per rollup or leaderboard key, counts of batches.
+            versions = await redis.hgetall(key)
+            assert all(field.startswith(("r:", "lb:")) and int(v) >= 1 for field, v in versions.items()), key
         else:
             raise AssertionError(f"unexpected key in the aggregates: {key!r}")
     return state

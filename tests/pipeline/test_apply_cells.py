@@ -34,6 +34,7 @@ def payload(hashes: list[list[object]], offsets_key: str) -> bytes:
         "sessions": [],
         "sets": [],
         "versions": [],
+        "bucket_versions": [],
     }
     return orjson.dumps(document)
 
