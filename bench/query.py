@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,7 +51,7 @@ from infraprism.core.keys import KeyLayout  # noqa: E402
 from infraprism.core.rollup import BatchRollup  # noqa: E402
 from infraprism.localstack import free_port, start_redis  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
-from pipeline.store import RollupStore  # noqa: E402
+from pipeline.store import Applied, RollupStore  # noqa: E402
 
 PROJECT = "bench"
 ENTITIES = 10_000
@@ -218,6 +219,7 @@ async def real_ingest(settings: Settings) -> AsyncIterator[None]:
     rng = random.Random(11)
     running = True
     sequence = 0
+    run_id = uuid.uuid4().hex[:12]  # event ids must be new in every run, or dedupe drops the batches
 
     async def writer() -> None:
         nonlocal sequence
@@ -230,7 +232,7 @@ async def real_ingest(settings: Settings) -> AsyncIterator[None]:
                 model, provider = MODELS[rng.randrange(len(MODELS))]
                 rollup.add(
                     CostEvent(
-                        event_id=f"live{sequence}",
+                        event_id=f"live-{run_id}-{sequence}",
                         ts_ms=now_ms,
                         project_id=PROJECT,
                         entity_type=etype,
@@ -245,7 +247,9 @@ async def real_ingest(settings: Settings) -> AsyncIterator[None]:
                         tags=(("env", "production"), ("feature", "chat")),
                     )
                 )
-            await store.apply(rollup, [])
+            result = await store.apply(rollup, [])
+            if not isinstance(result, Applied):
+                raise RuntimeError(f"live batch refused: {result}")
             await asyncio.sleep(LIVE_BATCH_EVERY_S)
 
     task = asyncio.create_task(writer())
