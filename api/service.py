@@ -25,6 +25,7 @@ from api.planner import (
     GroupBy,
     Grouping,
     Interval,
+    LeaderboardPlan,
     Plan,
     group_of,
     matches,
@@ -36,7 +37,6 @@ from api.planner import (
 )
 from infraprism import anomaly_store
 from infraprism.core.keys import (
-    CELL_SEP,
     COST,
     EVENTS,
     INPUT,
@@ -127,11 +127,7 @@ def ratio(numerator: int, denominator: int, decimals: int = 1) -> float | None:
 
 def avg_latency_ms(cell: Cell) -> float | None:
     """Mean latency in ms (sums are microseconds), 1 decimal; None when no event reported one."""
-    count = cell[LATENCY_COUNT]
-    if not count:
-        return None
-    # Tenths of a millisecond are hundreds of microseconds.
-    return div_round_half_even(cell[LATENCY_SUM], count * 100) / 10
+    return ratio(cell[LATENCY_SUM], cell[LATENCY_COUNT] * 1000)
 
 
 def metrics(cell: Cell, row: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -185,15 +181,11 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
         for read, (packed,) in zip(plan.buckets, per_bucket, strict=True):
             if packed is None:
                 continue  # member absent from this bucket
-            counters = unpack_cell(packed)
             key = (read.period, group)
             cell = acc.get(key)
             if cell is None:
                 cell = acc[key] = [0, 0, 0, 0, 0, 0]
-            if read.sign > 0:
-                _add(cell, counters)
-            else:
-                _subtract(cell, counters)
+            _add(cell, unpack_cell(packed), read.sign)
         # A member counted only in subtracted buckets had no events in the range.
         return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
@@ -203,22 +195,20 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     classify = _classifier(plan)
     groups: dict[str, Any] = {}
     for read, cells_of_bucket in zip(plan.buckets, replies, strict=True):
-        period, adds = read.period, read.sign > 0
+        period, sign = read.period, read.sign
         for member, packed in cells_of_bucket.items():
             found: Any = groups.get(member, _UNSEEN)
             if found is _UNSEEN:
                 found = groups[member] = classify(member)
             if found is None:
                 continue
-            counters = list(map(int, packed.split(CELL_SEP)))
+            counters = unpack_cell(packed)
             key = (period, found)
             cell = acc.get(key)
             if cell is None:
-                acc[key] = counters if adds else [-value for value in counters]
-            elif adds:
-                _add(cell, counters)
+                acc[key] = counters if sign > 0 else [-value for value in counters]
             else:
-                _subtract(cell, counters)
+                _add(cell, counters, sign)
     # A group counted only in subtracted buckets had no events in the range.
     return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
@@ -320,22 +310,14 @@ def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
             acc[(period, (None,))] = rest
 
 
-def _add(into: Cell, cell: Cell) -> None:
-    into[0] += cell[0]
-    into[1] += cell[1]
-    into[2] += cell[2]
-    into[3] += cell[3]
-    into[4] += cell[4]
-    into[5] += cell[5]
-
-
-def _subtract(into: Cell, cell: Cell) -> None:
-    into[0] -= cell[0]
-    into[1] -= cell[1]
-    into[2] -= cell[2]
-    into[3] -= cell[3]
-    into[4] -= cell[4]
-    into[5] -= cell[5]
+def _add(into: Cell, cell: Cell, sign: int = 1) -> None:
+    """into += cell, or into -= cell for a subtracted bucket (sign -1)."""
+    into[0] += sign * cell[0]
+    into[1] += sign * cell[1]
+    into[2] += sign * cell[2]
+    into[3] += sign * cell[3]
+    into[4] += sign * cell[4]
+    into[5] += sign * cell[5]
 
 
 def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
@@ -429,7 +411,7 @@ class Reader:
             pipe.get(self.layout.generation())
             pipe.hmget(self.layout.bucket_versions(self.project), fields)
             generation, versions = await pipe.execute()
-        return (generation, tuple(fields), tuple(versions))
+        return (generation, tuple(versions))
 
     def _plans_keys(self, plans: Sequence[Plan]) -> list[str]:
         return [key for plan in _expanded(plans) for key in _plan_keys(self.layout, self.project, plan)]
@@ -446,10 +428,14 @@ class Reader:
     def _compare_keys(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> list[str]:
         return self._plans_keys([plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)])
 
-    def _top_keys(self, start: date, end: date, entity_type: str | None, *_: Any) -> list[str]:
-        plan = plan_leaderboard(start, end, entity_type)
+    def _leaderboard_keys(self, plan: LeaderboardPlan) -> tuple[list[str], list[str]]:
+        """(board keys, entity-rollup keys) of a /entities/top plan."""
         boards = [self.layout.leaderboard(self.project, r.granularity, r.label, plan.board_type) for r in plan.boards]
         rollups = [self.layout.rollup(self.project, Dimension.ENTITY, r.granularity, r.label) for r in plan.rollups]
+        return boards, rollups
+
+    def _top_keys(self, start: date, end: date, entity_type: str | None, *_: Any) -> list[str]:
+        boards, rollups = self._leaderboard_keys(plan_leaderboard(start, end, entity_type))
         return boards + rollups
 
     @_cached(_costs_keys)
@@ -556,7 +542,7 @@ class Reader:
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
         plan = plan_leaderboard(start, end, entity_type)
-        keys = [self.layout.leaderboard(self.project, r.granularity, r.label, plan.board_type) for r in plan.boards]
+        keys, entity_keys = self._leaderboard_keys(plan)
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
         # they choose the candidates (in Redis: only they travel), the entity rollup
         # gives the exact numbers and the final order.
@@ -566,9 +552,6 @@ class Reader:
         if not flat:
             return {"data": []}
         members = flat[0::2]
-        entity_keys = [
-            self.layout.rollup(self.project, Dimension.ENTITY, read.granularity, read.label) for read in plan.rollups
-        ]
         replies = await _evalsha(self.redis, HMGET_MANY_SHA, len(entity_keys), *entity_keys, *members)
         count = len(members)
         events = [0] * count

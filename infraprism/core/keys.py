@@ -45,10 +45,10 @@ class Metric(StrEnum):
 METRICS: tuple[Metric, ...] = tuple(Metric)
 
 # A rollup cell is one hash field per member whose value packs the six counters,
-# in METRICS order, as decimal text: "events cost input output latency_sum latency_count".
+# in METRICS order, as decimal text joined by single spaces:
+# "events cost input output latency_sum latency_count".
 # One field per member instead of one per counter: a month of 10,000 entities is
-# 10,000 fields for the API to read, not 60,000, and a third of the memory.
-CELL_SEP = " "
+# 10,000 fields for the API to read, not 60,000, and a fifth of the memory (docs/benchmarks.md).
 # Each counter's index in a cell (and in the counter lists the code sums cells in).
 EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
 
@@ -59,7 +59,7 @@ def pack_cell(counters: list[int]) -> str:
 
 def unpack_cell(packed: str | bytes) -> list[int]:
     """The six counters of a stored cell, read with or without decode_responses."""
-    return [int(value) for value in packed.split()]
+    return list(map(int, packed.split()))
 
 # Granularities each dimension is kept at. The cube is not kept per hour: no
 # query reads hours with a tag or model filter (only /costs/timeseries reads
