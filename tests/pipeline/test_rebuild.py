@@ -18,8 +18,13 @@ def cost_event(i: int) -> dict:
 async def snapshot(redis, layout: KeyLayout, settings) -> dict[str, object]:
     """Every derived key's content (hashes, sorted sets and sets), dedupe sets included."""
     state: dict[str, object] = {}
+    versions = layout.bucket_versions("default")
     for pattern in layout.derived_patterns(settings.events_topic, settings.aggregator_group):
         async for key in redis.scan_iter(match=pattern):
+            if key == versions:
+                # The API cache's bucket versions count batches, and a rebuild applies the
+                # same events in batches of its own: bookkeeping, not an aggregate.
+                continue
             kind = await redis.type(key)
             if kind == "hash":
                 state[key] = await redis.hgetall(key)
@@ -41,8 +46,11 @@ async def test_rebuild_restores_exactly_the_same_aggregates(settings, redis_clie
     # Damage the aggregates: lose some keys, corrupt a counter.
     rollup_keys = sorted(key for key in before if ":r:" in key)
     await redis_client.delete(*rollup_keys[::3])
-    await redis_client.hincrby(rollup_keys[1], "c", 999)
+    member = next(iter(before[rollup_keys[1]]))
+    await redis_client.hset(rollup_keys[1], member, "1 999 0 0 0 0")
 
     deleted = await rebuild(settings)
     assert deleted > 0
+    # Moved before and after the deletion, so no cached API answer survives the rebuild.
+    assert await redis_client.get(layout.generation()) == "2"
     assert await snapshot(redis_client, layout, settings) == before
