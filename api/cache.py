@@ -21,7 +21,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from api.columns import Matrix, parse_cells
+from infraprism.core.keys import SEP
 
 
 @dataclass(slots=True)
@@ -36,6 +42,7 @@ class ResponseCache:
     """Recent response bodies per (project, query), bounded by rows held and by age."""
 
     def __init__(self, *, max_rows: int = 200_000, max_age_s: float = 300.0) -> None:
+        self.buckets = BucketCache(max_age_s=max_age_s)
         self._entries: OrderedDict[tuple[str, Hashable], _Entry] = OrderedDict()
         self._rows = 0
         self._max_rows = max_rows
@@ -77,3 +84,91 @@ class ResponseCache:
 def _rows(body: dict[str, Any]) -> int:
     data = body.get("data")
     return 1 + (len(data) if isinstance(data, list) else 0)
+
+
+class ScannedBucket(NamedTuple):
+    """One rollup hash, parsed: its members as ids of a `BucketCache`'s vocabulary, and
+    their counters, row for row."""
+
+    member_ids: npt.NDArray[np.int64]
+    counters: Matrix
+
+
+class BucketCache:
+    """Parsed rollup hashes kept across requests, each valid at one version token.
+
+    The response cache helps only while none of the keys an answer reads changes. Under
+    live ingest the current month's hash changes with every batch, yet a last-31-days
+    answer also reads a dozen closed days: those stay parsed here, and only the
+    changed hash is read and parsed again. The token is the one the response cache
+    uses (rebuild generation, bucket version), read before the hash, so an entry is
+    never older than its token says. Members are numbered in one vocabulary so a sum
+    over buckets is a numpy scatter, not a dict per member.
+    """
+
+    def __init__(self, *, max_cells: int = 2_000_000, max_members: int = 1_000_000, max_age_s: float = 300.0) -> None:
+        self._entries: OrderedDict[str, tuple[Hashable, float, ScannedBucket]] = OrderedDict()
+        self._cells = 0
+        self._max_cells = max_cells
+        self._max_members = max_members
+        # As for responses: a retention TTL drops a hash without a version change.
+        self._max_age_s = max_age_s
+        self._ids: dict[str, int] = {}
+        # The vocabulary: member ids index both lists. `clear` starts new lists, so a
+        # reader holding ids can tell (by identity) that they were renumbered.
+        self.members: list[str] = []
+        # Each member split into its identifiers (entity type and id, model, ...).
+        self.member_parts: list[tuple[str, ...]] = []
+
+    def get(self, key: str, token: Hashable) -> ScannedBucket | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != token or time.monotonic() - entry[1] >= self._max_age_s:
+            return None
+        self._entries.move_to_end(key)
+        return entry[2]
+
+    def parse(self, key: str, token: Hashable | None, cells: dict[str, str]) -> ScannedBucket | None:
+        """Parse a hash read at `token` and keep it (not when token is None: unknown version).
+        None when a counter is outside the exact range of `api.columns.parse_cells`."""
+        counters = parse_cells(list(cells.values()))
+        if counters is None:
+            return None
+        if len(self.members) + len(cells) > self._max_members:
+            self.clear()  # numbers of members gone from Redis would pile up forever
+        ids, members, parts = self._ids, self.members, self.member_parts
+        member_ids = list(map(ids.get, cells))  # C speed; None for a member not numbered yet
+        if None in member_ids:
+            for position, member in enumerate(cells):
+                if member_ids[position] is None:
+                    member_ids[position] = ids[member] = len(members)
+                    members.append(member)
+                    parts.append(tuple(member.split(SEP)))
+        scanned = ScannedBucket(np.array(member_ids, dtype=np.int64), counters)
+        if token is not None:
+            self._store(key, token, scanned)
+        return scanned
+
+    @property
+    def vocabulary(self) -> object:
+        """Changes identity whenever member ids are renumbered."""
+        return self.members
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._cells = 0
+        self._ids = {}
+        self.members = []
+        self.member_parts = []
+
+    def _store(self, key: str, token: Hashable, scanned: ScannedBucket) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._cells -= len(old[2].member_ids)
+        size = len(scanned.member_ids)
+        if size > self._max_cells:
+            return
+        self._entries[key] = (token, time.monotonic(), scanned)
+        self._cells += size
+        while self._cells > self._max_cells:
+            _, (_, _, evicted) = self._entries.popitem(last=False)
+            self._cells -= len(evicted.member_ids)

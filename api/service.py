@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from api.cache import ResponseCache
+from api.cache import BucketCache, ResponseCache
+from api.columns import MAX_SUMMED_BUCKETS, Matrix, mean_ms_column, usd_column, within_exact_range
 from api.planner import (
     Filters,
     GroupBy,
@@ -54,8 +57,10 @@ log = logging.getLogger(__name__)
 
 
 Cell = list[int]
-Accumulated = dict[tuple[str | None, tuple[str | None, ...]], Cell]
+AccKey = tuple[str | None, tuple[str | None, ...]]  # (output period, group)
+Accumulated = dict[AccKey, Cell]
 _UNSEEN: Any = object()
+_NO_IDS = np.zeros(0, dtype=np.int64)
 
 # Reads the same fields from many hashes in one command (EVALSHA_RO: it can only read).
 # Redis turns the false of a missing field into a nil reply, so Python sees None.
@@ -68,47 +73,57 @@ return out
 """
 HMGET_MANY_SHA = hashlib.sha1(HMGET_MANY_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
-# The candidates for the first ARGV[1] places of the signed union of leaderboards KEYS
-# (ARGV[3..] their weights, 1 or -1), ARGV[2] "desc" or "asc", as a flat member, score, ...
-# list: the first places plus every member tied with the last of them (the exact order is
-# settled later from integer counters). Only these travel, not the whole union (10,000
-# entities for a year). A member counted only in subtracted boards scores 0 with no events
-# in the range; the caller drops it, so ascending keeps every score <= 0 *and* the first
+# /entities/top in one atomic call. KEYS: ARGV[3] leaderboards, then the entity rollups
+# of the same range; ARGV[4..] the boards' weights (1 or -1), ARGV[1] the limit, ARGV[2]
+# "desc" or "asc". The signed union of the boards (ZUNION ... WEIGHTS) picks the candidates
+# for the first places: those places plus every member tied with the last of them (the
+# exact order is settled later from integer counters). Only they travel, with their cells
+# from every rollup, read in the same call: the candidates and their numbers are one
+# moment's data. A member counted only in subtracted boards scores 0 with no events in
+# the range; the caller drops it, so ascending keeps every score <= 0 *and* the first
 # places after them, and descending reaches zero scores only when it takes all of them.
-TOP_CANDIDATES_LUA = """
-local args = {'ZUNION', #KEYS}
-for _, key in ipairs(KEYS) do args[#args + 1] = key end
+# Returns {candidates, {cells of the candidates in rollup 1}, {... rollup 2}, ...}.
+TOP_ENTITIES_LUA = """
+local boards = tonumber(ARGV[3])
+local args = {'ZUNION', boards}
+for i = 1, boards do args[#args + 1] = KEYS[i] end
 args[#args + 1] = 'WEIGHTS'
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 1, boards do args[#args + 1] = ARGV[3 + i] end
 args[#args + 1] = 'WITHSCORES'
 local flat = redis.call(unpack(args))
 local n = #flat / 2
 local limit = tonumber(ARGV[1])
-local out = {}
+local first, last = 1, n
 if ARGV[2] == 'desc' then
-  if n <= limit then return flat end
-  local first = n - limit + 1
-  local boundary = tonumber(flat[2 * first])
-  while first > 1 and tonumber(flat[2 * (first - 1)]) == boundary do first = first - 1 end
-  for i = first, n do
-    out[#out + 1] = flat[2 * i - 1]
-    out[#out + 1] = flat[2 * i]
+  if n > limit then
+    first = n - limit + 1
+    local boundary = tonumber(flat[2 * first])
+    while first > 1 and tonumber(flat[2 * (first - 1)]) == boundary do first = first - 1 end
   end
 else
   local zeros = 0
   while zeros < n and tonumber(flat[2 * (zeros + 1)]) <= 0 do zeros = zeros + 1 end
-  local last = math.min(n, zeros + limit)
-  if last == 0 then return out end
-  local boundary = tonumber(flat[2 * last])
-  while last < n and tonumber(flat[2 * (last + 1)]) == boundary do last = last + 1 end
-  for i = 1, last do
-    out[#out + 1] = flat[2 * i - 1]
-    out[#out + 1] = flat[2 * i]
+  last = math.min(n, zeros + limit)
+  if last > 0 then
+    local boundary = tonumber(flat[2 * last])
+    while last < n and tonumber(flat[2 * (last + 1)]) == boundary do last = last + 1 end
   end
+end
+local candidates = {}
+for i = first, last do candidates[#candidates + 1] = flat[2 * i - 1] end
+local out = {candidates}
+for k = boards + 1, #KEYS do
+  local cells = {}
+  -- In chunks: unpack() of more than a few thousand values overflows Lua's stack.
+  for from = 1, #candidates, 1000 do
+    local chunk = redis.call('HMGET', KEYS[k], unpack(candidates, from, math.min(from + 999, #candidates)))
+    for i = 1, #chunk do cells[#cells + 1] = chunk[i] end
+  end
+  out[#out + 1] = cells
 end
 return out
 """
-TOP_CANDIDATES_SHA = hashlib.sha1(TOP_CANDIDATES_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
+TOP_ENTITIES_SHA = hashlib.sha1(TOP_ENTITIES_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
 
 # --- exact arithmetic for the response ---------------------------------------------------------
@@ -213,6 +228,21 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
 
+def _entity_scan_prefix(plan: Plan) -> str | None:
+    """For the commonest scan, costs grouped by entity, maybe of one type: the entity type
+    wanted ("" for any); None for every other scan."""
+    filters = plan.filters
+    if (
+        plan.dimension is Dimension.ENTITY
+        and plan.grouping.kind is GroupBy.ENTITY
+        and not filters.tags
+        and filters.model is None
+        and filters.entity_id is None
+    ):
+        return filters.entity_type or ""
+    return None
+
+
 def _classifier(plan: Plan) -> Callable[[str], tuple[str | None, ...] | None]:
     """member -> its group key, or None when the plan's filters refuse it."""
     dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
@@ -268,7 +298,9 @@ async def run_plans(redis: aioredis.Redis, layout: KeyLayout, project: str, plan
 async def _execute(redis: aioredis.Redis, layout: KeyLayout, project: str, plans: list[Plan]) -> list[Any]:
     for attempt in (1, 2):
         try:
-            async with redis.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: a batch applied between two reads could otherwise show in one
+            # bucket and not in another (a month read and the day subtracted from it).
+            async with redis.pipeline(transaction=True) as pipe:
                 for plan in plans:
                     _queue(pipe, layout, project, plan)
                 return await pipe.execute()  # type: ignore[no-any-return]
@@ -283,7 +315,7 @@ async def _execute(redis: aioredis.Redis, layout: KeyLayout, project: str, plans
 
 async def load_scripts(redis: aioredis.Redis) -> None:
     """Load the read scripts; called by the app's lifespan and after a NOSCRIPT."""
-    for text, sha in ((HMGET_MANY_LUA, HMGET_MANY_SHA), (TOP_CANDIDATES_LUA, TOP_CANDIDATES_SHA)):
+    for text, sha in ((HMGET_MANY_LUA, HMGET_MANY_SHA), (TOP_ENTITIES_LUA, TOP_ENTITIES_SHA)):
         loaded = await redis.script_load(text)
         assert loaded == sha
 
@@ -353,6 +385,75 @@ def _sorted_groups(folded: dict[tuple[str | None, ...], Cell]) -> list[tuple[tup
     return sorted(items, key=lambda item: (-item[1][COST], item[0]))
 
 
+# The response fields of a dimension grouping's group tuple (the columnar path's groupings).
+DIMENSION_FIELDS: dict[GroupBy, tuple[str, str]] = {
+    GroupBy.ENTITY: ("entity_type", "entity_id"),
+    GroupBy.MODEL: ("model", "provider"),
+}
+
+
+def _dimension_rows(
+    groups: list[tuple[str | None, ...]], matrix: Matrix, fields: tuple[str, str]
+) -> tuple[list[dict[str, Any]], Cell]:
+    """The rows of a dimension grouping from `Reader._dimension_scan`'s sums, as `metrics`
+    shapes them, in `_sorted_groups` order; and the grand total."""
+    # Exact whatever the row count: a Python-int sum of each column.
+    total = [int(value) for value in matrix.sum(axis=0, dtype=object)]
+    order = _cost_descending_order(matrix[:, COST], groups)
+    matrix = matrix[order]
+    first, second = fields
+    rows = [
+        {
+            first: group[0],
+            second: group[1],
+            "total_cost": cost_usd,
+            "total_events": events,
+            "total_input_tokens": input_tokens,
+            "total_output_tokens": output_tokens,
+            "avg_latency_ms": latency_ms,
+        }
+        for group, cost_usd, events, input_tokens, output_tokens, latency_ms in zip(
+            [groups[row] for row in order],
+            usd_column(matrix[:, COST]),
+            matrix[:, EVENTS].tolist(),
+            matrix[:, INPUT].tolist(),
+            matrix[:, OUTPUT].tolist(),
+            mean_ms_column(matrix[:, LATENCY_SUM], matrix[:, LATENCY_COUNT]),
+            strict=True,
+        )
+    ]
+    return rows, total
+
+
+def _cost_descending_order(costs: Matrix, groups: list[tuple[str | None, ...]]) -> list[int]:
+    """Row positions by cost descending, equal costs by group: `_sorted_groups`' order.
+    Sorted by numpy, and only the runs of equal costs (rare but for zero) by Python."""
+    order = np.argsort(-costs, kind="stable")
+    ordered_costs = costs[order]
+    order_list: list[int] = order.tolist()
+    tied = np.flatnonzero(ordered_costs[1:] == ordered_costs[:-1]).tolist()
+    run_start = None
+    for position, next_position in itertools.zip_longest(tied, tied[1:]):
+        if run_start is None:
+            run_start = position
+        if next_position != position + 1:  # the run of equal costs ends at position + 1
+            run = slice(run_start, position + 2)
+            order_list[run] = sorted(order_list[run], key=groups.__getitem__)
+            run_start = None
+    return order_list
+
+
+def _costs_body(rows: list[dict[str, Any]], total: Cell, start: date, end: date) -> dict[str, Any]:
+    return {
+        "data": rows,
+        "summary": {
+            "total_cost": nano_to_usd(total[COST]),
+            "total_events": total[EVENTS],
+            "period": {"start": start.isoformat(), "end": end.isoformat()},
+        },
+    }
+
+
 # --- endpoints' reads ---------------------------------------------------------------------------
 
 
@@ -399,19 +500,110 @@ def _expanded(plans: Sequence[Plan]) -> list[Plan]:
 
 @dataclass(frozen=True, slots=True)
 class Reader:
+    """One request's reads of one project's aggregates."""
+
     redis: aioredis.Redis
     layout: KeyLayout
     project: str
     cache: ResponseCache | None = None
+    # key -> (rebuild generation, bucket version) as read for the response cache's token:
+    # the bucket cache's token of each key.
+    bucket_tokens: dict[str, Hashable] = field(default_factory=dict)
 
     async def _bucket_token(self, keys: list[str]) -> Hashable:
         """The rebuild generation and the versions of `keys`, in one round trip."""
-        fields = sorted({self.layout.bucket_version_field(self.project, key) for key in keys})
+        fields_of_keys = {key: self.layout.bucket_version_field(self.project, key) for key in keys}
+        fields = sorted(set(fields_of_keys.values()))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.layout.generation())
             pipe.hmget(self.layout.bucket_versions(self.project), fields)
             generation, versions = await pipe.execute()
+        version_of = dict(zip(fields, versions, strict=True))
+        for key, version_field in fields_of_keys.items():
+            self.bucket_tokens[key] = (generation, version_of[version_field])
         return (generation, tuple(versions))
+
+    async def _read_hashes(self, keys: list[str]) -> tuple[list[dict[str, str]], dict[str, Hashable]]:
+        """HGETALL of `keys` and their bucket tokens, in one MULTI/EXEC: what is read is one
+        moment's data, and each hash's token is exactly the version of what was read."""
+        fields = [self.layout.bucket_version_field(self.project, key) for key in keys]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.layout.generation())
+            pipe.hmget(self.layout.bucket_versions(self.project), fields)
+            for key in keys:
+                pipe.hgetall(key)
+            generation, versions, *replies = await pipe.execute()
+        return replies, {key: (generation, version) for key, version in zip(keys, versions, strict=True)}
+
+    async def _dimension_scan(self, plan: Plan) -> tuple[list[tuple[str | None, ...]], Matrix] | None:
+        """A dimension grouping's groups with events in the range, and their summed counters
+        as an int64 matrix, row for row. Buckets unchanged since an earlier request come
+        parsed from the bucket cache; the others are read in one round trip. None when a
+        counter is outside the exact range of `api.columns`, or a group has a null value:
+        the caller then sums with ints."""
+        if len(plan.buckets) > MAX_SUMMED_BUCKETS:
+            return None
+        buckets = self.cache.buckets if self.cache is not None else BucketCache()
+        keys = _plan_keys(self.layout, self.project, plan)
+        tokens = self.bucket_tokens
+        vocabulary = buckets.vocabulary
+        parts = [buckets.get(key, tokens[key]) if key in tokens else None for key in keys]
+        missing = [index for index, part in enumerate(parts) if part is None]
+        if missing:
+            replies, fresh = await self._read_hashes([keys[index] for index in missing])
+            if len(missing) < len(keys) and any(fresh[key] != tokens[key] for key in fresh):
+                # A batch landed since the versions were read: the cached parts hold the
+                # data as it was then, the fresh ones as it is now. Read all of them
+                # together instead, so the answer is one moment's data.
+                missing = list(range(len(keys)))
+                replies, fresh = await self._read_hashes(keys)
+            for index, cells in zip(missing, replies, strict=True):
+                parts[index] = buckets.parse(keys[index], fresh[keys[index]], cells)
+                if parts[index] is None:
+                    return None
+        if buckets.vocabulary is not vocabulary:
+            # Parsing renumbered the members (the vocabulary was full): ids do not mix.
+            return None
+        scanned = [part for part in parts if part is not None]  # all of them by now
+        present = np.unique(np.concatenate([part.member_ids for part in scanned])) if scanned else _NO_IDS
+        sums = np.zeros((len(present), 6), dtype=np.int64)
+        for read, part in zip(plan.buckets, scanned, strict=True):
+            rows = np.searchsorted(present, part.member_ids)
+            # Plain fancy-index addition is right: a hash holds each member once.
+            if read.sign > 0:
+                sums[rows] += part.counters
+            else:
+                sums[rows] -= part.counters
+        if not within_exact_range(sums):
+            return None
+        keep = sums[:, EVENTS] != 0  # a member counted only in subtracted buckets had none
+        member_parts = buckets.member_parts
+        prefix = _entity_scan_prefix(plan)
+        if prefix is not None:
+            # Costs by entity: a member's identifiers, type and id, are its group.
+            groups = [member_parts[member_id] for member_id in present.tolist()]
+            if prefix:
+                keep &= np.array([group[0] == prefix for group in groups], dtype=bool)
+            kept = keep.tolist()
+            return list(itertools.compress(groups, kept)), sums[keep]
+        # Several members can share a group (an entity-model member grouped by model).
+        classify = _classifier(plan)
+        members = buckets.members
+        group_rows: dict[tuple[str | None, ...], int] = {}
+        rows_of_members = []
+        kept_members = []
+        for position, member_id in enumerate(present.tolist()):
+            group = classify(members[member_id]) if keep[position] else None
+            if group is not None:
+                rows_of_members.append(group_rows.setdefault(group, len(group_rows)))
+                kept_members.append(position)
+        if any(None in group for group in group_rows):
+            return None  # a null value sorts after the others: `_sorted_groups` orders these rows
+        grouped = np.zeros((len(group_rows), 6), dtype=np.int64)
+        np.add.at(grouped, rows_of_members, sums[kept_members])
+        if not within_exact_range(grouped):
+            return None
+        return list(group_rows), grouped
 
     def _plans_keys(self, plans: Sequence[Plan]) -> list[str]:
         return [key for plan in _expanded(plans) for key in _plan_keys(self.layout, self.project, plan)]
@@ -441,10 +633,15 @@ class Reader:
     @_cached(_costs_keys)
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping)
+        kind = grouping.kind
+        if plan.member is None and not plan.with_total and kind in DIMENSION_FIELDS:
+            # Thousands of rows (one per entity): summed and shaped a column at a time.
+            scanned = await self._dimension_scan(plan)
+            if scanned is not None:
+                return _costs_body(*_dimension_rows(*scanned, DIMENSION_FIELDS[kind]), start, end)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
         total = _grand_total(acc)
         rows: list[dict[str, Any]]
-        kind = grouping.kind
         if kind is GroupBy.NONE:
             rows = [metrics(total)]
         elif kind in (GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH):
@@ -462,14 +659,7 @@ class Reader:
                 rows = [metrics(c, {"model": g[0], "provider": g[1]}) for g, c in ordered]
             else:
                 rows = [metrics(c, {"tag_key": grouping.tag_key, "tag_value": g[0]}) for g, c in ordered]
-        return {
-            "data": rows,
-            "summary": {
-                "total_cost": nano_to_usd(total[COST]),
-                "total_events": total[EVENTS],
-                "period": {"start": start.isoformat(), "end": end.isoformat()},
-            },
-        }
+        return _costs_body(rows, total, start, end)
 
     @_cached(_timeseries_keys)
     async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
@@ -544,15 +734,16 @@ class Reader:
         plan = plan_leaderboard(start, end, entity_type)
         keys, entity_keys = self._leaderboard_keys(plan)
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
-        # they choose the candidates (in Redis: only they travel), the entity rollup
-        # gives the exact numbers and the final order.
+        # they choose the candidates (in Redis: only they travel), the entity rollups
+        # give the exact numbers and the final order.
         order = "desc" if descending else "asc"
         signs = [r.sign for r in plan.boards]
-        flat = await _evalsha(self.redis, TOP_CANDIDATES_SHA, len(keys), *keys, limit, order, *signs)
-        if not flat:
+        members, *replies = await _evalsha(
+            self.redis, TOP_ENTITIES_SHA, len(keys) + len(entity_keys), *keys, *entity_keys,
+            limit, order, len(keys), *signs,
+        )  # fmt: skip
+        if not members:
             return {"data": []}
-        members = flat[0::2]
-        replies = await _evalsha(self.redis, HMGET_MANY_SHA, len(entity_keys), *entity_keys, *members)
         count = len(members)
         events = [0] * count
         costs = [0] * count

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import httpx
 import redis.asyncio as aioredis
 
-from infraprism.core.keys import KeyLayout
+from api.cache import BucketCache, ResponseCache
+from api.planner import Filters, GroupBy, Grouping
+from api.service import Reader
+from infraprism.core.buckets import Granularity
+from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.settings import Settings
 from tests.api.helpers import load_events
 
@@ -100,3 +106,97 @@ async def test_a_rebuild_generation_invalidates_every_cached_answer(
     await redis_client.incr(layout.generation())
     await load_events(redis_client, settings, [event(project, 4, 3.0)])
     assert (await authed.get("/v1/analytics/costs", params=PARAMS)).json()["summary"]["total_cost"] == 3.0
+
+
+async def test_an_answer_over_changed_and_unchanged_buckets_reads_only_the_changed_ones_again(
+    authed: httpx.AsyncClient, redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """Parsed buckets outlive a cached answer: when a batch changes one bucket of a range,
+    the answer is computed again from the parsed copies of the others (the bucket cache),
+    and a bucket is read again as soon as its own version moves."""
+    layout = KeyLayout(settings.key_prefix)
+    # January as its month bucket, February 1-10 as day buckets.
+    span = {"start_date": "2025-01-01", "end_date": "2025-02-10", "group_by": "entity"}
+    await load_events(redis_client, settings, [event(project, 1, 1.25), event(project, 2, 2.0, "2025-02-05T08:00:00Z")])
+    assert (await authed.get("/v1/analytics/costs", params=span)).json()["summary"]["total_cost"] == 3.25
+
+    # January's entity rollup removed behind Redis's back (its version stands), then a real
+    # batch into February 5: January still counts, from its parsed copy.
+    await redis_client.delete(layout.rollup(project, Dimension.ENTITY, Granularity.MONTH, "202501"))
+    await load_events(redis_client, settings, [event(project, 3, 0.5, "2025-02-05T09:00:00Z")])
+    second = (await authed.get("/v1/analytics/costs", params=span)).json()
+    assert second["summary"] == {
+        "total_cost": 3.75,
+        "total_events": 3,
+        "period": {"start": "2025-01-01", "end": "2025-02-10"},
+    }
+    assert [(row["entity_id"], row["total_cost"], row["total_events"]) for row in second["data"]] == [
+        ("acme", 3.75, 3)
+    ]
+
+    # A batch into January moves January's version: it is read again, and Redis now holds
+    # only the new event there.
+    await load_events(redis_client, settings, [event(project, 4, 0.25, "2025-01-20T08:00:00Z")])
+    third = (await authed.get("/v1/analytics/costs", params=span)).json()
+    assert (third["summary"]["total_cost"], third["summary"]["total_events"]) == (2.75, 3)
+
+
+async def test_member_ids_renumbered_mid_read_fall_back_to_exact_ints(
+    redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """A bucket cache whose vocabulary fills up renumbers its members. A read that parsed
+    some buckets under the old numbers must not sum them with the new ones: it falls back
+    to the plain-int path and still gets the exact answer."""
+    entities = ["a", "b", "c", "d"]
+    events = [
+        {**event(project, n, 1.0 + n, "2025-01-15T10:00:00Z"), "entity_id": entity}
+        for n, entity in enumerate(entities[:3])
+    ] + [
+        {**event(project, 10 + n, 0.5 + n, "2025-02-03T10:00:00Z"), "entity_id": entity}
+        for n, entity in enumerate(entities[1:])
+    ]
+    await load_events(redis_client, settings, events)
+    layout = KeyLayout(settings.key_prefix)
+    read = (date(2025, 1, 1), date(2025, 2, 10), Filters(), Grouping(GroupBy.ENTITY))
+
+    roomy = await Reader(redis_client, layout, project, ResponseCache()).costs(*read)
+    cramped_cache = ResponseCache()
+    cramped_cache.buckets = BucketCache(max_members=4)  # January's 3 members + February's 3 overflow
+    cramped = await Reader(redis_client, layout, project, cramped_cache).costs(*read)
+
+    assert cramped == roomy
+    # a: 1.0; b: 2.0 + 0.5; c: 3.0 + 1.5; d: 2.5. Equal costs in entity order.
+    assert [(row["entity_id"], row["total_cost"]) for row in roomy["data"]] == [
+        ("c", 4.5),
+        ("b", 2.5),
+        ("d", 2.5),
+        ("a", 1.0),
+    ]
+
+
+async def test_cached_and_fresh_buckets_from_different_moments_are_not_mixed(
+    redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """The versions are read, then the missing buckets. When a batch lands in between, the
+    cached buckets show the data before it and the fresh ones after it: the read sees the
+    moved version and reads every bucket again, in one MULTI/EXEC."""
+    layout = KeyLayout(settings.key_prefix)
+    cache = ResponseCache()
+    read = (date(2025, 1, 1), date(2025, 2, 10), Filters(), Grouping(GroupBy.ENTITY))
+    await load_events(redis_client, settings, [event(project, 1, 1.25), event(project, 2, 2.0, "2025-02-05T08:00:00Z")])
+    first = Reader(redis_client, layout, project, cache)
+    assert (await first.costs(*read))["summary"]["total_cost"] == 3.25
+    tokens_before = dict(first.bucket_tokens)
+
+    # January's rollup removed behind Redis's back (its version stands, its parsed copy is
+    # cached), February 5's parsed copy evicted, then a batch into February 5.
+    await redis_client.delete(layout.rollup(project, Dimension.ENTITY, Granularity.MONTH, "202501"))
+    february_5 = layout.rollup(project, Dimension.ENTITY, Granularity.DAY, "20250205")
+    cache.buckets._entries.pop(february_5)
+    await load_events(redis_client, settings, [event(project, 3, 0.5, "2025-02-05T09:00:00Z")])
+
+    # A read whose versions were read before that batch: February 5 is read fresh and its
+    # version has moved, so January's cached copy (the moment before) is not used.
+    late = Reader(redis_client, layout, project, cache, bucket_tokens=tokens_before)
+    body = await Reader.costs.__wrapped__(late, *read)  # type: ignore[attr-defined]
+    assert (body["summary"]["total_cost"], body["summary"]["total_events"]) == (2.5, 2)

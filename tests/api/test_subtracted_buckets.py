@@ -95,3 +95,26 @@ async def test_top_entities_skip_entities_only_in_subtracted_buckets(loaded, par
     rows = response.json()["data"]
     assert [row["entity_id"] for row in rows] == expected
     assert [row["rank"] for row in rows] == list(range(1, len(expected) + 1))
+
+
+async def test_ascending_top_over_thousands_of_zero_scores(
+    authed: httpx.AsyncClient, settings: Settings, project: str, redis_client
+):
+    """Ascending order keeps every member scoring 0, and a busy project can have thousands
+    (free entities, or ones active only in subtracted days). Their cells are read in the same
+    script in chunks: one HMGET of them all would overflow Lua's stack (about 8,000 values)."""
+    events = [
+        *(_event(project, n, f"free-{n:05d}", "2025-01-10", 0.0) for n in range(8_200)),
+        _event(project, 9_001, "cheap", "2025-01-12", 0.25),
+        _event(project, 9_002, "dear", "2025-01-12", 4.0),
+    ]
+    await load_events(redis_client, settings, events, batches=4)
+    response = await authed.get("/v1/analytics/entities/top", params={**JAN_1_TO_29, "order": "asc", "limit": 3})
+    assert response.status_code == 200, response.text
+    assert [(row["entity_id"], row["total_cost"], row["rank"]) for row in response.json()["data"]] == [
+        ("free-00000", 0.0, 1),
+        ("free-00001", 0.0, 2),
+        ("free-00002", 0.0, 3),
+    ]
+    response = await authed.get("/v1/analytics/entities/top", params={**JAN_1_TO_29, "order": "desc", "limit": 2})
+    assert [row["entity_id"] for row in response.json()["data"]] == ["dear", "cheap"]

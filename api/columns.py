@@ -1,0 +1,95 @@
+"""Bulk arithmetic for scanned rollup hashes: cells parsed, summed and rounded a column at a time.
+
+A costs-by-entity answer over a month sums 10,000 to 15,000 packed cells and
+shapes 10,000 rows. Done one Python int at a time that is most of the request
+(about 12 microseconds per row on this project's 2-core machine); with numpy the
+arithmetic is a few vector operations and only the row dicts remain per row.
+
+Exactness is kept by refusing, not by approximating: every function returns None
+when an input lies outside the range in which its int64/float64 arithmetic is
+exact, and the caller then uses the plain-int path (`api.service`): stored
+counters of at most 15 digits, and sums below 2**53 (a sum of at most
+`MAX_SUMMED_BUCKETS` such counters cannot overflow int64 on the way).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from infraprism.core.keys import METRICS
+
+Matrix = npt.NDArray[np.int64]
+
+EXACT_DOUBLE = 2**53
+# Buckets a bulk sum may add or subtract: 1,023 counters each below 2**53 sum below 2**63.
+MAX_SUMMED_BUCKETS = 1023
+_COUNTERS = len(METRICS)
+_MAX_DIGITS = 15
+_POWERS = 10 ** np.arange(_MAX_DIGITS, dtype=np.int64)
+_SPACE, _ZERO = ord(" "), ord("0")
+
+
+def parse_cells(packed: list[str]) -> Matrix | None:
+    """Packed cells ("events cost input output latency_sum latency_count") as an (n, 6)
+    int64 matrix; None if any cell is not six decimal counters of at most 15 digits.
+
+    The text is parsed as one byte array: each digit times the power of ten of its place,
+    summed per counter. Fifteen digits keep every counter below 10**15 < 2**53.
+    """
+    if not packed:
+        return np.zeros((0, _COUNTERS), dtype=np.int64)
+    text = np.frombuffer(" ".join(packed).encode(), dtype=np.uint8)
+    spaces = np.flatnonzero(text == _SPACE)
+    if spaces.size + 1 != _COUNTERS * len(packed):
+        return None  # a cell with more or fewer than six counters
+    ends = np.append(spaces, text.size)  # each counter's end (exclusive)
+    starts = np.insert(spaces + 1, 0, 0)
+    lengths = ends - starts
+    if lengths.min() < 1 or lengths.max() > _MAX_DIGITS:
+        return None  # an empty counter (two spaces) or one too long to be exact
+    digits = text.astype(np.int64) - _ZERO
+    digits[spaces] = 0
+    if digits.min() < 0 or digits.max() > 9:
+        return None  # not a decimal digit
+    # Chars left before the counter's end: the place value of each digit.
+    counter_of_char = np.cumsum(text == _SPACE)
+    places = ends[counter_of_char] - np.arange(text.size) - 1
+    places[spaces] = 0
+    counters = np.add.reduceat(digits * _POWERS[places], starts)
+    return counters.reshape(len(packed), _COUNTERS)
+
+
+def half_even_quotient(numerators: Matrix, denominators: Matrix | int) -> Matrix:
+    """numerators / denominators rounded half-even to integers (denominators > 0), as
+    `infraprism.core.money.div_round_half_even` does for one pair."""
+    quotients, remainders = np.divmod(numerators, denominators)  # floor: 0 <= remainder < denominator
+    twice = 2 * remainders
+    up = (twice > denominators) | ((twice == denominators) & (quotients % 2 == 1))
+    return quotients + up
+
+
+def usd_column(cost_nano: Matrix) -> list[float]:
+    """`nano_to_usd` of each value (half-even to 6 decimals); values below 2**53."""
+    micro = half_even_quotient(cost_nano, 1000)
+    # An integer below 2**53 is an exact double, and the IEEE division by 1e6 is
+    # correctly rounded, as Python's int / int is: the same float.
+    return (micro / 1_000_000).tolist()  # type: ignore[no-any-return]
+
+
+def mean_ms_column(latency_sum_us: Matrix, latency_count: Matrix) -> list[float | None]:
+    """`avg_latency_ms` of each row: sum_us / (count * 1000) to one decimal, half-even,
+    None for a row without latency samples; values below 2**53."""
+    reported = latency_count > 0
+    # sum / (count * 1000) to one decimal is the integer sum / (count * 100), divided by 10.
+    tenths = half_even_quotient(latency_sum_us, np.where(reported, latency_count * 100, 1))
+    means: list[float | None] = (tenths / 10).tolist()
+    if not reported.all():
+        for index in np.flatnonzero(~reported).tolist():
+            means[index] = None
+    return means
+
+
+def within_exact_range(matrix: Matrix) -> bool:
+    """Whether every value lies in (-2**53, 2**53), where the column functions above are exact."""
+    return not matrix.size or bool(matrix.max() < EXACT_DOUBLE and matrix.min() > -EXACT_DOUBLE)

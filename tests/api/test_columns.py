@@ -1,0 +1,82 @@
+"""The bulk (numpy) arithmetic of api/columns against the plain-int functions it stands in for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from api.columns import EXACT_DOUBLE, mean_ms_column, parse_cells, usd_column, within_exact_range
+from api.service import avg_latency_ms
+from infraprism.core.keys import pack_cell, unpack_cell
+from infraprism.core.money import nano_to_usd
+
+counter = st.integers(min_value=0, max_value=10**15 - 1)
+cell = st.lists(counter, min_size=6, max_size=6)
+
+
+@given(st.lists(cell, max_size=40))
+def test_parse_cells_reads_what_unpack_cell_reads(cells: list[list[int]]) -> None:
+    packed = [pack_cell(counters) for counters in cells]
+    parsed = parse_cells(packed)
+    assert parsed is not None
+    assert parsed.shape == (len(cells), 6)
+    assert parsed.tolist() == [unpack_cell(text) for text in packed]
+
+
+@pytest.mark.parametrize(
+    "packed",
+    [
+        ["1 2 3 4 5"],  # five counters
+        ["1 2 3 4 5 6 7"],  # seven
+        ["1 2 3 4 5 6", "1 2 3 4 5"],  # one short cell among good ones
+        ["1 2  3 4 5 6"],  # an empty counter
+        ["1 2 3 4 5 x"],  # not a digit
+        ["1 2 3 4 5 -6"],  # negative
+        ["1 2 3 4 5 6.5"],  # fractional
+        ["1 1000000000000000 3 4 5 6"],  # 16 digits: beyond the exact bound, left to Python ints
+    ],
+)
+def test_parse_cells_refuses_what_it_cannot_read_exactly(packed: list[str]) -> None:
+    assert parse_cells(packed) is None
+
+
+def test_parse_cells_takes_fifteen_digits_and_no_cells() -> None:
+    parsed = parse_cells(["999999999999999 0 0 0 0 1"])
+    assert parsed is not None
+    assert parsed.tolist() == [[999_999_999_999_999, 0, 0, 0, 0, 1]]
+    empty = parse_cells([])
+    assert empty is not None
+    assert empty.shape == (0, 6)
+
+
+exact = st.integers(min_value=0, max_value=EXACT_DOUBLE - 1)
+# Half-way cases are where rounding goes wrong: make them common.
+halves = st.integers(min_value=0, max_value=10**12).map(lambda micro: micro * 1000 + 500)
+
+
+@given(st.lists(st.one_of(exact, halves), min_size=1, max_size=50))
+def test_usd_column_is_nano_to_usd(costs_nano: list[int]) -> None:
+    assert usd_column(np.array(costs_nano, dtype=np.int64)) == [nano_to_usd(cost) for cost in costs_nano]
+
+
+@given(st.lists(st.tuples(exact, st.integers(min_value=0, max_value=10**9)), min_size=1, max_size=50))
+def test_mean_ms_column_is_avg_latency_ms(pairs: list[tuple[int, int]]) -> None:
+    sums = np.array([latency_sum for latency_sum, _ in pairs], dtype=np.int64)
+    counts = np.array([count for _, count in pairs], dtype=np.int64)
+    expected = [avg_latency_ms([0, 0, 0, 0, latency_sum, count]) for latency_sum, count in pairs]
+    assert mean_ms_column(sums, counts) == expected
+
+
+def test_mean_ms_column_ties_go_to_even_and_no_samples_is_null() -> None:
+    # 2,250 us over 1 sample is 2.25 ms -> 2.2; 2,350 -> 2.4; no samples -> None.
+    means = mean_ms_column(np.array([2_250, 2_350, 0]), np.array([1, 1, 0]))
+    assert means == [2.2, 2.4, None]
+
+
+def test_within_exact_range_bounds() -> None:
+    assert within_exact_range(np.array([[EXACT_DOUBLE - 1, -(EXACT_DOUBLE - 1)]], dtype=np.int64))
+    assert not within_exact_range(np.array([[EXACT_DOUBLE]], dtype=np.int64))
+    assert not within_exact_range(np.array([[-EXACT_DOUBLE]], dtype=np.int64))
+    assert within_exact_range(np.zeros((0, 6), dtype=np.int64))
