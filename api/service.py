@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -39,6 +39,7 @@ from api.planner import (
     session_window_ms,
 )
 from infraprism import anomaly_store
+from infraprism.core.buckets import day_label, days
 from infraprism.core.keys import (
     COST,
     EVENTS,
@@ -460,9 +461,27 @@ def _costs_body(rows: list[dict[str, Any]], total: Cell, start: date, end: date)
 Method = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def _cached(keys_read: Callable[..., list[str]] | None) -> Callable[[Method], Method]:
-    """Serve a read from the response cache while what it reads is unchanged: the versions of
-    the keys `keys_read(reader, *args)` names, or, without it, the project's data version."""
+class Reads(NamedTuple):
+    """What an answer reads: the rollup and leaderboard keys, whose versions validate their
+    parsed copies (the bucket cache), and the days of its range, whose versions validate
+    the answer (the response cache)."""
+
+    keys: list[str]
+    days: list[str]
+
+
+def _range_days(*ranges: tuple[date, date]) -> list[str]:
+    return [day_label(day) for start, end in ranges for day in days(start, end)]
+
+
+def _cached(reads: Callable[..., Reads] | None) -> Callable[[Method], Method]:
+    """Serve a read from the response cache while the data it answers from is unchanged: the
+    versions of the days `reads(reader, *args)` names, or, without it, the project's data
+    version.
+
+    Day versions rather than the versions of the keys read: a range ending yesterday may be
+    read as this month minus today, and both keys change with every batch of today's events,
+    yet the answer does not."""
 
     def decorate(method: Method) -> Method:
         @functools.wraps(method)
@@ -471,9 +490,9 @@ def _cached(keys_read: Callable[..., list[str]] | None) -> Callable[[Method], Me
                 return await method(self, *args)
 
             async def token() -> Hashable:
-                if keys_read is None:
+                if reads is None:
                     return await self.redis.get(self.layout.data_version(self.project))
-                return await self._bucket_token(keys_read(self, *args))
+                return await self._versions(reads(self, *args))
 
             return await self.cache.get_or_compute(
                 self.project, (method.__name__, repr(args)), token, lambda: method(self, *args)
@@ -506,22 +525,24 @@ class Reader:
     layout: KeyLayout
     project: str
     cache: ResponseCache | None = None
-    # key -> (rebuild generation, bucket version) as read for the response cache's token:
+    # key -> (rebuild generation, key version), read with the response cache's token:
     # the bucket cache's token of each key.
     bucket_tokens: dict[str, Hashable] = field(default_factory=dict)
 
-    async def _bucket_token(self, keys: list[str]) -> Hashable:
-        """The rebuild generation and the versions of `keys`, in one round trip."""
-        fields_of_keys = {key: self.layout.bucket_version_field(self.project, key) for key in keys}
-        fields = sorted(set(fields_of_keys.values()))
-        async with self.redis.pipeline(transaction=False) as pipe:
+    async def _versions(self, reads: Reads) -> Hashable:
+        """The rebuild generation and the versions of the days of `reads`: the answer's
+        token. The versions of its keys, read in the same command, go to `bucket_tokens`."""
+        day_fields = [self.layout.day_version_field(day) for day in reads.days]
+        fields_of_keys = {key: self.layout.bucket_version_field(self.project, key) for key in reads.keys}
+        key_fields = sorted(set(fields_of_keys.values()))
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(self.layout.generation())
-            pipe.hmget(self.layout.bucket_versions(self.project), fields)
+            pipe.hmget(self.layout.bucket_versions(self.project), day_fields + key_fields)
             generation, versions = await pipe.execute()
-        version_of = dict(zip(fields, versions, strict=True))
+        version_of = dict(zip(key_fields, versions[len(day_fields) :], strict=True))
         for key, version_field in fields_of_keys.items():
             self.bucket_tokens[key] = (generation, version_of[version_field])
-        return (generation, tuple(versions))
+        return (generation, tuple(versions[: len(day_fields)]))
 
     async def _read_hashes(self, keys: list[str]) -> tuple[list[dict[str, str]], dict[str, Hashable]]:
         """HGETALL of `keys` and their bucket tokens, in one MULTI/EXEC: what is read is one
@@ -608,17 +629,19 @@ class Reader:
     def _plans_keys(self, plans: Sequence[Plan]) -> list[str]:
         return [key for plan in _expanded(plans) for key in _plan_keys(self.layout, self.project, plan)]
 
-    def _costs_keys(self, start: date, end: date, filters: Filters, grouping: Grouping) -> list[str]:
-        return self._plans_keys([plan_costs(start, end, filters, grouping)])
+    def _costs_reads(self, start: date, end: date, filters: Filters, grouping: Grouping) -> Reads:
+        return Reads(self._plans_keys([plan_costs(start, end, filters, grouping)]), _range_days((start, end)))
 
-    def _timeseries_keys(self, start: date, end: date, filters: Filters, interval: Interval) -> list[str]:
-        return self._plans_keys([plan_timeseries(start, end, filters, interval)])
+    def _timeseries_reads(self, start: date, end: date, filters: Filters, interval: Interval) -> Reads:
+        return Reads(self._plans_keys([plan_timeseries(start, end, filters, interval)]), _range_days((start, end)))
 
-    def _models_keys(self, start: date, end: date, filters: Filters) -> list[str]:
-        return self._plans_keys([plan_costs(start, end, filters, Grouping(GroupBy.MODEL))])
+    def _models_reads(self, start: date, end: date, filters: Filters) -> Reads:
+        plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
+        return Reads(self._plans_keys([plan]), _range_days((start, end)))
 
-    def _compare_keys(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> list[str]:
-        return self._plans_keys([plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)])
+    def _compare_reads(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> Reads:
+        plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
+        return Reads(self._plans_keys(plans), _range_days(period1, period2))
 
     def _leaderboard_keys(self, plan: LeaderboardPlan) -> tuple[list[str], list[str]]:
         """(board keys, entity-rollup keys) of a /entities/top plan."""
@@ -626,11 +649,11 @@ class Reader:
         rollups = [self.layout.rollup(self.project, Dimension.ENTITY, r.granularity, r.label) for r in plan.rollups]
         return boards, rollups
 
-    def _top_keys(self, start: date, end: date, entity_type: str | None, *_: Any) -> list[str]:
+    def _top_reads(self, start: date, end: date, entity_type: str | None, *_: Any) -> Reads:
         boards, rollups = self._leaderboard_keys(plan_leaderboard(start, end, entity_type))
-        return boards + rollups
+        return Reads(boards + rollups, _range_days((start, end)))
 
-    @_cached(_costs_keys)
+    @_cached(_costs_reads)
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping)
         kind = grouping.kind
@@ -661,7 +684,7 @@ class Reader:
                 rows = [metrics(c, {"tag_key": grouping.tag_key, "tag_value": g[0]}) for g, c in ordered]
         return _costs_body(rows, total, start, end)
 
-    @_cached(_timeseries_keys)
+    @_cached(_timeseries_reads)
     async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
         plan = plan_timeseries(start, end, filters, interval)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -682,7 +705,7 @@ class Reader:
             )
         return {"data": rows, "interval": interval.value}
 
-    @_cached(_models_keys)
+    @_cached(_models_reads)
     async def models(self, start: date, end: date, filters: Filters) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -701,7 +724,7 @@ class Reader:
             )
         return {"data": rows}
 
-    @_cached(_compare_keys)
+    @_cached(_compare_reads)
     async def compare(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> dict[str, Any]:
         plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
         acc1, acc2 = await run_plans(self.redis, self.layout, self.project, plans)
@@ -727,7 +750,7 @@ class Reader:
             },
         }
 
-    @_cached(_top_keys)
+    @_cached(_top_reads)
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:

@@ -83,9 +83,11 @@ class BatchEncoder:
             ]
             for (project, day), ids in rollup.event_ids.items()
         ]
-        # Every rollup and leaderboard key the batch changes, per project, for the API's
-        # per-bucket cache validation (KeyLayout.bucket_versions).
+        # Every rollup and leaderboard key the batch changes, and every day it has events
+        # of, per project, for the API's cache validation (KeyLayout.bucket_versions).
         touched: dict[str, list[str]] = {}
+        for project, day in rollup.event_ids:
+            touched.setdefault(project, []).append(layout.day_version_field(day))
         hashes = []
         for (project, dimension, granularity, bucket), members in rollup.cells().items():
             key = layout.rollup(project, dimension, granularity, bucket)

@@ -149,18 +149,27 @@ class KeyLayout:
         return f"{self.root}:{project}:ver"
 
     def bucket_versions(self, project: str) -> str:
-        """Hash: the rest of a rollup or leaderboard key after `{root}:{project}:` -> a counter
-        bumped by every batch that changes that key, in the same atomic call.
+        """Hash of counters bumped by every batch, in the same atomic call, for the API's caches:
 
-        The API's cache keeps an answer while the versions of exactly the keys it
-        read are unchanged, so ingest into today's buckets leaves last month's
-        answers cached.
+        * the rest of a rollup or leaderboard key after `{root}:{project}:` -> bumped when
+          the batch changes that key. The API keeps a parsed copy of a hash while its
+          version stands;
+        * `day:YYYYMMDD` (`day_version_field`) -> bumped when the batch has an event of
+          that UTC day. The API keeps an answer while the versions of the days of its
+          range stand: ingest into today leaves answers over earlier days cached, even
+          those read as this month minus its days outside the range.
         """
         return f"{self.root}:{project}:bv"
 
     def bucket_version_field(self, project: str, key: str) -> str:
         """The `bucket_versions` field of a rollup or leaderboard key of `project`."""
         return key[len(self.root) + len(project) + 2 :]
+
+    @staticmethod
+    def day_version_field(day: str) -> str:
+        """The `bucket_versions` field of a UTC day (label YYYYMMDD): every bucket counting
+        that day's events, of any dimension or granularity, changes only when it moves."""
+        return f"day:{day}"
 
     def generation(self) -> str:
         """Counter bumped by `infraprism rebuild` before and after it deletes the derived keys:

@@ -200,3 +200,26 @@ async def test_cached_and_fresh_buckets_from_different_moments_are_not_mixed(
     late = Reader(redis_client, layout, project, cache, bucket_tokens=tokens_before)
     body = await Reader.costs.__wrapped__(late, *read)  # type: ignore[attr-defined]
     assert (body["summary"]["total_cost"], body["summary"]["total_events"]) == (2.5, 2)
+
+
+async def test_ingest_into_a_day_outside_the_range_keeps_the_answer_even_when_its_buckets_change(
+    authed: httpx.AsyncClient, redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """January 1-29 is read as January minus its 30th and 31st. A batch of January 30 changes
+    both keys, not the answer: answers are validated by the versions of their range's days."""
+    layout = KeyLayout(settings.key_prefix)
+    span = {"start_date": "2025-01-01", "end_date": "2025-01-29", "group_by": "entity"}
+    await load_events(redis_client, settings, [event(project, 1, 1.25, "2025-01-05T10:00:00Z")])
+    first = (await authed.get("/v1/analytics/costs", params=span)).json()
+    assert first["summary"]["total_cost"] == 1.25
+
+    # January's rollup removed behind Redis's back, then a batch of January 30: read again,
+    # the answer would be January (now only the 30th) minus the 30th, zero. It stays cached.
+    await redis_client.delete(layout.rollup(project, Dimension.ENTITY, Granularity.MONTH, "202501"))
+    await load_events(redis_client, settings, [event(project, 2, 4.0, "2025-01-30T10:00:00Z")])
+    assert (await authed.get("/v1/analytics/costs", params=span)).json() == first
+
+    # A batch of January 10, inside the range, moves its day's version: read again.
+    await load_events(redis_client, settings, [event(project, 3, 0.5, "2025-01-10T10:00:00Z")])
+    fresh = (await authed.get("/v1/analytics/costs", params=span)).json()
+    assert (fresh["summary"]["total_cost"], fresh["summary"]["total_events"]) == (0.5, 1)

@@ -273,6 +273,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
     know makes it fail, so a stray write is caught.
     """
     state = empty_state()
+    version_days: dict[str, set[str]] = {}
     root = f"{prefix}:v2:"
     keys = sorted([key async for key in redis.scan_iter(match=f"{root}*", count=1000)])
     for key in keys:
@@ -326,11 +327,15 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             # The API cache's data version: a count of applied batches, not an aggregate.
             assert int(await redis.get(key)) >= 1, key
         elif kind == "bv":
-            # The API cache's per-key versions: one per rollup or leaderboard key, counts of batches.
+            # The API caches' versions, counts of batches: one per rollup or leaderboard key,
+            # and one per day with events (checked against the dedupe sets' days below).
             versions = await redis.hgetall(key)
-            assert all(field.startswith(("r:", "lb:")) and int(v) >= 1 for field, v in versions.items()), key
+            assert all(field.startswith(("r:", "lb:", "day:")) and int(v) >= 1 for field, v in versions.items()), key
+            version_days[project] = {field[len("day:") :] for field in versions if field.startswith("day:")}
         else:
             raise AssertionError(f"unexpected key in the aggregates: {key!r}")
+    for project, days in version_days.items():
+        assert days == {day for owner, day in state["dedupe"] if owner == project}, (project, sorted(days))
     return state
 
 
