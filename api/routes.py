@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from api import csv
+from api.cache import ResponseCache
 from api.deps import CacheDep, LayoutDep, ProjectDep, RedisDep
 from api.errors import NotFound
 from api.params import (
@@ -116,12 +117,18 @@ ANOMALY_COLUMNS = [
 ]
 
 
-def respond(body: dict[str, Any], fmt: Format, columns: list[str]) -> Response:
-    if fmt is Format.CSV:
-        data = body.get("data", body)
-        rows = data if isinstance(data, list) else [data]
-        return Response(csv.render(columns, rows), media_type="text/csv; charset=utf-8")
-    return Response(orjson.dumps(body), media_type="application/json")
+def respond(body: dict[str, Any], fmt: Format, columns: list[str], cache: ResponseCache | None = None) -> Response:
+    """The body as JSON or CSV; rendered once per cached answer when `cache` holds it."""
+
+    def render(body: dict[str, Any]) -> bytes:
+        if fmt is Format.CSV:
+            data = body.get("data", body)
+            return csv.render(columns, data if isinstance(data, list) else [data]).encode()
+        return orjson.dumps(body)
+
+    content = render(body) if cache is None else cache.render(body, fmt.value, render)
+    media_type = "text/csv; charset=utf-8" if fmt is Format.CSV else "application/json"
+    return Response(content, media_type=media_type)
 
 
 @router.get("/costs", response_model=None, responses=_ok(CostsResponse, "cost rows and their summary"))
@@ -166,7 +173,7 @@ async def costs(
     body = await Reader(redis, layout, project, cache).costs(
         start, end, filters(entity_type, entity_id, model, tags), grouping
     )
-    return respond(body, fmt, GROUP_COLUMNS[grouping.kind] + METRIC_COLUMNS)
+    return respond(body, fmt, GROUP_COLUMNS[grouping.kind] + METRIC_COLUMNS, cache)
 
 
 @router.get(
@@ -195,7 +202,7 @@ async def costs_timeseries(
     max_days = MAX_HOURLY_RANGE_DAYS if interval is Interval.HOUR else MAX_RANGE_DAYS
     start, end = parse_range(start_date, end_date, max_days=max_days)
     body = await Reader(redis, layout, project, cache).timeseries(start, end, filters(entity_type, entity_id), interval)
-    return respond(body, fmt, ["timestamp", "cost", "events"])
+    return respond(body, fmt, ["timestamp", "cost", "events"], cache)
 
 
 @router.get("/models", response_model=None, responses=_ok(ModelsResponse, "one row per model"))
@@ -213,7 +220,7 @@ async def models(
     """Usage by model and provider, with each model's share of the total cost in the same scope."""
     start, end = parse_range(start_date, end_date)
     body = await Reader(redis, layout, project, cache).models(start, end, filters(entity_type, entity_id))
-    return respond(body, fmt, ["model", "provider", *METRIC_COLUMNS, "percentage_of_total"])
+    return respond(body, fmt, ["model", "provider", *METRIC_COLUMNS, "percentage_of_total"], cache)
 
 
 @router.get("/entities/top", response_model=None, responses=_ok(TopEntitiesResponse, "ranked entities"))
@@ -234,7 +241,7 @@ async def entities_top(
     body = await Reader(redis, layout, project, cache).top_entities(
         start, end, check_text("entity_type", entity_type), limit, order is Order.DESC
     )
-    return respond(body, fmt, ["entity_type", "entity_id", "total_cost", "total_events", "rank"])
+    return respond(body, fmt, ["entity_type", "entity_id", "total_cost", "total_events", "rank"], cache)
 
 
 @router.get(
@@ -276,6 +283,7 @@ async def sessions(
             "total_cost",
             "total_tokens",
         ],
+        cache,
     )
 
 
@@ -347,4 +355,4 @@ async def compare(
         for period in ("period1", "period2")
         for name in ("start", "end", "total_cost", "total_events")
     ] + [f"changes.{name}" for name in ("cost_change", "cost_change_percent", "events_change", "events_change_percent")]
-    return respond(body, fmt, columns)
+    return respond(body, fmt, columns, cache)

@@ -223,3 +223,42 @@ async def test_ingest_into_a_day_outside_the_range_keeps_the_answer_even_when_it
     await load_events(redis_client, settings, [event(project, 3, 0.5, "2025-01-10T10:00:00Z")])
     fresh = (await authed.get("/v1/analytics/costs", params=span)).json()
     assert (fresh["summary"]["total_cost"], fresh["summary"]["total_events"]) == (0.5, 1)
+
+
+async def test_a_cached_answer_is_rendered_once_per_format_and_again_when_recomputed():
+    """A 10,000-row answer is 1.5 MB of JSON: a cached answer keeps its rendering."""
+    cache = ResponseCache()
+    version = "v1"
+    renders: list[str] = []
+
+    async def token() -> str:
+        return version
+
+    async def compute() -> dict[str, object]:
+        return {"data": [{"n": len(renders)}]}
+
+    def render_as(fmt: str):
+        def render(body: dict[str, object]) -> bytes:
+            renders.append(fmt)
+            return f"{fmt}:{body}".encode()
+
+        return render
+
+    first = await cache.get_or_compute("p", "q", token, compute)
+    sent = []
+    for _ in range(3):
+        body = await cache.get_or_compute("p", "q", token, compute)
+        sent.append(cache.render(body, "json", render_as("json")))
+    assert sent == [b"json:{'data': [{'n': 0}]}"] * 3
+    assert cache.render(first, "csv", render_as("csv")) == b"csv:{'data': [{'n': 0}]}"
+    assert renders == ["json", "csv"]
+
+    version = "v2"  # the data changed: a new body, rendered anew
+    again = cache.render(await cache.get_or_compute("p", "q", token, compute), "json", render_as("json"))
+    assert again == b"json:{'data': [{'n': 2}]}"
+    assert renders == ["json", "csv", "json"]
+    # A body the cache does not hold is rendered every time.
+    loose = {"data": []}
+    cache.render(loose, "json", render_as("json"))
+    cache.render(loose, "json", render_as("json"))
+    assert renders[-2:] == ["json", "json"]
