@@ -1,18 +1,25 @@
-"""A response cache that can never serve a stale answer.
+"""Caches in the API process that can never serve a stale answer.
 
-A cached body is kept with a *version token* read before it was computed,
-and served only while a fresh read of the token gives the same value:
+`ResponseCache` keeps an answer with a *version token* read before it was
+computed, and serves it only while a fresh read of the token gives the same
+value:
 
-* for the rollup and leaderboard reads, the token is the versions of exactly
-  the keys the answer reads (`KeyLayout.bucket_versions`, bumped for every
-  key a batch changes, inside the same atomic call that changes it) plus the
-  rebuild generation. Live ingest writes today's buckets, so last month's
-  answers stay cached while it runs;
+* for the rollup and leaderboard reads, the token is the rebuild generation
+  and the versions of the days of the answer's range (`KeyLayout.bucket_versions`:
+  every batch bumps the version of each day it has events of, inside the same
+  atomic call that changes the data). Live ingest writes today's events, so
+  every answer over a range that excludes today stays cached while it runs,
+  even one read as this month minus today: its reads are one moment's data
+  (MULTI/EXEC, `api.service`), so today's events cancel out;
 * for sessions, the project's data version (`KeyLayout.data_version`), which
   every applied batch increments.
 
 Either way an answer from the cache is exactly the answer a fresh read would
 give. One Redis round trip per request buys it.
+
+`BucketCache` keeps scanned rollup hashes parsed, each under the version of
+its own key, so an answer that must be recomputed re-reads only the hashes
+that changed.
 """
 
 from __future__ import annotations
@@ -117,13 +124,12 @@ class ScannedBucket(NamedTuple):
 class BucketCache:
     """Parsed rollup hashes kept across requests, each valid at one version token.
 
-    The response cache helps only while none of the keys an answer reads changes. Under
-    live ingest the current month's hash changes with every batch, yet a last-31-days
-    answer also reads a dozen closed days: those stay parsed here, and only the
-    changed hash is read and parsed again. The token is the one the response cache
-    uses (rebuild generation, bucket version), read before the hash, so an entry is
-    never older than its token says. Members are numbered in one vocabulary so a sum
-    over buckets is a numpy scatter, not a dict per member.
+    An answer whose range includes today is recomputed after every batch, yet a
+    last-31-days answer also reads a dozen closed days: those stay parsed here, and
+    only the changed hash (this month's) is read and parsed again. The token is the
+    rebuild generation and the key's own version, read in the same MULTI/EXEC as the
+    hash, so an entry holds exactly the data of its version. Members are numbered in
+    one vocabulary so a sum over buckets is a numpy scatter, not a dict per member.
     """
 
     def __init__(self, *, max_cells: int = 2_000_000, max_members: int = 1_000_000, max_age_s: float = 300.0) -> None:

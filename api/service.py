@@ -1,9 +1,10 @@
 """Read side: executes the planner's plans against Redis and shapes exact results.
 
-Every query is one pipelined round trip where the plan allows it (two for
-`/entities/top` and `/sessions`, whose second read depends on the first).
-Counters are summed as Python ints (exact nano-dollars, tokens, microseconds)
-and turned into USD / rounded means only in the `shape_*` helpers.
+Every answer is read as one moment's data: its reads go in one MULTI/EXEC (or one
+script, for `/entities/top`), after one round trip for the cache's version token.
+`/sessions` reads twice (its second read depends on the first). Counters are
+summed as integers (Python ints, or int64 columns within a proven exact range,
+`api.columns`) and turned into USD / rounded means only when rows are shaped.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from api.planner import (
     session_window_ms,
 )
 from infraprism import anomaly_store
-from infraprism.core.buckets import day_label, days
 from infraprism.core.keys import (
     COST,
     EVENTS,
@@ -463,20 +463,20 @@ Method = Callable[..., Awaitable[dict[str, Any]]]
 
 class Reads(NamedTuple):
     """What an answer reads: the rollup and leaderboard keys, whose versions validate their
-    parsed copies (the bucket cache), and the days of its range, whose versions validate
-    the answer (the response cache)."""
+    parsed copies (the bucket cache), and the version fields of its range's days (whole
+    months by their own field), which validate the answer (the response cache)."""
 
     keys: list[str]
-    days: list[str]
+    range_fields: list[str]
 
 
-def _range_days(*ranges: tuple[date, date]) -> list[str]:
-    return [day_label(day) for start, end in ranges for day in days(start, end)]
+def _range_fields(*ranges: tuple[date, date]) -> list[str]:
+    return [field for start, end in ranges for field in KeyLayout.range_version_fields(start, end)]
 
 
 def _cached(reads: Callable[..., Reads] | None) -> Callable[[Method], Method]:
     """Serve a read from the response cache while the data it answers from is unchanged: the
-    versions of the days `reads(reader, *args)` names, or, without it, the project's data
+    versions of the range `reads(reader, *args)` names, or, without it, the project's data
     version.
 
     Day versions rather than the versions of the keys read: a range ending yesterday may be
@@ -530,19 +530,19 @@ class Reader:
     bucket_tokens: dict[str, Hashable] = field(default_factory=dict)
 
     async def _versions(self, reads: Reads) -> Hashable:
-        """The rebuild generation and the versions of the days of `reads`: the answer's
+        """The rebuild generation and the versions of the range of `reads`: the answer's
         token. The versions of its keys, read in the same command, go to `bucket_tokens`."""
-        day_fields = [self.layout.day_version_field(day) for day in reads.days]
+        range_fields = reads.range_fields
         fields_of_keys = {key: self.layout.bucket_version_field(self.project, key) for key in reads.keys}
         key_fields = sorted(set(fields_of_keys.values()))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(self.layout.generation())
-            pipe.hmget(self.layout.bucket_versions(self.project), day_fields + key_fields)
+            pipe.hmget(self.layout.bucket_versions(self.project), range_fields + key_fields)
             generation, versions = await pipe.execute()
-        version_of = dict(zip(key_fields, versions[len(day_fields) :], strict=True))
+        version_of = dict(zip(key_fields, versions[len(range_fields) :], strict=True))
         for key, version_field in fields_of_keys.items():
             self.bucket_tokens[key] = (generation, version_of[version_field])
-        return (generation, tuple(versions[: len(day_fields)]))
+        return (generation, tuple(versions[: len(range_fields)]))
 
     async def _read_hashes(self, keys: list[str]) -> tuple[list[dict[str, str]], dict[str, Hashable]]:
         """HGETALL of `keys` and their bucket tokens, in one MULTI/EXEC: what is read is one
@@ -630,18 +630,18 @@ class Reader:
         return [key for plan in _expanded(plans) for key in _plan_keys(self.layout, self.project, plan)]
 
     def _costs_reads(self, start: date, end: date, filters: Filters, grouping: Grouping) -> Reads:
-        return Reads(self._plans_keys([plan_costs(start, end, filters, grouping)]), _range_days((start, end)))
+        return Reads(self._plans_keys([plan_costs(start, end, filters, grouping)]), _range_fields((start, end)))
 
     def _timeseries_reads(self, start: date, end: date, filters: Filters, interval: Interval) -> Reads:
-        return Reads(self._plans_keys([plan_timeseries(start, end, filters, interval)]), _range_days((start, end)))
+        return Reads(self._plans_keys([plan_timeseries(start, end, filters, interval)]), _range_fields((start, end)))
 
     def _models_reads(self, start: date, end: date, filters: Filters) -> Reads:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
-        return Reads(self._plans_keys([plan]), _range_days((start, end)))
+        return Reads(self._plans_keys([plan]), _range_fields((start, end)))
 
     def _compare_reads(self, period1: tuple[date, date], period2: tuple[date, date], filters: Filters) -> Reads:
         plans = [plan_costs(s, e, filters, Grouping()) for s, e in (period1, period2)]
-        return Reads(self._plans_keys(plans), _range_days(period1, period2))
+        return Reads(self._plans_keys(plans), _range_fields(period1, period2))
 
     def _leaderboard_keys(self, plan: LeaderboardPlan) -> tuple[list[str], list[str]]:
         """(board keys, entity-rollup keys) of a /entities/top plan."""
@@ -651,7 +651,7 @@ class Reader:
 
     def _top_reads(self, start: date, end: date, entity_type: str | None, *_: Any) -> Reads:
         boards, rollups = self._leaderboard_keys(plan_leaderboard(start, end, entity_type))
-        return Reads(boards + rollups, _range_days((start, end)))
+        return Reads(boards + rollups, _range_fields((start, end)))
 
     @_cached(_costs_reads)
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class BatchEncoder:
         # of, per project, for the API's cache validation (KeyLayout.bucket_versions).
         touched: dict[str, list[str]] = {}
         for project, day in rollup.event_ids:
-            touched.setdefault(project, []).append(layout.day_version_field(day))
+            touched.setdefault(project, []).extend(layout.data_version_fields(day))
         hashes = []
         for (project, dimension, granularity, bucket), members in rollup.cells().items():
             key = layout.rollup(project, dimension, granularity, bucket)

@@ -11,9 +11,10 @@ event contract refuses inside identifiers, so a member splits back unambiguously
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from enum import StrEnum
 
-from infraprism.core.buckets import Granularity
+from infraprism.core.buckets import Granularity, day_label, days, month_end, month_label
 
 SEP = "\x1f"  # between the identifiers of a member
 TAG_KV_SEP = "\x1e"  # between a tag's key and value inside a tag set
@@ -154,10 +155,11 @@ class KeyLayout:
         * the rest of a rollup or leaderboard key after `{root}:{project}:` -> bumped when
           the batch changes that key. The API keeps a parsed copy of a hash while its
           version stands;
-        * `day:YYYYMMDD` (`day_version_field`) -> bumped when the batch has an event of
-          that UTC day. The API keeps an answer while the versions of the days of its
-          range stand: ingest into today leaves answers over earlier days cached, even
-          those read as this month minus its days outside the range.
+        * `day:YYYYMMDD` and `month:YYYYMM` (`data_version_fields`) -> bumped when the
+          batch has an event of that UTC day, or month. The API keeps an answer while the
+          versions of its range's days stand (`range_version_fields`: whole months by
+          their own field): ingest into today leaves answers over earlier days cached,
+          even those read as this month minus its days outside the range.
         """
         return f"{self.root}:{project}:bv"
 
@@ -166,10 +168,27 @@ class KeyLayout:
         return key[len(self.root) + len(project) + 2 :]
 
     @staticmethod
-    def day_version_field(day: str) -> str:
-        """The `bucket_versions` field of a UTC day (label YYYYMMDD): every bucket counting
-        that day's events, of any dimension or granularity, changes only when it moves."""
-        return f"day:{day}"
+    def data_version_fields(day: str) -> tuple[str, str]:
+        """The `bucket_versions` fields a batch bumps for an event of the UTC day `day`
+        (YYYYMMDD): that day's and its month's. Every bucket counting that day's events,
+        of any dimension or granularity, changes only when they move."""
+        return f"day:{day}", f"month:{day[:6]}"
+
+    @staticmethod
+    def range_version_fields(start: date, end: date) -> list[str]:
+        """The `bucket_versions` fields that move whenever an event of [start, end] (UTC
+        days, inclusive) is applied: a month's own field where the range covers the whole
+        month, else a field per day (a year is about 12 fields plus the edge days, not 365)."""
+        fields = []
+        first = start
+        while first <= end:
+            last_of_month = month_end(first)
+            if first.day == 1 and last_of_month <= end:
+                fields.append(f"month:{month_label(first)}")
+            else:
+                fields.extend(f"day:{day_label(day)}" for day in days(first, min(last_of_month, end)))
+            first = last_of_month + timedelta(days=1)
+        return fields
 
     def generation(self) -> str:
         """Counter bumped by `infraprism rebuild` before and after it deletes the derived keys:

@@ -328,14 +328,17 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             assert int(await redis.get(key)) >= 1, key
         elif kind == "bv":
             # The API caches' versions, counts of batches: one per rollup or leaderboard key,
-            # and one per day with events (checked against the dedupe sets' days below).
+            # and one per day and month with events (checked against the dedupe sets' days below).
             versions = await redis.hgetall(key)
-            assert all(field.startswith(("r:", "lb:", "day:")) and int(v) >= 1 for field, v in versions.items()), key
-            version_days[project] = {field[len("day:") :] for field in versions if field.startswith("day:")}
+            assert all(
+                field.startswith(("r:", "lb:", "day:", "month:")) and int(v) >= 1 for field, v in versions.items()
+            ), key
+            version_days[project] = {field for field in versions if field.startswith(("day:", "month:"))}
         else:
             raise AssertionError(f"unexpected key in the aggregates: {key!r}")
-    for project, days in version_days.items():
-        assert days == {day for owner, day in state["dedupe"] if owner == project}, (project, sorted(days))
+    for project, fields in version_days.items():
+        event_days = [day for owner, day in state["dedupe"] if owner == project]
+        assert fields == {f"day:{day}" for day in event_days} | {f"month:{day[:6]}" for day in event_days}, project
     return state
 
 
