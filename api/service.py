@@ -229,25 +229,30 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
     return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
 
-def _entity_scan_prefix(plan: Plan) -> str | None:
-    """For the commonest scan, costs grouped by entity, maybe of one type: the entity type
-    wanted ("" for any); None for every other scan."""
+def _entities_by_entity(plan: Plan) -> bool:
+    """The commonest scan: the entity rollup grouped by entity, filtered by entity at most.
+    A member's identifiers are then its group."""
     filters = plan.filters
-    if (
+    return (
         plan.dimension is Dimension.ENTITY
         and plan.grouping.kind is GroupBy.ENTITY
         and not filters.tags
         and filters.model is None
-        and filters.entity_id is None
-    ):
-        return filters.entity_type or ""
+    )
+
+
+def _entity_scan_prefix(plan: Plan) -> str | None:
+    """For costs grouped by entity, maybe of one type: the entity type wanted ("" for any);
+    None for every other scan."""
+    if _entities_by_entity(plan) and plan.filters.entity_id is None:
+        return plan.filters.entity_type or ""
     return None
 
 
 def _classifier(plan: Plan) -> Callable[[str], tuple[str | None, ...] | None]:
     """member -> its group key, or None when the plan's filters refuse it."""
     dimension, filters, grouping = plan.dimension, plan.filters, plan.grouping
-    if dimension is Dimension.ENTITY and grouping.kind is GroupBy.ENTITY and not filters.tags and filters.model is None:
+    if _entities_by_entity(plan):
         # The common scan (costs by entity, maybe of one type): split the member, nothing else.
         wanted_type, wanted_id = filters.entity_type, filters.entity_id
 
@@ -640,10 +645,8 @@ class Reader:
         keys = _plan_keys(self.layout, self.project, plan) if _bulk_scan(plan) else []
         return Reads(keys, _range_fields((start, end)))
 
-    def _timeseries_reads(self, start: date, end: date, *_: Any) -> Reads:
-        return Reads([], _range_fields((start, end)))
-
-    def _models_reads(self, start: date, end: date, *_: Any) -> Reads:
+    def _range_reads(self, start: date, end: date, *_: Any) -> Reads:
+        """/costs/timeseries, /models and /entities/top: their range alone."""
         return Reads([], _range_fields((start, end)))
 
     def _compare_reads(self, period1: tuple[date, date], period2: tuple[date, date], *_: Any) -> Reads:
@@ -654,9 +657,6 @@ class Reader:
         boards = [self.layout.leaderboard(self.project, r.granularity, r.label, plan.board_type) for r in plan.boards]
         rollups = [self.layout.rollup(self.project, Dimension.ENTITY, r.granularity, r.label) for r in plan.rollups]
         return boards, rollups
-
-    def _top_reads(self, start: date, end: date, *_: Any) -> Reads:
-        return Reads([], _range_fields((start, end)))
 
     @_cached(_costs_reads)
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping) -> dict[str, Any]:
@@ -689,7 +689,7 @@ class Reader:
                 rows = [metrics(c, {"tag_key": grouping.tag_key, "tag_value": g[0]}) for g, c in ordered]
         return _costs_body(rows, total, start, end)
 
-    @_cached(_timeseries_reads)
+    @_cached(_range_reads)
     async def timeseries(self, start: date, end: date, filters: Filters, interval: Interval) -> dict[str, Any]:
         plan = plan_timeseries(start, end, filters, interval)
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -710,7 +710,7 @@ class Reader:
             )
         return {"data": rows, "interval": interval.value}
 
-    @_cached(_models_reads)
+    @_cached(_range_reads)
     async def models(self, start: date, end: date, filters: Filters) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL))
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
@@ -755,7 +755,7 @@ class Reader:
             },
         }
 
-    @_cached(_top_reads)
+    @_cached(_range_reads)
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:

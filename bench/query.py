@@ -79,6 +79,38 @@ def entity(i: int) -> tuple[str, str]:
     return "feature", f"feat-{i:05d}"
 
 
+def bench_event(
+    event_id: str,
+    ts_ms: int,
+    entity_index: int,
+    model_index: int,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cost_nano: int,
+    latency_us: int,
+    tags: tuple[tuple[str, str], ...],
+) -> CostEvent:
+    """An event of the bench project, its entity and model given by index."""
+    entity_type, entity_id = entity(entity_index)
+    model, provider = MODELS[model_index]
+    return CostEvent(
+        event_id=event_id,
+        ts_ms=ts_ms,
+        project_id=PROJECT,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        model=model,
+        provider=provider,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_nano=cost_nano,
+        latency_us=latency_us,
+        session_id=None,
+        tags=tags,
+    )
+
+
 def synthetic_events(count: int, last_day: date, seed: int = 7) -> list[CostEvent]:
     """`count` events over the 365 days ending `last_day`; entity j % 10,000 so all are present."""
     rng = random.Random(seed)
@@ -88,24 +120,20 @@ def synthetic_events(count: int, last_day: date, seed: int = 7) -> list[CostEven
     tag_sets = [tuple(sorted({"env": env, "feature": feature}.items())) for feature in FEATURES for env in ENVS]
     events = []
     for j in range(count):
-        etype, eid = entity(j % ENTITIES)
-        model, provider = MODELS[rng.randrange(len(MODELS))]
+        # The random draws in this order, as the data has always been generated.
+        model_index = rng.randrange(len(MODELS))
         input_tokens = rng.randrange(50, 5000)
         output_tokens = rng.randrange(10, 2000)
         events.append(
-            CostEvent(
-                event_id=f"b{j}",
-                ts_ms=first_ms + rng.randrange(span_ms),
-                project_id=PROJECT,
-                entity_type=etype,
-                entity_id=eid,
-                model=model,
-                provider=provider,
+            bench_event(
+                f"b{j}",
+                first_ms + rng.randrange(span_ms),
+                j % ENTITIES,
+                model_index,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_nano=rng.randrange(10_000, 50_000_000),
                 latency_us=rng.randrange(100_000, 5_000_000),
-                session_id=None,
                 tags=tag_sets[rng.randrange(len(tag_sets))],
             )
         )
@@ -233,22 +261,16 @@ async def real_ingest(settings: Settings) -> AsyncIterator[None]:
             rollup = BatchRollup()
             for _ in range(LIVE_BATCH_EVENTS):
                 sequence += 1
-                etype, eid = entity(rng.randrange(ENTITIES))
-                model, provider = MODELS[rng.randrange(len(MODELS))]
                 rollup.add(
-                    CostEvent(
-                        event_id=f"live-{run_id}-{sequence}",
-                        ts_ms=now_ms,
-                        project_id=PROJECT,
-                        entity_type=etype,
-                        entity_id=eid,
-                        model=model,
-                        provider=provider,
+                    bench_event(
+                        f"live-{run_id}-{sequence}",
+                        now_ms,
+                        rng.randrange(ENTITIES),
+                        rng.randrange(len(MODELS)),
                         input_tokens=500,
                         output_tokens=100,
                         cost_nano=rng.randrange(10_000, 50_000_000),
                         latency_us=800_000,
-                        session_id=None,
                         tags=(("env", "production"), ("feature", "chat")),
                     )
                 )
