@@ -5,11 +5,11 @@ shapes 10,000 rows. Done one Python int at a time that is most of the request
 (about 12 microseconds per row on this project's 2-core machine); with numpy the
 arithmetic is a few vector operations and only the row dicts remain per row.
 
-Exactness is kept by refusing, not by approximating: every function returns None
-when an input lies outside the range in which its int64/float64 arithmetic is
-exact, and the caller then uses the plain-int path (`api.service`): stored
-counters of at most 15 digits, and sums below 2**53 (a sum of at most
-`MAX_SUMMED_BUCKETS` such counters cannot overflow int64 on the way).
+Exactness is kept by refusing, not by approximating: `parse_cells` refuses a
+counter of more than 15 digits, the caller sums at most `MAX_SUMMED_BUCKETS`
+buckets (so int64 cannot overflow on the way) and checks `within_exact_range`
+before the column functions, which are exact below 2**53. On a refusal the
+caller uses the plain-int path (`api.service`), which has no bound.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@
 --    "sets": [[set_key, [member, ...]], ...],
 --    "versions": [data_version_key, ...],   (one per project in the batch; INCR'd)
 --    "bucket_versions": [[bucket_versions_key, [field, ...]], ...]}
---      (per project: the rollup and leaderboard keys this batch changes; each HINCRBY'd by 1)
+--      (per project: the rollup and leaderboard keys this batch changes, and the days and
+--       months it has events of, as KeyLayout.bucket_versions names them; each HINCRBY'd by 1)
 -- Every integer is a decimal string.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them.)

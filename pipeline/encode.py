@@ -85,22 +85,23 @@ class BatchEncoder:
         ]
         # Every rollup and leaderboard key the batch changes, and every day it has events
         # of, per project, for the API's cache validation (KeyLayout.bucket_versions).
-        touched: dict[str, list[str]] = {}
+        # A set: the days of one month share their month's field.
+        touched: dict[str, set[str]] = {}
         for project, day in rollup.event_ids:
-            touched.setdefault(project, []).extend(layout.data_version_fields(day))
+            touched.setdefault(project, set()).update(layout.event_day_version_fields(day))
         hashes = []
         for (project, dimension, granularity, bucket), members in rollup.cells().items():
             key = layout.rollup(project, dimension, granularity, bucket)
             hashes.append(
                 [key, str(expire_at(granularity, bucket, retention.days_for(granularity))), cell_increments(members)]
             )
-            touched.setdefault(project, []).append(layout.bucket_version_field(project, key))
+            touched.setdefault(project, set()).add(layout.bucket_version_field(project, key))
         zsets = []
         for (project, granularity, bucket, board_type), entities in rollup.leaderboard().items():
             key = layout.leaderboard(project, granularity, bucket, board_type)
             increments = [text for member, cost in entities.items() for text in (member, str(cost))]
             zsets.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), increments])
-            touched.setdefault(project, []).append(layout.bucket_version_field(project, key))
+            touched.setdefault(project, set()).add(layout.bucket_version_field(project, key))
         sessions = [
             [
                 layout.session(project, session_id),
@@ -138,7 +139,9 @@ class BatchEncoder:
                 "sessions": sessions,
                 "sets": sets,
                 "versions": [layout.data_version(project) for project in projects],
-                "bucket_versions": [[layout.bucket_versions(project), fields] for project, fields in touched.items()],
+                "bucket_versions": [
+                    [layout.bucket_versions(project), sorted(fields)] for project, fields in touched.items()
+                ],
             }
         )
 

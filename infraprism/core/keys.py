@@ -155,7 +155,7 @@ class KeyLayout:
         * the rest of a rollup or leaderboard key after `{root}:{project}:` -> bumped when
           the batch changes that key. The API keeps a parsed copy of a hash while its
           version stands;
-        * `day:YYYYMMDD` and `month:YYYYMM` (`data_version_fields`) -> bumped when the
+        * `day:YYYYMMDD` and `month:YYYYMM` (`event_day_version_fields`) -> bumped when the
           batch has an event of that UTC day, or month. The API keeps an answer while the
           versions of its range's days stand (`range_version_fields`: whole months by
           their own field): ingest into today leaves answers over earlier days cached,
@@ -168,7 +168,7 @@ class KeyLayout:
         return key[len(self.root) + len(project) + 2 :]
 
     @staticmethod
-    def data_version_fields(day: str) -> tuple[str, str]:
+    def event_day_version_fields(day: str) -> tuple[str, str]:
         """The `bucket_versions` fields a batch bumps for an event of the UTC day `day`
         (YYYYMMDD): that day's and its month's. Every bucket counting that day's events,
         of any dimension or granularity, changes only when they move."""

@@ -29,10 +29,10 @@ def test_range_version_fields(start: date, end: date, fields: list[str]) -> None
 
 @given(st.dates(date(2020, 1, 1), date(2030, 12, 31)), st.integers(0, 400))
 def test_every_day_of_the_range_moves_exactly_one_field_and_no_other_day_moves_any(start: date, length: int) -> None:
-    """A batch bumps its events' day and month fields (data_version_fields). An answer's
+    """A batch bumps its events' day and month fields (event_day_version_fields). An answer's
     fields must move for every day inside its range, and for no day outside it."""
     end = start + timedelta(days=length)
     fields = set(KeyLayout.range_version_fields(start, end))
     for day in days(start - timedelta(days=40), end + timedelta(days=40)):
-        moved = fields & set(KeyLayout.data_version_fields(day_label(day)))
+        moved = fields & set(KeyLayout.event_day_version_fields(day_label(day)))
         assert len(moved) == (1 if start <= day <= end else 0), day
