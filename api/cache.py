@@ -24,6 +24,7 @@ that changed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -60,6 +61,9 @@ class ResponseCache:
         self._max_rows = max_rows
         # Retention TTLs drop old buckets without a version change; the age bound caps that.
         self._max_age_s = max_age_s
+        # (project, query, token) -> the body being computed: concurrent requests for the
+        # same answer at the same token share one computation.
+        self._in_flight: dict[tuple[str, Hashable, Hashable], asyncio.Future[dict[str, Any] | None]] = {}
 
     async def get_or_compute(
         self,
@@ -76,7 +80,26 @@ class ResponseCache:
         if entry is not None and entry.version == version and time.monotonic() - entry.stored_at < self._max_age_s:
             self._entries.move_to_end(key)
             return entry.body
-        body = await compute()
+        # Under live ingest an answer over today changes with every batch, and the
+        # dashboards asking for it all miss at once: one of them computes, the others
+        # wait for its body. Same token, same data: the shared body is exactly theirs.
+        flight = (project, query, version)
+        pending = self._in_flight.get(flight)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            if shared is not None:
+                return shared
+            return await compute()  # the computation failed: each waiter gets its own answer or error
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[flight] = future
+        try:
+            body = await compute()
+        except BaseException:
+            future.set_result(None)  # failed or cancelled: the waiters compute themselves
+            raise
+        finally:
+            del self._in_flight[flight]
+        future.set_result(body)
         self._store(key, _Entry(version, time.monotonic(), _rows(body), body))
         return body
 

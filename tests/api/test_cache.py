@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import httpx
@@ -262,3 +263,58 @@ async def test_a_cached_answer_is_rendered_once_per_format_and_again_when_recomp
     cache.render(loose, "json", render_as("json"))
     cache.render(loose, "json", render_as("json"))
     assert renders[-2:] == ["json", "json"]
+
+
+async def test_concurrent_misses_at_one_token_share_one_computation_and_not_across_tokens():
+    """Sixteen dashboards asking for an answer the last batch changed: one computes it."""
+    cache = ResponseCache()
+    version = "v1"
+    computed: list[str] = []
+    release = asyncio.Event()
+
+    async def token() -> str:
+        return version
+
+    async def compute() -> dict[str, object]:
+        computed.append(version)
+        await release.wait()
+        return {"data": [{"at": version}]}
+
+    first = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(8)]
+    await asyncio.sleep(0)
+    version = "v2"  # a batch lands: requests reading the new token must not share v1's body
+    second = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(8)]
+    await asyncio.sleep(0)
+    release.set()
+    bodies = await asyncio.gather(*first, *second)
+    assert computed == ["v1", "v2"]
+    # The v1 computation read the data after the batch: its body holds v2's data, as any
+    # answer computed after a write does. What matters is that v2's readers did not share it.
+    assert all(body is bodies[0] for body in bodies[:8]) and all(body is bodies[8] for body in bodies[8:])
+    assert bodies[0] is not bodies[8]
+
+
+async def test_waiters_compute_their_own_answer_when_the_shared_computation_fails():
+    cache = ResponseCache()
+    calls = 0
+    release = asyncio.Event()
+
+    async def token() -> str:
+        return "v1"
+
+    async def compute() -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+            raise ConnectionError("redis went away")
+        return {"data": [{"call": calls}]}
+
+    leader = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(leader, *waiters, return_exceptions=True)
+    assert isinstance(results[0], ConnectionError)
+    assert sorted(body["data"][0]["call"] for body in results[1:]) == [2, 3, 4]
