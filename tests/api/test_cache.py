@@ -290,7 +290,8 @@ async def test_concurrent_misses_at_one_token_share_one_computation_and_not_acro
     assert computed == ["v1", "v2"]
     # The v1 computation read the data after the batch: its body holds v2's data, as any
     # answer computed after a write does. What matters is that v2's readers did not share it.
-    assert all(body is bodies[0] for body in bodies[:8]) and all(body is bodies[8] for body in bodies[8:])
+    assert all(body is bodies[0] for body in bodies[:8])
+    assert all(body is bodies[8] for body in bodies[8:])
     assert bodies[0] is not bodies[8]
 
 
