@@ -144,6 +144,15 @@ class ScannedBucket(NamedTuple):
     counters: Matrix
 
 
+class ShapedRows(NamedTuple):
+    """The rows of a dimension answer as last shaped, with the summed counters each was
+    shaped from: a recompute after a batch shapes again only the rows whose sums changed."""
+
+    position_of: dict[tuple[str | None, ...], int]  # group -> its row
+    sums: Matrix  # row for row
+    rows: list[dict[str, Any]]
+
+
 class BucketCache:
     """Parsed rollup hashes kept across requests, each valid at one version token.
 
@@ -155,7 +164,14 @@ class BucketCache:
     one vocabulary so a sum over buckets is a numpy scatter, not a dict per member.
     """
 
-    def __init__(self, *, max_cells: int = 2_000_000, max_members: int = 1_000_000, max_age_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_cells: int = 2_000_000,
+        max_members: int = 1_000_000,
+        max_age_s: float = 300.0,
+        max_shaped_rows: int = 200_000,
+    ) -> None:
         self._entries: OrderedDict[str, tuple[Hashable, float, ScannedBucket]] = OrderedDict()
         self._cells = 0
         self._max_cells = max_cells
@@ -168,6 +184,11 @@ class BucketCache:
         self.members: list[str] = []
         # Each member split into its identifiers (entity type and id, model, ...).
         self.member_parts: list[tuple[str, ...]] = []
+        # query -> its rows as last shaped, bounded by rows held like the response cache
+        # (the row dicts themselves are shared with the cached answers).
+        self._shaped: OrderedDict[Hashable, ShapedRows] = OrderedDict()
+        self._shaped_rows = 0
+        self._max_shaped_rows = max_shaped_rows
 
     def get(self, key: str, token: Hashable) -> ScannedBucket | None:
         entry = self._entries.get(key)
@@ -196,6 +217,21 @@ class BucketCache:
         if token is not None:
             self._store(key, token, scanned)
         return scanned
+
+    def shaped(self, query: Hashable) -> ShapedRows | None:
+        return self._shaped.get(query)
+
+    def keep_shaped(self, query: Hashable, shaped: ShapedRows) -> None:
+        old = self._shaped.pop(query, None)
+        if old is not None:
+            self._shaped_rows -= len(old.rows)
+        if len(shaped.rows) > self._max_shaped_rows:
+            return
+        self._shaped[query] = shaped
+        self._shaped_rows += len(shaped.rows)
+        while self._shaped_rows > self._max_shaped_rows:
+            _, evicted = self._shaped.popitem(last=False)
+            self._shaped_rows -= len(evicted.rows)
 
     @property
     def vocabulary(self) -> object:

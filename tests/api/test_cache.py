@@ -319,3 +319,33 @@ async def test_waiters_compute_their_own_answer_when_the_shared_computation_fail
     results = await asyncio.gather(leader, *waiters, return_exceptions=True)
     assert isinstance(results[0], ConnectionError)
     assert sorted(body["data"][0]["call"] for body in results[1:]) == [2, 3, 4]
+
+
+async def test_a_recomputed_answer_reshapes_only_the_rows_whose_sums_changed(
+    redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """After a batch, costs by entity takes the rows of unchanged entities as they were
+    shaped (the same dicts) and shapes the changed and new ones: the answer is the one a
+    reader without any cache computes."""
+    layout = KeyLayout(settings.key_prefix)
+    cache = ResponseCache()
+    read = (date(2025, 1, 1), date(2025, 1, 31), Filters(), Grouping(GroupBy.ENTITY))
+
+    def named(n: int, entity_id: str, cost: float) -> dict[str, object]:
+        return {**event(project, n, cost), "entity_id": entity_id}
+
+    await load_events(redis_client, settings, [named(1, "a", 1.0), named(2, "b", 2.0), named(3, "c", 3.0)])
+    first = await Reader(redis_client, layout, project, cache).costs(*read)
+    by_id = {row["entity_id"]: row for row in first["data"]}
+
+    await load_events(redis_client, settings, [named(4, "b", 5.0), named(5, "d", 0.5)])
+    second = await Reader(redis_client, layout, project, cache).costs(*read)
+    assert second is not first
+    assert second == await Reader(redis_client, layout, project, None).costs(*read)
+    rows = {row["entity_id"]: row for row in second["data"]}
+    assert [row["entity_id"] for row in second["data"]] == ["b", "c", "a", "d"]
+    assert rows["a"] is by_id["a"]
+    assert rows["c"] is by_id["c"]
+    assert rows["b"] is not by_id["b"]
+    assert (rows["b"]["total_cost"], rows["b"]["total_events"]) == (7.0, 2)
+    assert (rows["d"]["total_cost"], rows["d"]["total_events"]) == (0.5, 1)

@@ -35,7 +35,16 @@ def test_parse_cells_reads_what_unpack_cell_reads(cells: list[list[int]]) -> Non
         ["1 2 3 4 5 x"],  # not a digit
         ["1 2 3 4 5 -6"],  # negative
         ["1 2 3 4 5 6.5"],  # fractional
-        ["1 1000000000000000 3 4 5 6"],  # 16 digits: beyond the exact bound, left to Python ints
+        ["1 1000000000000000 3 4 5 6"],  # 10**15: beyond the exact bound, left to Python ints
+        ["1 99999999999999999999999 3 4 5 6"],  # beyond int64 too
+        ["1 2 3 4 5", "6 1 2 3 4 5 6"],  # five and seven: the right count of counters overall
+        ["1 2 3 4 5 6 "],  # a trailing space: an empty seventh counter
+        [" 1 2 3 4 5 6"],  # a leading one
+        ["1 2 3 4 5 6", " 1 2 3 4 5"],
+        ["1 2 3\n4 5 6"],  # a newline inside a cell
+        ["1 2 3 4 5 \u0661"],  # a digit, but not an ASCII one
+        ["1 2 3 4 5 +6"],
+        [""],
     ],
 )
 def test_parse_cells_refuses_what_it_cannot_read_exactly(packed: list[str]) -> None:
@@ -80,3 +89,14 @@ def test_within_exact_range_bounds() -> None:
     assert not within_exact_range(np.array([[EXACT_DOUBLE]], dtype=np.int64))
     assert not within_exact_range(np.array([[-EXACT_DOUBLE]], dtype=np.int64))
     assert within_exact_range(np.zeros((0, 6), dtype=np.int64))
+
+
+def test_column_totals_are_exact_past_int64() -> None:
+    from api.service import _column_totals
+
+    big = np.full((2000, 6), EXACT_DOUBLE - 1, dtype=np.int64)
+    big[:, 1] = 7
+    assert _column_totals(big) == [2000 * (EXACT_DOUBLE - 1), 14_000] + [2000 * (EXACT_DOUBLE - 1)] * 4
+    small = np.array([[1, -2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60]], dtype=np.int64)
+    assert _column_totals(small) == [11, 18, 33, 44, 55, 66]
+    assert _column_totals(np.zeros((0, 6), dtype=np.int64)) == [0] * 6
