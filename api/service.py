@@ -704,7 +704,11 @@ class Reader:
         if scanned is None:
             return None
         buckets = self.cache.buckets if self.cache is not None else None
-        query = (self.project, start, end, plan.filters, plan.grouping)
+        # Rows are a function of their group and sums alone, so they stay right across a
+        # rebuild; keyed by its generation all the same, so that a rebuild, or the bench's
+        # cold column, starts from nothing.
+        generation = self.bucket_tokens.get(_plan_keys(self.layout, self.project, plan)[0], (None,))[0]
+        query = (self.project, generation, start, end, plan.filters, plan.grouping)
         previous = buckets.shaped(query) if buckets is not None else None
         rows, total, shaped = _dimension_rows(*scanned, DIMENSION_FIELDS[plan.grouping.kind], previous)
         if buckets is not None:
