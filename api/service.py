@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 Cell = list[int]
 AccKey = tuple[str | None, tuple[str | None, ...]]  # (output period, group)
 Accumulated = dict[AccKey, Cell]
+BucketToken = tuple[Any, Any]  # (rebuild generation, key version), as read from Redis
 _UNSEEN: Any = object()
 _NO_IDS = np.zeros(0, dtype=np.int64)
 
@@ -577,7 +578,7 @@ class Reader:
     cache: ResponseCache | None = None
     # key -> (rebuild generation, key version), read with the response cache's token:
     # the bucket cache's token of each key.
-    bucket_tokens: dict[str, Hashable] = field(default_factory=dict)
+    bucket_tokens: dict[str, BucketToken] = field(default_factory=dict)
 
     async def _versions(self, reads: Reads) -> Hashable:
         """The rebuild generation and the versions of the range of `reads`: the answer's
@@ -594,7 +595,7 @@ class Reader:
             self.bucket_tokens[key] = (generation, version_of[version_field])
         return (generation, tuple(versions[: len(range_fields)]))
 
-    async def _read_hashes(self, keys: list[str]) -> tuple[list[dict[str, str]], dict[str, Hashable]]:
+    async def _read_hashes(self, keys: list[str]) -> tuple[list[dict[str, str]], dict[str, BucketToken]]:
         """HGETALL of `keys` and their bucket tokens, in one MULTI/EXEC: what is read is one
         moment's data, and each hash's token is exactly the version of what was read."""
         fields = [self.layout.bucket_version_field(self.project, key) for key in keys]
@@ -707,7 +708,7 @@ class Reader:
         # Rows are a function of their group and sums alone, so they stay right across a
         # rebuild; keyed by its generation all the same, so that a rebuild, or the bench's
         # cold column, starts from nothing.
-        generation = self.bucket_tokens.get(_plan_keys(self.layout, self.project, plan)[0], (None,))[0]
+        generation, _ = self.bucket_tokens.get(_plan_keys(self.layout, self.project, plan)[0], (None, None))
         query = (self.project, generation, start, end, plan.filters, plan.grouping)
         previous = buckets.shaped(query) if buckets is not None else None
         rows, total, shaped = _dimension_rows(*scanned, DIMENSION_FIELDS[plan.grouping.kind], previous)
