@@ -15,11 +15,13 @@ value:
   every applied batch increments.
 
 Either way an answer from the cache is exactly the answer a fresh read would
-give. One Redis round trip per request buys it.
+give. One Redis round trip per request buys it. Requests that miss at the same
+token share one computation.
 
 `BucketCache` keeps scanned rollup hashes parsed, each under the version of
 its own key, so an answer that must be recomputed re-reads only the hashes
-that changed.
+that changed; and the rows of such answers with the sums they were shaped
+from, so it shapes again only the rows that changed.
 """
 
 from __future__ import annotations
