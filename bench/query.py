@@ -9,8 +9,8 @@ What it does:
 3. starts the API (api.server.main: uvicorn, `--workers` processes) in a subprocess on a free port;
 4. for each query, four times. "cold": the rebuild generation is bumped before every
    request (and every millisecond under concurrency), which invalidates every cached
-   answer and every parsed bucket, so every request plans, reads all its rollups and
-   shapes its answer: the worst case. "live": a real batch of 100 events timestamped
+   answer, every parsed bucket and every shaped row, so every request plans, reads all
+   its rollups and shapes its answer: the worst case. "live": a real batch of 100 events timestamped
    now is applied every 50 ms (2,000 events/s, as the aggregator would); the ranges
    end yesterday, so their answers stay cached (they are validated by the versions
    of their days). "live, to today": the same queries over ranges ending today,
