@@ -27,7 +27,6 @@ from, so it shapes again only the rows that changed.
 from __future__ import annotations
 
 import asyncio
-import operator
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -147,14 +146,6 @@ class ScannedBucket(NamedTuple):
     counters: Matrix
 
 
-class ScannedBoard(NamedTuple):
-    """One leaderboard sorted set, parsed: its members as ids of a `BucketCache`'s
-    vocabulary (the entity rollups' members), and their scores, row for row."""
-
-    member_ids: npt.NDArray[np.int64]
-    scores: npt.NDArray[np.float64]
-
-
 class ShapedRows(NamedTuple):
     """The rows of a dimension answer as last shaped, with the summed counters each was
     shaped from: a recompute after a batch shapes again only the rows whose sums changed."""
@@ -183,7 +174,7 @@ class BucketCache:
         max_age_s: float = 300.0,
         max_shaped_rows: int = 200_000,
     ) -> None:
-        self._entries: OrderedDict[str, tuple[Hashable, float, ScannedBucket | ScannedBoard]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Hashable, float, ScannedBucket]] = OrderedDict()
         self._cells = 0
         self._max_cells = max_cells
         self._max_members = max_members
@@ -202,14 +193,6 @@ class BucketCache:
         self._max_shaped_rows = max_shaped_rows
 
     def get(self, key: str, token: Hashable) -> ScannedBucket | None:
-        scanned = self._get(key, token)
-        return scanned if isinstance(scanned, ScannedBucket) else None
-
-    def get_board(self, key: str, token: Hashable) -> ScannedBoard | None:
-        scanned = self._get(key, token)
-        return scanned if isinstance(scanned, ScannedBoard) else None
-
-    def _get(self, key: str, token: Hashable) -> ScannedBucket | ScannedBoard | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] != token or time.monotonic() - entry[1] >= self._max_age_s:
             return None
@@ -222,31 +205,20 @@ class BucketCache:
         counters = parse_cells(list(cells.values()))
         if counters is None:
             return None
-        scanned = ScannedBucket(self._number(list(cells)), counters)
-        if token is not None:
-            self._store(key, token, scanned)
-        return scanned
-
-    def parse_board(self, key: str, token: Hashable, pairs: list[tuple[str, float]]) -> ScannedBoard:
-        """Parse a sorted set read at `token` (ZRANGE WITHSCORES: (member, score) pairs) and keep it."""
-        scores = np.fromiter(map(operator.itemgetter(1), pairs), dtype=np.float64, count=len(pairs))
-        scanned = ScannedBoard(self._number(list(map(operator.itemgetter(0), pairs))), scores)
-        self._store(key, token, scanned)
-        return scanned
-
-    def _number(self, members_read: list[str]) -> npt.NDArray[np.int64]:
-        """The vocabulary ids of `members_read`, numbering the new ones."""
-        if len(self.members) + len(members_read) > self._max_members:
+        if len(self.members) + len(cells) > self._max_members:
             self.clear()  # numbers of members gone from Redis would pile up forever
         ids, members, parts = self._ids, self.members, self.member_parts
-        member_ids = list(map(ids.get, members_read))  # C speed; None for a member not numbered yet
+        member_ids = list(map(ids.get, cells))  # C speed; None for a member not numbered yet
         if None in member_ids:
-            for position, member in enumerate(members_read):
+            for position, member in enumerate(cells):
                 if member_ids[position] is None:
                     member_ids[position] = ids[member] = len(members)
                     members.append(member)
                     parts.append(tuple(member.split(SEP)))
-        return np.array(member_ids, dtype=np.int64)
+        scanned = ScannedBucket(np.array(member_ids, dtype=np.int64), counters)
+        if token is not None:
+            self._store(key, token, scanned)
+        return scanned
 
     def shaped(self, query: Hashable) -> ShapedRows | None:
         return self._shaped.get(query)
@@ -275,7 +247,7 @@ class BucketCache:
         self.members = []
         self.member_parts = []
 
-    def _store(self, key: str, token: Hashable, scanned: ScannedBucket | ScannedBoard) -> None:
+    def _store(self, key: str, token: Hashable, scanned: ScannedBucket) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             self._cells -= len(old[2].member_ids)

@@ -19,14 +19,12 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from api.cache import BucketCache, ResponseCache, ShapedRows
 from api.columns import MAX_SUMMED_BUCKETS, Matrix, mean_ms_column, usd_column, within_exact_range
 from api.planner import (
-    BucketRead,
     Filters,
     GroupBy,
     Grouping,
@@ -546,63 +544,6 @@ def _costs_body(rows: list[dict[str, Any]], total: Cell, start: date, end: date)
     }
 
 
-def _top_candidates(scores: npt.NDArray[np.float64], limit: int, descending: bool) -> npt.NDArray[np.bool_]:
-    """Which members of a signed board union TOP_ENTITIES_LUA takes as candidates: the
-    first `limit` places and every member tied with the last of them; ascending, after
-    every score <= 0 (a member counted only in subtracted boards scores 0 and has no
-    events in the range: `_top_body` drops it)."""
-    count = len(scores)
-    if descending:
-        if count <= limit:
-            return np.ones(count, dtype=bool)
-        boundary = np.partition(scores, count - limit)[count - limit]  # the limit-th highest
-        return scores >= boundary  # type: ignore[no-any-return]
-    last = min(count, int(np.count_nonzero(scores <= 0)) + limit)
-    if last == 0:
-        return np.zeros(count, dtype=bool)
-    boundary = np.partition(scores, last - 1)[last - 1]
-    return scores <= boundary  # type: ignore[no-any-return]
-
-
-def _top_body(
-    members: list[str],
-    cells: Sequence[Sequence[str | None]],
-    rollups: Sequence[BucketRead],
-    limit: int,
-    descending: bool,
-) -> dict[str, Any]:
-    """/entities/top from its candidates and their packed cells in each entity rollup of
-    the range (signed): exact totals, the final order (cost, then type and id), ranks."""
-    count = len(members)
-    events = [0] * count
-    costs = [0] * count
-    for read, values in zip(rollups, cells, strict=True):
-        for index, packed in enumerate(values):
-            if packed is not None:
-                cell = unpack_cell(packed)
-                events[index] += read.sign * cell[EVENTS]
-                costs[index] += read.sign * cell[COST]
-    rows = []
-    for index, member in enumerate(members):
-        if not events[index]:
-            continue  # counted only in subtracted buckets: no events in the range
-        entity_type, entity_id = member.split(SEP, 1)
-        rows.append((costs[index], entity_type, entity_id, events[index]))
-    rows.sort(key=lambda r: (-r[0] if descending else r[0], r[1], r[2]))
-    return {
-        "data": [
-            {
-                "entity_type": etype,
-                "entity_id": eid,
-                "total_cost": nano_to_usd(cost),
-                "total_events": n_events,
-                "rank": rank,
-            }
-            for rank, (cost, etype, eid, n_events) in enumerate(rows[:limit], start=1)
-        ]
-    }
-
-
 # --- endpoints' reads ---------------------------------------------------------------------------
 
 
@@ -909,92 +850,51 @@ class Reader:
             },
         }
 
-    def _top_reads(self, start: date, end: date, entity_type: str | None, *_: Any) -> Reads:
-        """/entities/top: its range, and its boards and entity rollups for their parsed copies."""
-        boards, rollups = self._leaderboard_keys(plan_leaderboard(start, end, entity_type))
-        return Reads(boards + rollups, _range_fields((start, end)))
-
-    @_cached(_top_reads)
+    @_cached(_range_reads)
     async def top_entities(
         self, start: date, end: date, entity_type: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
         plan = plan_leaderboard(start, end, entity_type)
         keys, entity_keys = self._leaderboard_keys(plan)
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity;
-        # they choose the candidates, the entity rollups give the exact numbers and the
-        # final order. From parsed boards when every key the answer reads is where its
-        # version token says; else (and without a cache) in one script inside Redis.
-        if self.cache is not None:
-            picked = await self._top_from_parsed_boards(plan, keys, entity_keys, limit, descending)
-            if picked is not None:
-                return _top_body(*picked, plan.rollups, limit, descending)
+        # they choose the candidates (in Redis: only they travel), the entity rollups
+        # give the exact numbers and the final order.
         order = "desc" if descending else "asc"
         signs = [r.sign for r in plan.boards]
         members, *replies = await _evalsha(
             self.redis, TOP_ENTITIES_SHA, len(keys) + len(entity_keys), *keys, *entity_keys,
             limit, order, len(keys), *signs,
         )  # fmt: skip
-        return _top_body(members, replies, plan.rollups, limit, descending)
-
-    async def _top_from_parsed_boards(
-        self, plan: LeaderboardPlan, keys: list[str], entity_keys: list[str], limit: int, descending: bool
-    ) -> tuple[list[str], list[list[str | None]]] | None:
-        """TOP_ENTITIES_LUA's candidates and their cells, from boards parsed in this process
-        (the bucket cache: after a batch only this year's and this month's boards are read
-        again) instead of a union of 20,000 members inside Redis, which serves every API
-        worker. None when a key moved since the version token: the script reads one moment.
-
-        One moment here too: the boards (cached or read now) are the data of their token's
-        versions, and the cells are read in a MULTI with the versions of every key the
-        answer reads, which must still be those of the token."""
-        assert self.cache is not None
-        buckets = self.cache.buckets
-        tokens = self.bucket_tokens
-        vocabulary = buckets.vocabulary
-        parts = [buckets.get_board(key, tokens[key]) if key in tokens else None for key in keys]
-        missing = [index for index, part in enumerate(parts) if part is None]
-        if missing:
-            fresh = await self._read_boards([keys[index] for index in missing])
-            for index, (token, pairs) in zip(missing, fresh, strict=True):
-                if token != tokens.get(keys[index]):
-                    return None
-                parts[index] = buckets.parse_board(keys[index], token, pairs)
-        if buckets.vocabulary is not vocabulary:
-            return None  # parsing renumbered the members: ids do not mix
-        boards = [part for part in parts if part is not None]  # all of them by now
-        present = np.unique(np.concatenate([part.member_ids for part in boards])) if boards else _NO_IDS
-        scores = np.zeros(len(present), dtype=np.float64)
-        for read, part in zip(plan.boards, boards, strict=True):
-            # In the order of the boards, as ZUNION adds them: the same doubles.
-            rows = np.searchsorted(present, part.member_ids)
-            if read.sign > 0:
-                scores[rows] += part.scores
-            else:
-                scores[rows] -= part.scores
-        members = buckets.members
-        candidates = [members[member_id] for member_id in present[_top_candidates(scores, limit, descending)].tolist()]
-        all_keys = keys + entity_keys
-        fields = [self.layout.bucket_version_field(self.project, key) for key in all_keys]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.layout.generation())
-            pipe.hmget(self.layout.bucket_versions(self.project), fields)
-            for key in entity_keys if candidates else []:
-                pipe.hmget(key, candidates)
-            generation, versions, *replies = await pipe.execute()
-        if any((generation, version) != tokens.get(key) for key, version in zip(all_keys, versions, strict=True)):
-            return None
-        return candidates, replies if candidates else [[] for _ in entity_keys]
-
-    async def _read_boards(self, keys: list[str]) -> list[tuple[BucketToken, list[tuple[str, float]]]]:
-        """Each board's bucket token and (member, score) pairs, in one MULTI/EXEC."""
-        fields = [self.layout.bucket_version_field(self.project, key) for key in keys]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.layout.generation())
-            pipe.hmget(self.layout.bucket_versions(self.project), fields)
-            for key in keys:
-                pipe.zrange(key, 0, -1, withscores=True)
-            generation, versions, *boards = await pipe.execute()
-        return [((generation, version), pairs) for version, pairs in zip(versions, boards, strict=True)]
+        if not members:
+            return {"data": []}
+        count = len(members)
+        events = [0] * count
+        costs = [0] * count
+        for read, values in zip(plan.rollups, replies, strict=True):
+            for index, packed in enumerate(values):
+                if packed is not None:
+                    cell = unpack_cell(packed)
+                    events[index] += read.sign * cell[EVENTS]
+                    costs[index] += read.sign * cell[COST]
+        rows = []
+        for index, member in enumerate(members):
+            if not events[index]:
+                continue  # counted only in subtracted buckets: no events in the range
+            entity_type_, entity_id = member.split(SEP, 1)
+            rows.append((costs[index], entity_type_, entity_id, events[index]))
+        rows.sort(key=lambda r: (-r[0] if descending else r[0], r[1], r[2]))
+        return {
+            "data": [
+                {
+                    "entity_type": etype,
+                    "entity_id": eid,
+                    "total_cost": nano_to_usd(cost),
+                    "total_events": n_events,
+                    "rank": rank,
+                }
+                for rank, (cost, etype, eid, n_events) in enumerate(rows[:limit], start=1)
+            ]
+        }
 
     @_cached(None)
     async def sessions(
