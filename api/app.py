@@ -41,6 +41,9 @@ def create_app(settings: Settings) -> FastAPI:
         client = aioredis.Redis.from_url(
             settings.redis_dsn(),
             decode_responses=True,
+            # RESP2: redis-py 8 speaks RESP3 by default, whose replies of a 10,000-field
+            # hash or sorted set take it about 1.7 times as long to read.
+            protocol=2,
             max_connections=settings.api_redis_max_connections,
             socket_connect_timeout=5,
             socket_timeout=10,
