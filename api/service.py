@@ -1,8 +1,8 @@
 """Read side: executes the planner's plans against Redis and shapes exact results.
 
 Every answer is read as one moment's data: its reads go in one MULTI/EXEC (or one
-script, for `/entities/top` and `/sessions`, whose second reads depend on their
-first), after one round trip for the cache's version token. Counters are
+script, for `/entities/top`), after one round trip for the cache's version token.
+`/sessions` reads twice (its second read depends on the first). Counters are
 summed as integers (Python ints, or int64 columns within a proven exact range,
 `api.columns`) and turned into USD / rounded means only when rows are shaped.
 """
@@ -126,43 +126,6 @@ end
 return out
 """
 TOP_ENTITIES_SHA = hashlib.sha1(TOP_ENTITIES_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
-
-# /sessions in one atomic call, so the count and the page are one moment's data. The
-# sessions started in [ARGV[1], ARGV[2]) ms, newest first (ties: the greater id first),
-# each with the fields ARGV[6..] of its record (key ARGV[3] .. id). KEYS[1] is the index
-# to read; or, when ARGV[4] is not empty, the set of the project's entity types: then the
-# indexes ARGV[4] .. type .. ARGV[5] of one entity id under every type are merged.
-# Returns {ids, {fields of each}}.
-SESSIONS_LUA = """
-local ids = {}
-if ARGV[4] == '' then
-  ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], ARGV[1])
-else
-  local scored, seen = {}, {}
-  for _, entity_type in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    local key = ARGV[4] .. entity_type .. ARGV[5]
-    local flat = redis.call('ZRANGEBYSCORE', key, ARGV[1], '(' .. ARGV[2], 'WITHSCORES')
-    for i = 1, #flat, 2 do
-      if not seen[flat[i]] then
-        seen[flat[i]] = true
-        scored[#scored + 1] = {tonumber(flat[i + 1]), flat[i]}
-      end
-    end
-  end
-  table.sort(scored, function(a, b)
-    if a[1] ~= b[1] then return a[1] > b[1] end
-    return a[2] > b[2]
-  end)
-  for i, pair in ipairs(scored) do ids[i] = pair[2] end
-end
-local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-local records = {}
-for i, id in ipairs(ids) do records[i] = redis.call('HMGET', ARGV[3] .. id, unpack(fields)) end
-return {ids, records}
-"""
-SESSIONS_SHA = hashlib.sha1(SESSIONS_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
-SESSION_FIELDS = ("entity_type", "entity_id", "started_ms", "ended_ms", "turns", "cost", "input", "output")
 
 
 # --- exact arithmetic for the response ---------------------------------------------------------
@@ -359,8 +322,7 @@ async def _execute(redis: aioredis.Redis, layout: KeyLayout, project: str, plans
 
 async def load_scripts(redis: aioredis.Redis) -> None:
     """Load the read scripts; called by the app's lifespan and after a NOSCRIPT."""
-    scripts = ((HMGET_MANY_LUA, HMGET_MANY_SHA), (TOP_ENTITIES_LUA, TOP_ENTITIES_SHA), (SESSIONS_LUA, SESSIONS_SHA))
-    for text, sha in scripts:
+    for text, sha in ((HMGET_MANY_LUA, HMGET_MANY_SHA), (TOP_ENTITIES_LUA, TOP_ENTITIES_SHA)):
         loaded = await redis.script_load(text)
         assert loaded == sha
 
@@ -901,22 +863,39 @@ class Reader:
         self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int
     ) -> dict[str, Any]:
         start_ms, end_ms = session_window_ms(start, end)
-        layout, project = self.layout, self.project
-        index_prefix = entity_suffix = ""
+        layout, project, redis = self.layout, self.project, self.redis
+        ids: list[Any]
         if entity_type is not None and entity_id is not None:
-            index = layout.session_entity_index(project, entity_type, entity_id)
+            ids = await redis.zrevrangebyscore(
+                layout.session_entity_index(project, entity_type, entity_id), f"({end_ms}", start_ms
+            )
         elif entity_type is not None:
-            index = layout.session_type_index(project, entity_type)
+            ids = await redis.zrevrangebyscore(layout.session_type_index(project, entity_type), f"({end_ms}", start_ms)
         elif entity_id is not None:
-            # One entity id under every entity type: the script merges their indexes.
-            index = layout.entity_types(project)
-            index_prefix, entity_suffix = layout.session_entity_index_parts(project, entity_id)
+            types: list[Any] = sorted(await redis.smembers(layout.entity_types(project)))
+            ids = []
+            if types:
+                keys = [layout.session_entity_index(project, t, entity_id) for t in types]
+                pairs: Any = await redis.zunion(keys, withscores=True)
+                selected = [(score, sid) for sid, score in pairs if start_ms <= score < end_ms]
+                selected.sort(reverse=True)
+                ids = [sid for _, sid in selected]
         else:
-            index = layout.session_index(project)
-        ids, records = await _evalsha(
-            self.redis, SESSIONS_SHA, 1, index,
-            start_ms, end_ms, layout.session(project, ""), index_prefix, entity_suffix, *SESSION_FIELDS,
-        )  # fmt: skip
+            ids = await redis.zrevrangebyscore(layout.session_index(project), f"({end_ms}", start_ms)
+        names = (
+            "entity_type",
+            "entity_id",
+            "started_ms",
+            "ended_ms",
+            "turns",
+            "cost",
+            "input",
+            "output",
+        )
+        async with redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hmget(layout.session(project, str(sid)), names)
+            records = await pipe.execute() if ids else []
         total_turns = 0
         total_cost = 0
         rows: list[dict[str, Any]] = []

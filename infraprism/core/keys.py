@@ -133,11 +133,6 @@ class KeyLayout:
         """Sorted set of one entity's sessions: member session_id, score started_ms."""
         return f"{self.root}:{project}:si:{entity_member(entity_type, entity_id)}"
 
-    def session_entity_index_parts(self, project: str, entity_id: str) -> tuple[str, str]:
-        """(prefix, suffix) of the session indexes of `entity_id` under every entity type:
-        `session_entity_index(project, t, entity_id)` is prefix + t + suffix."""
-        return f"{self.root}:{project}:si:", f"{SEP}{entity_id}"
-
     def session_type_index(self, project: str, entity_type: str) -> str:
         """Sorted set of one entity type's sessions: member session_id, score started_ms."""
         return f"{self.root}:{project}:sit:{entity_type}"
