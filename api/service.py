@@ -128,6 +128,11 @@ return out
 TOP_ENTITIES_SHA = hashlib.sha1(TOP_ENTITIES_LUA.encode()).hexdigest()  # noqa: S324 - Redis script id
 
 
+SESSION_FIELDS = ("entity_type", "entity_id", "started_ms", "ended_ms", "turns", "cost", "input", "output")
+# /sessions reads its index and records again while batches land in between, this many times at most.
+SESSION_READ_ATTEMPTS = 3
+
+
 # --- exact arithmetic for the response ---------------------------------------------------------
 
 
@@ -863,39 +868,24 @@ class Reader:
         self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int
     ) -> dict[str, Any]:
         start_ms, end_ms = session_window_ms(start, end)
-        layout, project, redis = self.layout, self.project, self.redis
-        ids: list[Any]
-        if entity_type is not None and entity_id is not None:
-            ids = await redis.zrevrangebyscore(
-                layout.session_entity_index(project, entity_type, entity_id), f"({end_ms}", start_ms
-            )
-        elif entity_type is not None:
-            ids = await redis.zrevrangebyscore(layout.session_type_index(project, entity_type), f"({end_ms}", start_ms)
-        elif entity_id is not None:
-            types: list[Any] = sorted(await redis.smembers(layout.entity_types(project)))
-            ids = []
-            if types:
-                keys = [layout.session_entity_index(project, t, entity_id) for t in types]
-                pairs: Any = await redis.zunion(keys, withscores=True)
-                selected = [(score, sid) for sid, score in pairs if start_ms <= score < end_ms]
-                selected.sort(reverse=True)
-                ids = [sid for _, sid in selected]
-        else:
-            ids = await redis.zrevrangebyscore(layout.session_index(project), f"({end_ms}", start_ms)
-        names = (
-            "entity_type",
-            "entity_id",
-            "started_ms",
-            "ended_ms",
-            "turns",
-            "cost",
-            "input",
-            "output",
-        )
-        async with redis.pipeline(transaction=False) as pipe:
-            for sid in ids:
-                pipe.hmget(layout.session(project, str(sid)), names)
-            records = await pipe.execute() if ids else []
+        # Two reads, the index and then the records it lists, and not in one MULTI or
+        # script: a year can list 100,000 sessions, and an atomic read of them all would
+        # stall the aggregator and every API worker. One moment's data all the same: the
+        # project's data version, which every applied batch increments, is read before
+        # and after; if it moved, the count and the page might disagree, so read again.
+        version_key = self.layout.data_version(self.project)
+        for attempt in range(1, SESSION_READ_ATTEMPTS + 1):
+            before = await self.redis.get(version_key)
+            ids = await self._session_ids(start_ms, end_ms, entity_type, entity_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid in ids:
+                    pipe.hmget(self.layout.session(self.project, str(sid)), SESSION_FIELDS)
+                pipe.get(version_key)
+                *records, after = await pipe.execute()
+            if after == before:
+                break
+            if attempt == SESSION_READ_ATTEMPTS:
+                log.info("sessions read while batches kept landing", extra={"attempts": attempt})
         total_turns = 0
         total_cost = 0
         rows: list[dict[str, Any]] = []
@@ -925,6 +915,32 @@ class Reader:
                 "avg_cost_per_session": ratio(total_cost, count * NANO_PER_USD, 6),
             },
         }
+
+    async def _session_ids(
+        self, start_ms: int, end_ms: int, entity_type: str | None, entity_id: str | None
+    ) -> list[str]:
+        """The ids of the sessions started in [start_ms, end_ms), newest first (equal starts:
+        the greater id first)."""
+        layout, project, redis = self.layout, self.project, self.redis
+        if entity_type is not None and entity_id is not None:
+            index = layout.session_entity_index(project, entity_type, entity_id)
+        elif entity_type is not None:
+            index = layout.session_type_index(project, entity_type)
+        elif entity_id is not None:
+            types: list[Any] = sorted(await redis.smembers(layout.entity_types(project)))
+            if not types:
+                return []
+            keys = [layout.session_entity_index(project, t, entity_id) for t in types]
+            # A session is in the index of one entity only (the apply script moves it when
+            # an earlier turn names another), so the union's scores are the starts.
+            pairs: Any = await redis.zunion(keys, withscores=True)
+            selected = [(score, sid) for sid, score in pairs if start_ms <= score < end_ms]
+            selected.sort(reverse=True)
+            return [sid for _, sid in selected]
+        else:
+            index = layout.session_index(project)
+        ids: list[Any] = await redis.zrevrangebyscore(index, f"({end_ms}", start_ms)
+        return ids
 
     async def anomalies(self, start: date, end: date, entity_type: str | None, status: str | None) -> dict[str, Any]:
         start_ms, end_ms = session_window_ms(start, end)
