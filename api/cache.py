@@ -86,18 +86,18 @@ class ResponseCache:
         # dashboards asking for it all miss at once: one of them computes, the others
         # wait for its body. Same token, same data: the shared body is exactly theirs.
         flight = (project, query, version)
-        pending = self._in_flight.get(flight)
-        if pending is not None:
+        while (pending := self._in_flight.get(flight)) is not None:
             shared = await asyncio.shield(pending)
             if shared is not None:
                 return shared
-            return await compute()  # the computation failed: each waiter gets its own answer or error
+            # It failed or was cancelled: the first waiter to wake computes, the others wait
+            # for that one, rather than all of them at once at a moment Redis may be struggling.
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._in_flight[flight] = future
         try:
             body = await compute()
         except BaseException:
-            future.set_result(None)  # failed or cancelled: the waiters compute themselves
+            future.set_result(None)  # failed or cancelled: a waiter takes over
             raise
         finally:
             del self._in_flight[flight]
@@ -172,7 +172,7 @@ class BucketCache:
         max_cells: int = 2_000_000,
         max_members: int = 1_000_000,
         max_age_s: float = 300.0,
-        max_shaped_rows: int = 200_000,
+        max_shaped_rows: int = 100_000,
     ) -> None:
         self._entries: OrderedDict[str, tuple[Hashable, float, ScannedBucket]] = OrderedDict()
         self._cells = 0
@@ -186,8 +186,8 @@ class BucketCache:
         self.members: list[str] = []
         # Each member split into its identifiers (entity type and id, model, ...).
         self.member_parts: list[tuple[str, ...]] = []
-        # query -> its rows as last shaped, bounded by rows held like the response cache
-        # (the row dicts themselves are shared with the cached answers).
+        # query -> its rows as last shaped, least recently used first. The row dicts are
+        # shared with the cached answers while those last; the bound caps what outlives them.
         self._shaped: OrderedDict[Hashable, ShapedRows] = OrderedDict()
         self._shaped_rows = 0
         self._max_shaped_rows = max_shaped_rows
@@ -221,7 +221,10 @@ class BucketCache:
         return scanned
 
     def shaped(self, query: Hashable) -> ShapedRows | None:
-        return self._shaped.get(query)
+        shaped = self._shaped.get(query)
+        if shaped is not None:
+            self._shaped.move_to_end(query)
+        return shaped
 
     def keep_shaped(self, query: Hashable, shaped: ShapedRows) -> None:
         old = self._shaped.pop(query, None)

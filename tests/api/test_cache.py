@@ -285,6 +285,7 @@ async def test_concurrent_misses_at_one_token_share_one_computation_and_not_acro
     version = "v2"  # a batch lands: requests reading the new token must not share v1's body
     second = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(8)]
     await asyncio.sleep(0)
+    assert computed == ["v1", "v2"]  # sixteen requests, two computations under way
     release.set()
     bodies = await asyncio.gather(*first, *second)
     assert computed == ["v1", "v2"]
@@ -295,7 +296,7 @@ async def test_concurrent_misses_at_one_token_share_one_computation_and_not_acro
     assert bodies[0] is not bodies[8]
 
 
-async def test_waiters_compute_their_own_answer_when_the_shared_computation_fails():
+async def test_when_the_shared_computation_fails_one_waiter_takes_over_for_the_others():
     cache = ResponseCache()
     calls = 0
     release = asyncio.Event()
@@ -309,16 +310,44 @@ async def test_waiters_compute_their_own_answer_when_the_shared_computation_fail
         if calls == 1:
             await release.wait()
             raise ConnectionError("redis went away")
+        await asyncio.sleep(0)  # the others are waiting by now
         return {"data": [{"call": calls}]}
 
     leader = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
     await asyncio.sleep(0)
     waiters = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(3)]
     await asyncio.sleep(0)
+    assert calls == 1  # the waiters are waiting, not computing
     release.set()
     results = await asyncio.gather(leader, *waiters, return_exceptions=True)
     assert isinstance(results[0], ConnectionError)
-    assert sorted(body["data"][0]["call"] for body in results[1:]) == [2, 3, 4]
+    assert calls == 2  # one waiter computed again, the other two took its answer
+    assert all(body is results[1] for body in results[1:])
+    assert results[1]["data"] == [{"call": 2}]
+
+
+async def test_a_cancelled_leader_hands_over_to_a_waiter():
+    cache = ResponseCache()
+    calls = 0
+    forever = asyncio.Event()
+
+    async def token() -> str:
+        return "v1"
+
+    async def compute() -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await forever.wait()  # a request whose client went away
+        return {"data": [{"call": calls}]}
+
+    leader = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    await asyncio.sleep(0)
+    leader.cancel()
+    assert (await waiter)["data"] == [{"call": 2}]
+    assert leader.cancelled()
 
 
 async def test_a_recomputed_answer_reshapes_only_the_rows_whose_sums_changed(

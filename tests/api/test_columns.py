@@ -41,7 +41,7 @@ def test_parse_cells_reads_what_unpack_cell_reads(cells: list[list[int]]) -> Non
         ["1 2 3 4 5 6 "],  # a trailing space: an empty seventh counter
         [" 1 2 3 4 5 6"],  # a leading one
         ["1 2 3 4 5 6", " 1 2 3 4 5"],
-        ["1 2 3\n4 5 6"],  # a newline inside a cell
+        ["1 2 3 4 5 6\n7"],  # a newline inside a cell: five spaces, seven counters
         ["1 2 3 4 5 \u0661"],  # a digit, but not an ASCII one
         ["1 2 3 4 5 +6"],
         [""],
