@@ -2,7 +2,8 @@
 
 Every answer is read as one moment's data: its reads go in one MULTI/EXEC (or one
 script, for `/entities/top`), after one round trip for the cache's version token.
-`/sessions` reads twice (its second read depends on the first). Counters are
+`/sessions` reads twice (its second read depends on the first, and may be too large
+to hold Redis for), checked by the data version read before and after. Counters are
 summed as integers (Python ints, or int64 columns within a proven exact range,
 `api.columns`) and turned into USD / rounded means only when rows are shaped.
 """
