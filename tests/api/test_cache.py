@@ -296,54 +296,53 @@ async def test_concurrent_misses_at_one_token_share_one_computation_and_not_acro
     assert bodies[0] is not bodies[8]
 
 
+class FirstCallWaits:
+    """A computation for the cache whose first call waits for `release` (and then fails,
+    if told to), as a leader stuck on Redis does; later calls answer at once."""
+
+    def __init__(self, *, fail: bool) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def __call__(self) -> dict[str, object]:
+        self.calls += 1
+        call = self.calls
+        if call == 1:
+            await self.release.wait()
+            if self.fail:
+                raise ConnectionError("redis went away")
+        await asyncio.sleep(0)  # the others are waiting by now
+        return {"data": [{"call": call}]}
+
+
+async def constant_token() -> str:
+    return "v1"
+
+
 async def test_when_the_shared_computation_fails_one_waiter_takes_over_for_the_others():
     cache = ResponseCache()
-    calls = 0
-    release = asyncio.Event()
-
-    async def token() -> str:
-        return "v1"
-
-    async def compute() -> dict[str, object]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await release.wait()
-            raise ConnectionError("redis went away")
-        await asyncio.sleep(0)  # the others are waiting by now
-        return {"data": [{"call": calls}]}
-
-    leader = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    compute = FirstCallWaits(fail=True)
+    leader = asyncio.create_task(cache.get_or_compute("p", "q", constant_token, compute))
     await asyncio.sleep(0)
-    waiters = [asyncio.create_task(cache.get_or_compute("p", "q", token, compute)) for _ in range(3)]
+    waiters = [asyncio.create_task(cache.get_or_compute("p", "q", constant_token, compute)) for _ in range(3)]
     await asyncio.sleep(0)
-    assert calls == 1  # the waiters are waiting, not computing
-    release.set()
+    assert compute.calls == 1  # the waiters are waiting, not computing
+    compute.release.set()
     results = await asyncio.gather(leader, *waiters, return_exceptions=True)
     assert isinstance(results[0], ConnectionError)
-    assert calls == 2  # one waiter computed again, the other two took its answer
+    assert compute.calls == 2  # one waiter computed again, the other two took its answer
     assert all(body is results[1] for body in results[1:])
     assert results[1]["data"] == [{"call": 2}]
 
 
 async def test_a_cancelled_leader_hands_over_to_a_waiter():
+    """A leader whose client went away and whose request was cancelled."""
     cache = ResponseCache()
-    calls = 0
-    forever = asyncio.Event()
-
-    async def token() -> str:
-        return "v1"
-
-    async def compute() -> dict[str, object]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await forever.wait()  # a request whose client went away
-        return {"data": [{"call": calls}]}
-
-    leader = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    compute = FirstCallWaits(fail=False)  # never released: only cancelled
+    leader = asyncio.create_task(cache.get_or_compute("p", "q", constant_token, compute))
     await asyncio.sleep(0)
-    waiter = asyncio.create_task(cache.get_or_compute("p", "q", token, compute))
+    waiter = asyncio.create_task(cache.get_or_compute("p", "q", constant_token, compute))
     await asyncio.sleep(0)
     leader.cancel()
     assert (await waiter)["data"] == [{"call": 2}]
