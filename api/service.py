@@ -875,7 +875,7 @@ class Reader:
         # project's data version, which every applied batch increments, is read before
         # and after; if it moved, the count and the page might disagree, so read again.
         version_key = self.layout.data_version(self.project)
-        for attempt in range(1, SESSION_READ_ATTEMPTS + 1):
+        for _ in range(SESSION_READ_ATTEMPTS):
             before = await self.redis.get(version_key)
             ids = await self._session_ids(start_ms, end_ms, entity_type, entity_id)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -885,8 +885,8 @@ class Reader:
                 *records, after = await pipe.execute()
             if after == before:
                 break
-            if attempt == SESSION_READ_ATTEMPTS:
-                log.info("sessions read while batches kept landing", extra={"attempts": attempt})
+        else:
+            log.info("sessions read while batches kept landing", extra={"attempts": SESSION_READ_ATTEMPTS})
         total_turns = 0
         total_cost = 0
         rows: list[dict[str, Any]] = []
