@@ -5,6 +5,7 @@ Route docstrings are the OpenAPI descriptions served at /docs.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -124,11 +125,21 @@ def respond(body: dict[str, Any], fmt: Format, columns: list[str], cache: Respon
         if fmt is Format.CSV:
             data = body.get("data", body)
             return csv.render(columns, data if isinstance(data, list) else [data]).encode()
-        return orjson.dumps(body)
+        return json_bytes(body)
 
     content = render(body) if cache is None else cache.render(body, fmt.value, render)
     media_type = "text/csv; charset=utf-8" if fmt is Format.CSV else "application/json"
     return Response(content, media_type=media_type)
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """The body as JSON. Counters are exact Python integers of any size; orjson stops at
+    64 bits, and a sum past that (tokens of millions of maximal events) is written by the
+    standard library instead, exactly, never refused."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 @router.get("/costs", response_model=None, responses=_ok(CostsResponse, "cost rows and their summary"))

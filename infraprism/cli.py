@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -203,18 +204,13 @@ def _counting(stream: BinaryIO, bar: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    import orjson
-
-    from infraprism.core.events import InvalidEvent, validate_event
+    from pipeline.encode import judge
     from pipeline.replay import send_event
 
-    raw = args.event.encode()
-    try:
-        validate_event(orjson.loads(raw))
-    except orjson.JSONDecodeError as exc:
-        _err(f"warning: not valid JSON ({exc}); sending it anyway, it will be dead-lettered")
-    except InvalidEvent as exc:
-        _err(f"warning: {exc}; sending it anyway, it will be dead-lettered")
+    raw = os.fsencode(args.event)  # the bytes as given, even when they are not UTF-8
+    verdict = judge(raw)
+    if isinstance(verdict, str):
+        _err(f"warning: {verdict}; sending it anyway, it will be dead-lettered")
     meta = asyncio.run(send_event(settings, raw))
     _out(f"sent 1 event to {meta.topic} partition {meta.partition} offset {meta.offset}")
     return 0

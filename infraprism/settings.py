@@ -33,11 +33,12 @@ class Settings(BaseSettings):
     aggregator_group: str = "infraprism-aggregator"
     batch_max_events: int = Field(default=20_000, ge=1, le=200_000)
     batch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
-    dedupe_window_days: int = Field(
+    dedupe_window_days: float = Field(
         default=7,
-        ge=1,
+        gt=0,
         le=3650,
-        description="a repeated event_id is counted once if its event day is this recent",
+        description="a repeated event_id is counted once when its Kafka record time is this close "
+        "to the counted copy's (days; a fraction for tests)",
     )
     retention_hour_days: int | None = Field(default=None, ge=1)
     retention_day_days: int | None = Field(default=None, ge=1)

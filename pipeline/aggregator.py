@@ -38,18 +38,27 @@ from aiokafka.errors import (
     OffsetOutOfRangeError,
 )
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 from pipeline.deadletter import dead_letter_record
 from pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
 from pipeline.metrics import AggregatorMetrics
-from pipeline.store import Applied, Duplicates, Fenced, RollupStore
+from pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
 from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+# Backoff while a dependency (the DLQ producer, Redis) fails: nothing is skipped meanwhile.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 30.0
+# Redis errors that pass: the same call is retried. Any other error from the apply
+# script means it refused the batch before writing (or is our bug): that halts.
+TRANSIENT_REDIS_ERRORS = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT")
 # Batches smaller than this are applied at once instead of overlapping with the next fetch.
 PIPELINE_MIN_RECORDS = 2_000
 
@@ -252,17 +261,24 @@ class Aggregator:
         assert self._decoder is not None
         assert self._store is not None
         values = [record.value for record in batch.records]
+        record_times = [record.timestamp for record in batch.records]
         return asyncio.get_running_loop().run_in_executor(
-            self._decoder, decode_batch, self._store.encoder, values, batch.ranges, exclude
+            self._decoder, decode_batch, self._store.encoder, values, record_times, batch.ranges, exclude
         )
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
-        """Produce every rejected message to the DLQ and wait for the broker's ack."""
+        """Produce every rejected message to the DLQ and wait for the broker's ack.
+
+        Until the broker has them all, the batch is not applied: while the DLQ
+        cannot be written the worker waits with backoff, so no event is skipped
+        and none is applied without its dead letters. A retry may send a dead
+        letter twice, never lose one.
+        """
         assert self._producer is not None
         assert batch.decoded is not None
         if not batch.decoded.dead_letters:
             return
-        futures = []
+        letters = []
         for index, reason in batch.decoded.dead_letters:
             record = batch.records[index]
             log.warning(
@@ -272,25 +288,33 @@ class Aggregator:
                 reason, record.value, topic=record.topic, partition=record.partition,
                 offset=record.offset, key=record.key,
             )
-            futures.append(await self._producer.send(self.settings.dlq_topic, value=value, key=record.key))
+            letters.append((value, record.key))
             kind = reason.split(":", 1)[0]
             self.metrics.events_dead_lettered.labels(reason_kind=kind[:40]).inc()
-        await asyncio.gather(*futures)
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                futures = [await self._producer.send(self.settings.dlq_topic, value=v, key=k) for v, k in letters]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                log.error("dead-letter topic %s not writable (%r); retrying in %.1f s, nothing is applied meanwhile",
+                          self.settings.dlq_topic, exc, delay)
+                self.metrics.retries.labels(dependency="dlq").inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, bool]:
-        """Apply the batch atomically; False when Redis fenced it off (we re-seek)."""
+        """Apply the batch atomically; False when Redis fenced or refused it (we re-seek)."""
         assert self._store is not None
         assert batch.decoded is not None
         decoded = batch.decoded
         while True:
             started = time.perf_counter()
-            result = await self._store.apply_payload(decoded.payload)
+            result = await self._apply_payload(decoded.payload)
             self.metrics.apply_seconds.observe(time.perf_counter() - started)
             if isinstance(result, Applied):
-                for r in batch.ranges:
-                    tp = TopicPartition(self.settings.events_topic, r.partition)
-                    if tp in self._expected:  # still ours after any rebalance meanwhile
-                        self._expected[tp] = r.to_offset
+                self._advance(batch.ranges)
                 self.metrics.events_applied.inc(decoded.events)
                 batch.decoded = decoded
                 self._observe(batch)
@@ -300,6 +324,9 @@ class Aggregator:
                 self.metrics.events_duplicate.inc(len(result.ids))
                 decoded = await self._start_decode(batch, result.ids)
                 continue
+            if isinstance(result, Refused):
+                await self._apply_each_partition(batch, result)
+                return batch, False
             assert isinstance(result, Fenced)
             self.metrics.batches_fenced.inc()
             log.warning(
@@ -308,6 +335,54 @@ class Aggregator:
             )
             await self._seek_to_stored(list(self._expected))
             return batch, False
+
+    async def _apply_payload(self, payload: bytes) -> ApplyResult:
+        """One apply call, retried with backoff while Redis is unreachable or busy.
+
+        A retry after a lost reply is safe: a batch that did land is fenced the second time.
+        """
+        assert self._store is not None
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await self._store.apply_payload(payload)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                problem = repr(exc)
+            except ResponseError as exc:
+                if not str(exc).startswith(TRANSIENT_REDIS_ERRORS):
+                    return Refused(f"the apply script failed: {exc}")
+                problem = str(exc)
+            log.error("redis apply failed (%s); retrying in %.1f s", problem, delay)
+            self.metrics.retries.labels(dependency="redis").inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _apply_each_partition(self, batch: PreparedBatch, refusal: Refused) -> None:
+        """After a refusal, apply the batch partition by partition: only a partition whose own
+        records Redis refuses halts, loudly; the others go on. Batches prepared on top of
+        this one are fenced when they arrive and re-read from the stored offsets."""
+        if len(batch.ranges) > 1:
+            for part in _by_partition(batch):
+                if TopicPartition(self.settings.events_topic, part.ranges[0].partition) in self._expected:
+                    part.decoded = await self._start_decode(part)  # its dead letters are sent already
+                    _, applied = await self._apply(part)
+                    if applied:
+                        await self._publish_deltas(part)
+            return
+        refused = batch.ranges[0]
+        self.metrics.batches_refused.inc()
+        await self._halt(
+            TopicPartition(self.settings.events_topic, refused.partition),
+            f"Redis refused the batch of offsets [{refused.from_offset}, {refused.to_offset}) and wrote "
+            f"nothing of it: {refusal.reason}. Nothing from this partition is applied until the stored "
+            "state is repaired (or `infraprism rebuild` runs) and the aggregator restarts.",
+        )
+
+    def _advance(self, ranges: list[PartitionRange]) -> None:
+        for r in ranges:
+            tp = TopicPartition(self.settings.events_topic, r.partition)
+            if tp in self._expected:  # still ours after any rebalance meanwhile
+                self._expected[tp] = r.to_offset
 
     def _observe(self, batch: PreparedBatch) -> None:
         self.metrics.batch_size.observe(len(batch.records))
@@ -362,6 +437,7 @@ class Aggregator:
         """Position each partition at its Redis offset, or at the log start when none is stored."""
         assert self._consumer is not None
         assert self._store is not None
+        assert self._redis is not None
         if not tps:
             return
         stored = await self._store.stored_offsets()
@@ -370,6 +446,7 @@ class Aggregator:
         # Look again after the awaits: a rebalance may have taken some away meanwhile,
         # and seek() on a partition no longer assigned raises IllegalStateError.
         assigned = self._consumer.assignment()
+        resumed: list[str] = []
         for tp in tps:
             if tp not in assigned:
                 continue  # its new owner seeks it
@@ -377,11 +454,19 @@ class Aggregator:
             if offset is None:
                 offset = beginnings[tp]
             elif offset > ends[tp] or offset < beginnings[tp]:
-                await self._halt(tp, offset, beginnings[tp], ends[tp])
+                await self._halt(tp, (
+                    f"stored offset {offset} is outside the log [{beginnings[tp]}, {ends[tp]}] of "
+                    f"{tp.topic}[{tp.partition}]: the broker lost or truncated its log. The aggregates stay as "
+                    "they are; nothing from this partition is applied until an operator runs `infraprism "
+                    "rebuild` or resets the offset."
+                ))
                 continue
             self._consumer.seek(tp, offset)
             self._expected[tp] = offset
             self._prepared[tp] = offset
+            resumed.append(str(tp.partition))
+        if resumed:  # a reason left by an earlier halt no longer holds
+            await self._redis.hdel(self._store.halted_key, *resumed)
 
     async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
         assert self._consumer is not None
@@ -400,21 +485,17 @@ class Aggregator:
         log.info("no position yet for %s; seeking to the Redis offsets", tps)
         await self._seek_to_stored(tps)
 
-    async def _halt(self, tp: TopicPartition, stored: int, beginning: int, end: int) -> None:
-        """Stop applying a partition whose stored offset the log no longer has."""
+    async def _halt(self, tp: TopicPartition, reason: str) -> None:
+        """Stop applying a partition, loudly: a log line, a metric and the reason in Redis."""
         assert self._consumer is not None
         assert self._redis is not None
         assert self._store is not None
-        reason = (
-            f"stored offset {stored} is outside the log [{beginning}, {end}] of {tp.topic}[{tp.partition}]: "
-            "the broker lost or truncated its log. The aggregates stay as they are; nothing from this "
-            "partition is applied until an operator runs `infraprism rebuild` or resets the offset."
-        )
         log.error("HALTED partition %d: %s", tp.partition, reason)
         self._halted.add(tp)
         self._expected.pop(tp, None)
         self._prepared.pop(tp, None)
-        self._consumer.pause(tp)
+        if tp in self._consumer.assignment():
+            self._consumer.pause(tp)
         self.metrics.partition_halted.labels(partition=str(tp.partition)).set(1)
         await self._redis.hset(self._store.halted_key, str(tp.partition), reason)
 
@@ -469,6 +550,15 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _warm_up() -> None:
     """Runs once in the decoder process: import the decoding code before the first batch."""
     import pipeline.encode  # noqa: F401
+
+
+def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:
+    """The batch cut into one batch per partition, in offset order."""
+    parts = []
+    for r in batch.ranges:
+        records = [record for record in batch.records if record.partition == r.partition]
+        parts.append(PreparedBatch(ranges=[r], records=records))
+    return parts
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

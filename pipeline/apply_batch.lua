@@ -1,17 +1,24 @@
 -- Applies one aggregator batch atomically: the fence on offsets, the dedupe
 -- check, every rollup increment, leaderboards, sessions, and the new offsets.
--- Either all of it happens or none of it does (the script writes nothing
--- before its checks pass).
+--
+-- All or nothing, for real: Redis does not roll back a script's earlier writes
+-- when a later command fails, so the script first reads and checks everything
+-- a write depends on (the type of every key it writes, every stored value it
+-- adds to) and computes every new value, and only then writes, with commands
+-- that cannot fail on keys of the checked types. A refusal (a stored value
+-- that is not what InfraPrism writes) is an error starting INFRAPRISM_REFUSED,
+-- returned before the first write.
 --
 -- Money stays exact. A rollup cell packs six non-negative integer counters as
 -- decimal text (KeyLayout / keys.pack_cell); two counters below 10^15 add exactly
 -- in a Lua double (the sum stays below 2^53), and longer ones are added digit
--- by digit, so no counter is ever rounded, however large it grows.
+-- by digit, so no counter is ever rounded, however large it grows. Session
+-- counters are added the same way (HINCRBY would fail past 2^63).
 --
 -- ARGV[1] is one JSON document (encoding one document is far cheaper on the
 -- Python side than passing 100k+ separate arguments):
 --   {"offsets_key": k, "ranges": [[partition, from_offset, to_offset], ...],
---    "dedupe": [[set_key, expire_at, [event_id, ...]], ...],
+--    "dedupe": [[set_key, expire_at, [nearby_set_key, ...], [event_id, ...]], ...],
 --    "hashes": [[hash_key, expire_at, [member, packed_increment, member, packed_increment, ...]], ...],
 --    "zsets":  [[zset_key, expire_at, [member, increment, ...]], ...],
 --    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
@@ -20,8 +27,9 @@
 --    "versions": [data_version_key, ...],   (one per project in the batch; INCR'd)
 --    "bucket_versions": [[bucket_versions_key, [field, ...]], ...]}
 --      (per project: the rollup and leaderboard keys this batch changes, and the days and
---       months it has events of, as KeyLayout.bucket_versions names them; each HINCRBY'd by 1)
--- Every integer is a decimal string.
+--       months it has events of, as KeyLayout.bucket_versions names them; each bumped by 1)
+-- Every integer is a decimal string. A dedupe entry's ids are counted in set_key; they are
+-- duplicates when any nearby set (core/dedupe.py: the slots within the window) holds them.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them.)
 -- Returns {"ok"}, {"fenced", partition, stored_offset}, or
@@ -80,9 +88,34 @@ local function add_cells(stored, increment)
          add_counter(a4, b4) .. ' ' .. add_counter(a5, b5) .. ' ' .. add_counter(a6, b6)
 end
 
+local function refused(why)
+  return redis.error_reply('INFRAPRISM_REFUSED ' .. why)
+end
+
+-- A counter as InfraPrism stores it: decimal digits only.
+local function is_counter(value)
+  return string.match(value, '^%d+$') ~= nil
+end
+
+-- The type of every key written without being read first, checked once.
+local key_types = {}
+local function wrong_type(key, expected)
+  local found = key_types[key]
+  if not found then
+    found = redis.call('TYPE', key)['ok']
+    key_types[key] = found
+  end
+  if found ~= 'none' and found ~= expected then
+    return 'key ' .. key .. ' holds a ' .. found .. ', not a ' .. expected
+  end
+  return nil
+end
+
 -- 1. The fence: each partition's batch must start where the last applied one ended.
 local offsets_key = batch.offsets_key
 local offset_args = {}
+local problem = wrong_type(offsets_key, 'hash')
+if problem then return refused(problem) end
 for _, range in ipairs(batch.ranges) do
   local partition, from_offset, to_offset = range[1], range[2], range[3]
   local stored = redis.call('HGET', offsets_key, partition)
@@ -93,22 +126,30 @@ for _, range in ipairs(batch.ranges) do
   offset_args[#offset_args + 1] = to_offset
 end
 
--- 2. Dedupe: refuse the batch, naming every id already counted, so the caller
--- can drop them and resend. Nothing has been written yet.
+-- 2. Dedupe: refuse the batch, naming every id already counted in a nearby slot,
+-- so the caller can drop those copies and resend. Nothing has been written yet.
 local duplicates = {'duplicates'}
 for _, entry in ipairs(batch.dedupe) do
-  local key, ids = entry[1], entry[3]
-  local i = 1
-  while i <= #ids do
-    local stop = math.min(i + 3999, #ids)
-    local seen = redis.call('SMISMEMBER', key, unpack(ids, i, stop))
-    for j = 1, #seen do
-      if seen[j] == 1 then
-        duplicates[#duplicates + 1] = key
-        duplicates[#duplicates + 1] = ids[i + j - 1]
+  local key, nearby, ids = entry[1], entry[3], entry[4]
+  problem = wrong_type(key, 'set')
+  if problem then return refused(problem) end
+  for _, near in ipairs(nearby) do
+    problem = wrong_type(near, 'set')
+    if problem then return refused(problem) end
+    if key_types[near] == 'set' then
+      local i = 1
+      while i <= #ids do
+        local stop = math.min(i + 3999, #ids)
+        local seen = redis.call('SMISMEMBER', near, unpack(ids, i, stop))
+        for j = 1, #seen do
+          if seen[j] == 1 then
+            duplicates[#duplicates + 1] = key
+            duplicates[#duplicates + 1] = ids[i + j - 1]
+          end
+        end
+        i = stop + 1
       end
     end
-    i = stop + 1
   end
 end
 if #duplicates > 1 then
@@ -122,6 +163,8 @@ end
 local cell_writes = {}
 for _, entry in ipairs(batch.hashes) do
   local key, cells = entry[1], entry[3]
+  problem = wrong_type(key, 'hash')
+  if problem then return refused(problem) end
   local i = 1
   while i <= #cells do
     local stop = math.min(i + 3999, #cells)
@@ -135,7 +178,7 @@ for _, entry in ipairs(batch.hashes) do
       if stored[k] then
         value = add_cells(stored[k], increment)
         if not value then
-          return redis.error_reply('rollup cell ' .. key .. ' is not six counters: ' .. stored[k])
+          return refused('rollup cell ' .. key .. ' is not six counters: ' .. stored[k])
         end
       end
       args[#args + 1] = members[k]
@@ -146,9 +189,91 @@ for _, entry in ipairs(batch.hashes) do
   end
 end
 
--- From here on the batch is accepted: write everything.
+for _, entry in ipairs(batch.zsets) do
+  problem = wrong_type(entry[1], 'zset')
+  if problem then return refused(problem) end
+end
+
+-- 4. Sessions: each record's new fields, and which index entries move.
+local SESSION_FIELDS = {'started_ms', 'ended_ms', 'entity_type', 'entity_id', 'turns', 'cost', 'input', 'output'}
+local session_writes = {}
+for _, s in ipairs(batch.sessions) do
+  local key, session_id = s[1], s[2]
+  local index_key, type_index_prefix, entity_index_prefix = s[3], s[4], s[5]
+  local entity_type, entity_id = s[6], s[7]
+  local started_ms, ended_ms = s[8], s[9]
+  problem = wrong_type(key, 'hash')
+  if problem then return refused(problem) end
+  local current = redis.call('HMGET', key, unpack(SESSION_FIELDS))
+  for k = 1, 8 do
+    if k ~= 3 and k ~= 4 and current[k] and not is_counter(current[k]) then
+      return refused('session ' .. key .. ' field ' .. SESSION_FIELDS[k] .. ' is not a counter: ' .. current[k])
+    end
+  end
+  if current[1] and (not current[2] or not current[3] or not current[4] or #current[1] > 15 or #current[2] > 15) then
+    return refused('session ' .. key .. ' has no valid start, end or entity')
+  end
+  local removed = nil
+  if current[1] then
+    if tonumber(started_ms) < tonumber(current[1]) then
+      -- An earlier turn arrived late: it names the start and the entity.
+      if current[3] ~= entity_type or current[4] ~= entity_id then
+        removed = {type_index_prefix .. current[3], entity_index_prefix .. current[3] .. '\031' .. current[4]}
+      end
+    else
+      entity_type, entity_id, started_ms = current[3], current[4], current[1]
+    end
+    if tonumber(ended_ms) < tonumber(current[2]) then ended_ms = current[2] end
+  end
+  local indexes = {index_key, type_index_prefix .. entity_type,
+                   entity_index_prefix .. entity_type .. '\031' .. entity_id}
+  for _, index in ipairs(indexes) do
+    problem = wrong_type(index, 'zset')
+    if problem then return refused(problem) end
+  end
+  session_writes[#session_writes + 1] = {
+    key = key, session_id = session_id, started_ms = started_ms, removed = removed, indexes = indexes,
+    fields = {'entity_type', entity_type, 'entity_id', entity_id, 'started_ms', started_ms, 'ended_ms', ended_ms,
+              'turns', add_counter(current[5] or '0', s[10]), 'cost', add_counter(current[6] or '0', s[11]),
+              'input', add_counter(current[7] or '0', s[12]), 'output', add_counter(current[8] or '0', s[13])},
+  }
+end
+
+for _, entry in ipairs(batch.sets) do
+  problem = wrong_type(entry[1], 'set')
+  if problem then return refused(problem) end
+end
+
+-- 5. Versions: counters of at most 18 digits, so INCR and HINCRBY cannot overflow.
+for _, key in ipairs(batch.versions) do
+  problem = wrong_type(key, 'string')
+  if problem then return refused(problem) end
+  local stored = redis.call('GET', key)
+  if stored and not (is_counter(stored) and #stored <= 18) then
+    return refused('version ' .. key .. ' is not a counter: ' .. stored)
+  end
+end
+for _, entry in ipairs(batch.bucket_versions) do
+  problem = wrong_type(entry[1], 'hash')
+  if problem then return refused(problem) end
+  local fields = entry[2]
+  local i = 1
+  while i <= #fields do
+    local stop = math.min(i + 3999, #fields)
+    local stored = redis.call('HMGET', entry[1], unpack(fields, i, stop))
+    for k = 1, stop - i + 1 do
+      if stored[k] and not (is_counter(stored[k]) and #stored[k] <= 18) then
+        return refused('bucket version ' .. entry[1] .. ' ' .. fields[i + k - 1] .. ' is not a counter')
+      end
+    end
+    i = stop + 1
+  end
+end
+
+-- From here on the batch is accepted: write everything, with commands that cannot
+-- fail on the keys and values checked above.
 for _, entry in ipairs(batch.dedupe) do
-  local key, expire_at, ids = entry[1], tonumber(entry[2]), entry[3]
+  local key, expire_at, ids = entry[1], tonumber(entry[2]), entry[4]
   call_chunked('SADD', key, ids)
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
@@ -161,6 +286,8 @@ for _, entry in ipairs(batch.hashes) do
   if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
 end
 
+-- Scores are finite increments (a cost is at most 10^15 nano-dollars), so ZINCRBY
+-- never meets the NaN it refuses.
 for _, entry in ipairs(batch.zsets) do
   local key, expire_at, members = entry[1], tonumber(entry[2]), entry[3]
   for i = 1, #members, 2 do
@@ -169,37 +296,15 @@ for _, entry in ipairs(batch.zsets) do
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
-for _, s in ipairs(batch.sessions) do
-  local key, session_id = s[1], s[2]
-  local index_key, type_index_prefix, entity_index_prefix = s[3], s[4], s[5]
-  local entity_type, entity_id = s[6], s[7]
-  local started_ms, ended_ms = s[8], s[9]
-  local current = redis.call('HMGET', key, 'started_ms', 'ended_ms', 'entity_type', 'entity_id')
-  if not current[1] then
-    redis.call('HSET', key, 'entity_type', entity_type, 'entity_id', entity_id,
-               'started_ms', started_ms, 'ended_ms', ended_ms)
-  else
-    if tonumber(started_ms) < tonumber(current[1]) then
-      -- An earlier turn arrived late: it names the start and the entity.
-      if current[3] ~= entity_type or current[4] ~= entity_id then
-        redis.call('ZREM', type_index_prefix .. current[3], session_id)
-        redis.call('ZREM', entity_index_prefix .. current[3] .. '\031' .. current[4], session_id)
-      end
-      redis.call('HSET', key, 'started_ms', started_ms, 'entity_type', entity_type, 'entity_id', entity_id)
-    else
-      entity_type, entity_id, started_ms = current[3], current[4], current[1]
-    end
-    if tonumber(ended_ms) > tonumber(current[2]) then
-      redis.call('HSET', key, 'ended_ms', ended_ms)
-    end
+for _, w in ipairs(session_writes) do
+  redis.call('HSET', w.key, unpack(w.fields))
+  if w.removed then
+    redis.call('ZREM', w.removed[1], w.session_id)
+    redis.call('ZREM', w.removed[2], w.session_id)
   end
-  redis.call('HINCRBY', key, 'turns', s[10])
-  redis.call('HINCRBY', key, 'cost', s[11])
-  redis.call('HINCRBY', key, 'input', s[12])
-  redis.call('HINCRBY', key, 'output', s[13])
-  redis.call('ZADD', index_key, started_ms, session_id)
-  redis.call('ZADD', type_index_prefix .. entity_type, started_ms, session_id)
-  redis.call('ZADD', entity_index_prefix .. entity_type .. '\031' .. entity_id, started_ms, session_id)
+  for _, index in ipairs(w.indexes) do
+    redis.call('ZADD', index, w.started_ms, w.session_id)
+  end
 end
 
 for _, entry in ipairs(batch.sets) do

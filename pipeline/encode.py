@@ -8,16 +8,20 @@ the previous batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import orjson
 
-from infraprism.core.buckets import Granularity, labels_for_ms
+from infraprism.core.buckets import Granularity
+from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.deltas import deltas_of_groups
 from infraprism.core.events import CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup, cell_increments, expire_at
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,19 @@ class BatchEncoder:
     key_prefix: str
     topic: str
     group: str
-    dedupe_window_days: int
+    dedupe_window_days: float
     retention: Retention = field(default_factory=Retention)
 
     @property
     def layout(self) -> KeyLayout:
         return KeyLayout(self.key_prefix)
+
+    @property
+    def dedupe_window(self) -> DedupeWindow:
+        return DedupeWindow.of_days(self.dedupe_window_days)
+
+    def dedupe_key(self, project: str, slot: int) -> str:
+        return self.layout.dedupe(project, self.dedupe_window.slot_ms, slot)
 
     @property
     def offsets_key(self) -> str:
@@ -71,23 +82,22 @@ class BatchEncoder:
         """The JSON document apply_batch.lua reads; every integer as decimal text."""
         layout = self.layout
         retention = self.retention
-        # An event day's dedupe set lives for the window after the day ends, and
-        # at least for the window after its last write, so a backfill of old
-        # days is de-duplicated too.
-        not_before = int(time.time()) + self.dedupe_window_days * 86_400
+        window = self.dedupe_window
+        now_s = int(time.time())
         dedupe = [
             [
-                layout.dedupe(project, day),
-                str(max(not_before, expire_at(Granularity.DAY, day, self.dedupe_window_days))),
+                layout.dedupe(project, window.slot_ms, slot),
+                str(window.expire_at_s(slot, now_s)),
+                [layout.dedupe(project, window.slot_ms, near) for near in window.nearby(slot)],
                 ids,
             ]
-            for (project, day), ids in rollup.event_ids.items()
+            for (project, slot), ids in rollup.event_ids.items()
         ]
         # Every rollup and leaderboard key the batch changes, and every day it has events
         # of, per project, for the API's cache validation (KeyLayout.bucket_versions).
         # A set: the days of one month share their month's field.
         touched: dict[str, set[str]] = {}
-        for project, day in rollup.event_ids:
+        for project, day in rollup.event_days():
             touched.setdefault(project, set()).update(layout.event_day_version_fields(day))
         hashes = []
         for (project, dimension, granularity, bucket), members in rollup.cells().items():
@@ -160,39 +170,88 @@ class DecodedBatch:
 def decode_batch(
     encoder: BatchEncoder,
     values: list[bytes | None],
+    record_times_ms: list[int],
     ranges: list[PartitionRange],
     exclude: frozenset[tuple[str, str]] = frozenset(),
 ) -> DecodedBatch:
     """Validate, de-duplicate, fold and encode one batch of raw event messages.
 
-    `exclude` holds (dedupe set key, event_id) pairs Redis reported as already
-    counted; those events are left out.
+    `record_times_ms` are the Kafka record timestamps, which place each copy in
+    the dedupe window (core/dedupe.py). `exclude` holds (dedupe set key, event_id)
+    pairs Redis reported as already counted; those copies are left out.
+
+    Nothing one message holds can make this raise: a message that fails any
+    step becomes a dead letter with its reason, "internal error: ..." when the
+    failure is a bug of ours rather than a broken contract.
     """
-    layout = encoder.layout
+    window = encoder.dedupe_window
     dead_letters: list[tuple[int, str]] = []
-    seen: set[tuple[str, str]] = set()
+    # (project, event_id) -> the slots of the copies this batch counts.
+    counted: dict[tuple[str, str], list[int]] = {}
     duplicates = 0
-    rollup = BatchRollup()
-    newest: dict[str, int] = {}
+    accepted: list[tuple[int, CostEvent, int]] = []  # (index in the batch, event, dedupe slot)
     for index, raw in enumerate(values):
-        try:
-            event: CostEvent = parse_event(raw)
-        except InvalidEvent as exc:
-            dead_letters.append((index, str(exc)))
+        event = judge(raw)
+        if isinstance(event, str):
+            dead_letters.append((index, event))
             continue
+        slot = window.slot_of(record_times_ms[index])
         identity = (event.project_id, event.event_id)
-        if identity in seen:
+        slots = counted.get(identity)
+        if slots is not None and any(window.are_near(slot, other) for other in slots):
             duplicates += 1
             continue
-        seen.add(identity)
-        if exclude and (layout.dedupe(event.project_id, _day(event.ts_ms)), event.event_id) in exclude:
+        if exclude and (encoder.dedupe_key(event.project_id, slot), event.event_id) in exclude:
             continue
-        rollup.add(event)
+        counted.setdefault(identity, []).append(slot)
+        accepted.append((index, event, slot))
+    try:
+        return _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates)
+    except Exception:
+        log.exception("a batch failed to fold or encode; retrying its events one at a time")
+    # Find the events that trigger the failure, each on its own, and set them aside.
+    kept = []
+    for one in accepted:
+        try:
+            _fold_and_encode(encoder, [one], [], [], 0)
+        except Exception as exc:
+            dead_letters.append((one[0], internal_error_reason(exc)))
+            continue
+        kept.append(one)
+    return _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates)
+
+
+def _fold_and_encode(
+    encoder: BatchEncoder,
+    accepted: list[tuple[int, CostEvent, int]],
+    ranges: list[PartitionRange],
+    dead_letters: list[tuple[int, str]],
+    duplicates: int,
+) -> DecodedBatch:
+    rollup = BatchRollup()
+    newest: dict[str, int] = {}
+    for _, event, slot in accepted:
+        rollup.add(event, slot)
         if event.ts_ms > newest.get(event.project_id, -1):
             newest[event.project_id] = event.ts_ms
     deltas = [(delta.project.encode(), delta.encode()) for delta in deltas_of_groups(rollup.groups, newest)]
     return DecodedBatch(encoder.encode(rollup, ranges), rollup.events, dead_letters, duplicates, deltas)
 
 
-def _day(ts_ms: int) -> str:
-    return labels_for_ms(ts_ms)[1]
+def judge(raw: bytes | None) -> CostEvent | str:
+    """One message's verdict: the event, or the reason it is a dead letter.
+
+    Never raises: a failure that is a bug of ours rather than a broken contract
+    sets the message aside as "internal error: ...", and the partition flows on.
+    """
+    try:
+        return parse_event(raw)
+    except InvalidEvent as exc:
+        return str(exc)
+    except Exception as exc:
+        return internal_error_reason(exc)
+
+
+def internal_error_reason(exc: BaseException) -> str:
+    """The dead-letter reason for a failure that is our bug, not the message's."""
+    return f"internal error: {type(exc).__name__}: {exc}"[:500]

@@ -22,6 +22,15 @@ class AggregatorMetrics:
             "infraprism_batches_fenced", "Batches refused because their offsets did not follow the stored ones",
             registry=r,
         )
+        self.batches_refused = Counter(
+            "infraprism_batches_refused",
+            "Batches of one partition Redis refused before writing anything; that partition halts",
+            registry=r,
+        )
+        self.retries = Counter(
+            "infraprism_retries", "Waits with backoff for a dependency: the DLQ producer or Redis", ["dependency"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "infraprism_batch_size_events", "Messages per applied batch",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000), registry=r,

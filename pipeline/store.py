@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
@@ -36,11 +37,20 @@ class Duplicates:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """Redis refused the batch before writing anything: what it found stored is not what InfraPrism writes."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     pass
 
 
-ApplyResult = Applied | Fenced | Duplicates
+ApplyResult = Applied | Fenced | Duplicates | Refused
+
+REFUSED_PREFIX = "INFRAPRISM_REFUSED "
 
 
 class RollupStore:
@@ -53,7 +63,7 @@ class RollupStore:
         *,
         topic: str,
         group: str,
-        dedupe_window_days: int,
+        dedupe_window_days: float,
         retention: Retention | None = None,
     ) -> None:
         self._redis = redis
@@ -78,7 +88,12 @@ class RollupStore:
 
     async def apply_payload(self, payload: bytes) -> ApplyResult:
         """Apply a batch already encoded by BatchEncoder (possibly in another process)."""
-        reply = await self._script(keys=[], args=[payload])
+        try:
+            reply = await self._script(keys=[], args=[payload])
+        except ResponseError as exc:
+            if str(exc).startswith(REFUSED_PREFIX):
+                return Refused(str(exc)[len(REFUSED_PREFIX) :])
+            raise
         status = _text(reply[0])
         if status == "ok":
             return Applied()
@@ -91,4 +106,4 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Retention", "RollupStore"]
+__all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Refused", "Retention", "RollupStore"]

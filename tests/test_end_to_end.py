@@ -40,7 +40,7 @@ BAD = [
     (b"[1, 2, 3]", "object"),
     (orjson.dumps({**VALID[0], "event_id": "bad-missing", "model": None}), "model: required"),
     (orjson.dumps({**VALID[0], "event_id": "bad-type", "input_tokens": "12"}), "input_tokens: must be an integer"),
-    (orjson.dumps({**VALID[0], "event_id": "bad-negative", "cost": -0.5}), "cost: must be >= 0"),
+    (orjson.dumps({**VALID[0], "event_id": "bad-negative", "cost": -0.5}), "cost: must be 0-1000000, got -0.5"),
     (orjson.dumps({**VALID[0], "event_id": "bad-long", "entity_id": "x" * 257}), "entity_id: length"),
     (orjson.dumps({**VALID[0], "event_id": "bad-time", "timestamp": "yesterday"}), "timestamp"),
     (orjson.dumps({**VALID[0], "event_id": "bad-tags", "tags": {f"k{i}": "v" for i in range(33)}}), "tags"),

@@ -10,7 +10,7 @@ each rejection needs one short, exact reason.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import InvalidOperation
 from typing import Any, NamedTuple
 
@@ -21,8 +21,15 @@ from infraprism.core.pricing import PricingError, catalog_provider_for, price_ev
 
 DEFAULT_PROJECT = "default"
 MAX_TAGS = 32
-# Epoch milliseconds outside years 1970..9999 are certainly a unit mistake.
-MAX_EPOCH_MS = 253_402_300_799_999
+# The contract's bounds. Each is far beyond real traffic and keeps every later
+# step total: a bucket label, a retention date or a Redis write can never fail
+# on a value that passed here (docs/architecture.md, "Bounds").
+# Instants from 1970-01-01 to the end of 9998 UTC: a bucket's end, and its
+# week or month after, stay inside the datetime range.
+MAX_EPOCH_MS = 253_370_764_800_000 - 1  # 9998-12-31T23:59:59.999Z
+MAX_TOKENS = 10**12  # per token field of one event
+MAX_COST_USD = 1_000_000  # per event
+MAX_LATENCY_MS = 86_400_000  # one day
 _EPOCH = datetime(1970, 1, 1)
 
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -58,12 +65,12 @@ class CostEvent(NamedTuple):
 
 
 def parse_timestamp_ms(value: Any) -> int:
-    """RFC 3339 (any offset) or epoch milliseconds -> UTC epoch milliseconds."""
+    """RFC 3339 (any offset) or epoch milliseconds -> UTC epoch milliseconds, within the contract's years."""
     if isinstance(value, bool):
         raise InvalidEvent("timestamp: must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
         if not 0 <= value <= MAX_EPOCH_MS:
-            raise InvalidEvent(f"timestamp: epoch milliseconds out of range: {value}")
+            raise InvalidEvent(f"timestamp: epoch milliseconds out of range 0-{MAX_EPOCH_MS}: {value}")
         return value
     if isinstance(value, str):
         text = value.strip()
@@ -75,13 +82,18 @@ def parse_timestamp_ms(value: Any) -> int:
             parsed = datetime.fromisoformat(text.upper() if text[-1] in "zZ" else text)
         except ValueError:
             raise InvalidEvent(f"timestamp: not RFC 3339: {value[:64]!r}") from None
-        if parsed.tzinfo is None:
+        offset = parsed.utcoffset()
+        if offset is None:
             raise InvalidEvent(f"timestamp: RFC 3339 needs an offset or Z: {value[:64]!r}")
-        # Integer arithmetic on the exact fields: timestamp() is a float.
-        delta = parsed.astimezone(UTC).replace(tzinfo=None) - _EPOCH
-        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-        if ms < 0:
-            raise InvalidEvent(f"timestamp: before 1970: {value[:64]!r}")
+        # Integer arithmetic on the exact fields (timestamp() is a float), and no
+        # datetime step that can leave the datetime range: astimezone() overflows
+        # on 9999-12-31T23:00:00-05:00 or 0001-01-01T00:00:00+01:00.
+        local = parsed.replace(tzinfo=None) - _EPOCH
+        local_us = (local.days * 86_400 + local.seconds) * 1_000_000 + local.microseconds
+        offset_us = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
+        ms = (local_us - offset_us) // 1000
+        if not 0 <= ms <= MAX_EPOCH_MS:
+            raise InvalidEvent(f"timestamp: outside 1970-01-01 to 9998-12-31 UTC: {value[:64]!r}")
         return ms
     raise InvalidEvent("timestamp: must be an RFC 3339 string or epoch milliseconds")
 
@@ -109,12 +121,12 @@ def _count(obj: dict[str, Any], name: str, *, required: bool) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidEvent(f"{name}: must be an integer")
-    if value < 0:
-        raise InvalidEvent(f"{name}: must be >= 0, got {value}")
+    if not 0 <= value <= MAX_TOKENS:
+        raise InvalidEvent(f"{name}: must be 0-{MAX_TOKENS}, got {value}")
     return value
 
 
-def _non_negative_number(obj: dict[str, Any], name: str) -> float | int | None:
+def _bounded_number(obj: dict[str, Any], name: str, maximum: int) -> float | int | None:
     value = obj.get(name)
     if value is None:
         return None
@@ -122,8 +134,8 @@ def _non_negative_number(obj: dict[str, Any], name: str) -> float | int | None:
         raise InvalidEvent(f"{name}: must be a number")
     if value != value or value in (float("inf"), float("-inf")):
         raise InvalidEvent(f"{name}: must be finite")
-    if value < 0:
-        raise InvalidEvent(f"{name}: must be >= 0, got {value}")
+    if not 0 <= value <= maximum:
+        raise InvalidEvent(f"{name}: must be 0-{maximum}, got {value}")
     return value
 
 
@@ -169,10 +181,13 @@ def _fast_event(obj: Any) -> CostEvent | None:
     provider = get("provider")
     session_id = get("session_id")
     project_id = get("project_id", DEFAULT_PROJECT)
+    if type(project_id) is not str:
+        return None
     if project_id not in _KNOWN_PROJECTS:
-        if type(project_id) is not str or not _PROJECT_RE.match(project_id):
+        if not _PROJECT_RE.match(project_id):
             return None
-        _KNOWN_PROJECTS.add(project_id)
+        if len(_KNOWN_PROJECTS) < 10_000:  # ids come from untrusted events: keep the memo bounded
+            _KNOWN_PROJECTS.add(project_id)
     if provider is not None:
         if type(provider) is not str or not 0 < len(provider) <= 128:
             return None
@@ -182,22 +197,27 @@ def _fast_event(obj: Any) -> CostEvent | None:
             return None
         texts.append(session_id)
     input_tokens, output_tokens, cost = get("input_tokens"), get("output_tokens"), get("cost")
-    if type(input_tokens) is not int or type(output_tokens) is not int or input_tokens < 0 or output_tokens < 0:
+    if (
+        type(input_tokens) is not int
+        or type(output_tokens) is not int
+        or not 0 <= input_tokens <= MAX_TOKENS
+        or not 0 <= output_tokens <= MAX_TOKENS
+    ):
         return None
     if "cache_read_tokens" in obj or "cache_write_tokens" in obj or "reasoning_tokens" in obj:
         return None
     if type(cost) is float:
-        if not 0.0 <= cost < 1e15:  # also false for NaN
+        if not 0.0 <= cost <= MAX_COST_USD:  # also false for NaN
             return None
         cost_nano = _float_usd_to_nano(cost)
-    elif type(cost) is int and cost >= 0:
+    elif type(cost) is int and 0 <= cost <= MAX_COST_USD:
         cost_nano = cost * NANO_PER_USD
     else:
         return None
     latency_ms = get("latency_ms")
     if latency_ms is None:
         latency_us = None
-    elif (type(latency_ms) is int or type(latency_ms) is float) and 0 <= latency_ms < 1e12:
+    elif (type(latency_ms) is int or type(latency_ms) is float) and 0 <= latency_ms <= MAX_LATENCY_MS:
         latency_us = round(latency_ms * 1000)
     else:
         return None
@@ -274,8 +294,8 @@ def _validate_fully(obj: Any) -> CostEvent:
         raise InvalidEvent("cache_read_tokens + cache_write_tokens: part of input_tokens, cannot exceed it")
     if reasoning > output_tokens:
         raise InvalidEvent("reasoning_tokens: part of output_tokens, cannot exceed it")
-    cost = _non_negative_number(obj, "cost")
-    latency_ms = _non_negative_number(obj, "latency_ms")
+    cost = _bounded_number(obj, "cost", MAX_COST_USD)
+    latency_ms = _bounded_number(obj, "latency_ms", MAX_LATENCY_MS)
     session_id = _text(obj, "session_id", 128, required=False)
     tags = _tags(obj)
     assert event_id

@@ -137,9 +137,11 @@ class KeyLayout:
         """Sorted set of one entity type's sessions: member session_id, score started_ms."""
         return f"{self.root}:{project}:sit:{entity_type}"
 
-    def dedupe(self, project: str, day: str) -> str:
-        """Set of event_ids counted, by the event's UTC day; expires after the dedupe window."""
-        return f"{self.root}:{project}:dd:{day}"
+    def dedupe(self, project: str, slot_ms: int, slot: int) -> str:
+        """Set of event_ids counted whose Kafka record time falls in `slot` (core/dedupe.py).
+
+        The slot length is in the name, so a changed window never reads a slot of another length."""
+        return f"{self.root}:{project}:dd:{slot_ms}:{slot}"
 
     def projects(self) -> str:
         """Set of every project that has data."""

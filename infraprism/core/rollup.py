@@ -58,12 +58,16 @@ class BatchRollup:
 
     groups: dict[GroupKey, list[int]] = field(default_factory=dict)
     sessions: dict[tuple[str, str], SessionDelta] = field(default_factory=dict)
-    # (project, event UTC day label) -> event ids, for the dedupe sets.
-    event_ids: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # (project, dedupe slot) -> event ids, for the dedupe sets (pipeline/dedupe.py).
+    event_ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     events: int = 0
 
-    def add(self, event: CostEvent) -> None:
+    def add(self, event: CostEvent, dedupe_slot: int = 0) -> None:
+        """Fold one event in. `dedupe_slot` is the slot of its Kafka record time (pipeline/dedupe.py)."""
         hour_index = event.ts_ms // MS_PER_HOUR
+        # The one step that could raise runs before anything is changed, so a
+        # failing event leaves the rollup as it was.
+        labels_for_hour(hour_index)
         key = (
             event.project_id,
             event.entity_type,
@@ -84,8 +88,7 @@ class BatchRollup:
             cell[LATENCY_SUM] += event.latency_us
             cell[LATENCY_COUNT] += 1
 
-        day = labels_for_hour(hour_index)[1]
-        ids_key = (event.project_id, day)
+        ids_key = (event.project_id, dedupe_slot)
         ids = self.event_ids.get(ids_key)
         if ids is None:
             ids = self.event_ids[ids_key] = []
@@ -159,6 +162,10 @@ class BatchRollup:
                     board[entity] = board.get(entity, 0) + cell[COST]
         return out
 
+    def event_days(self) -> set[tuple[str, str]]:
+        """(project, UTC day label) of every day the batch has events of."""
+        return {(project, labels_for_hour(hour_index)[1]) for project, *_, hour_index in self.groups}
+
     def entity_types(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for project, etype, *_ in self.groups:
@@ -200,7 +207,9 @@ def expire_at(granularity: Granularity, bucket: str, retention_days: int | None)
     """Epoch seconds when a bucket's keys may go, or 0 to keep them forever (the default)."""
     if retention_days is None:
         return 0
-    return int((bucket_end(granularity, bucket) + timedelta(days=retention_days)).timestamp())
+    # In integers: the last buckets the contract allows end in 9999, and a datetime
+    # step past them would overflow.
+    return int(bucket_end(granularity, bucket).timestamp()) + retention_days * 86_400
 
 
 __all__ = ["BatchRollup", "SessionDelta", "bucket_end", "expire_at", "cell_increments"]

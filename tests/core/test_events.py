@@ -141,27 +141,33 @@ FIELD_REJECTIONS = [
     ({"project_id": 12}, "project_id: must be 1-64 characters of [A-Za-z0-9._-]"),
     ({"project_id": "a:b"}, "project_id: must be 1-64 characters of [A-Za-z0-9._-]"),
     # token counts
-    ({"input_tokens": -1}, "input_tokens: must be >= 0, got -1"),
+    ({"input_tokens": -1}, "input_tokens: must be 0-1000000000000, got -1"),
+    ({"input_tokens": 10**12 + 1}, "input_tokens: must be 0-1000000000000, got 1000000000001"),
+    ({"input_tokens": 2**64 - 1}, "input_tokens: must be 0-1000000000000"),
     ({"input_tokens": 1.5}, "input_tokens: must be an integer"),
     ({"input_tokens": "10"}, "input_tokens: must be an integer"),
     ({"input_tokens": True}, "input_tokens: must be an integer"),
-    ({"output_tokens": -7}, "output_tokens: must be >= 0, got -7"),
+    ({"output_tokens": -7}, "output_tokens: must be 0-1000000000000, got -7"),
     ({"output_tokens": "many"}, "output_tokens: must be an integer"),
-    ({"cache_read_tokens": -1}, "cache_read_tokens: must be >= 0, got -1"),
+    ({"cache_read_tokens": -1}, "cache_read_tokens: must be 0-1000000000000, got -1"),
     ({"cache_write_tokens": 2.0}, "cache_write_tokens: must be an integer"),
-    ({"reasoning_tokens": -3}, "reasoning_tokens: must be >= 0, got -3"),
+    ({"reasoning_tokens": -3}, "reasoning_tokens: must be 0-1000000000000, got -3"),
     (
         {"cache_read_tokens": 400, "cache_write_tokens": 113},
         "cache_read_tokens + cache_write_tokens: part of",
     ),
     ({"reasoning_tokens": 1731}, "reasoning_tokens: part of output_tokens"),
     # money and latency
-    ({"cost": -0.01}, "cost: must be >= 0, got -0.01"),
+    ({"cost": -0.01}, "cost: must be 0-1000000, got -0.01"),
+    ({"cost": 1e300}, "cost: must be 0-1000000, got 1e+300"),
+    ({"cost": 1_000_001}, "cost: must be 0-1000000, got 1000001"),
     ({"cost": "0.01"}, "cost: must be a number"),
     ({"cost": True}, "cost: must be a number"),
     ({"cost": float("inf")}, "cost: must be finite"),
     ({"cost": float("nan")}, "cost: must be finite"),
-    ({"latency_ms": -1}, "latency_ms: must be >= 0, got -1"),
+    ({"latency_ms": -1}, "latency_ms: must be 0-86400000, got -1"),
+    ({"latency_ms": 1e306}, "latency_ms: must be 0-86400000, got 1e+306"),
+    ({"project_id": ["x"]}, "project_id: must be 1-64 characters"),
     ({"latency_ms": "fast"}, "latency_ms: must be a number"),
     # tags
     ({"tags": ["feature", "chatbot"]}, "tags: must be an object of string -> string"),
@@ -209,7 +215,12 @@ TIMESTAMP_REJECTIONS = [
     ("2025-02-30T00:00:00Z", "timestamp: not RFC 3339"),
     ("2025-01-15T25:00:00Z", "timestamp: not RFC 3339"),
     ("2025-01-15T10:00:00+25:00", "timestamp: not RFC 3339"),
-    ("1969-12-31T23:59:59Z", "timestamp: before 1970"),
+    ("1969-12-31T23:59:59Z", "timestamp: outside 1970-01-01 to 9998-12-31 UTC"),
+    # At the datetime limits: converting to UTC would overflow.
+    ("9999-12-31T23:00:00-05:00", "timestamp: outside 1970-01-01 to 9998-12-31 UTC"),
+    ("0001-01-01T00:00:00+01:00", "timestamp: outside 1970-01-01 to 9998-12-31 UTC"),
+    ("9999-01-01T00:00:00Z", "timestamp: outside 1970-01-01 to 9998-12-31 UTC"),
+    (253_402_300_799_000, "timestamp: epoch milliseconds out of range"),  # 9999-12-31T23:59:59Z
     ("", "timestamp: not RFC 3339"),
     (-1, "timestamp: epoch milliseconds out of range"),
     (10**16, "timestamp: epoch milliseconds out of range"),
@@ -380,3 +391,18 @@ def test_accepted_variants(changes, field, value):
 
 def test_raw_bytes_and_decoded_objects_validate_the_same():
     assert parse_event(orjson.dumps(GOOD)) == validate_event(GOOD)
+
+
+# ---- the contract's bounds: the largest values are accepted, one past is not ---------------
+
+
+def test_the_largest_values_the_contract_allows_are_accepted():
+    accepted = validate_event(
+        event(input_tokens=10**12, output_tokens=10**12, cost=1_000_000, latency_ms=86_400_000,
+              timestamp="9998-12-31T23:59:59.999Z")
+    )
+    assert (accepted.input_tokens, accepted.cost_nano, accepted.latency_us) == (10**12, 10**15, 86_400_000_000)
+    assert accepted.ts_ms == 253_370_764_799_999
+    assert validate_event(event(timestamp="1970-01-01T05:30:00+05:30")).ts_ms == 0
+    assert validate_event(event(timestamp=253_370_764_799_999)).ts_ms == 253_370_764_799_999
+    assert reason_of(event(timestamp=253_370_764_800_000)).startswith("timestamp: epoch milliseconds out of range")

@@ -142,19 +142,16 @@ def test_sessions_take_the_earliest_turn_whatever_the_order(turns, entity, start
     assert (session.input_tokens, session.output_tokens) == (100 * len(turns), 20 * len(turns))
 
 
-def test_events_without_session_make_no_session_and_ids_group_by_event_day():
-    rollup = rollup_of(
-        event("a"),
-        event("b", timestamp="2024-03-01T00:00:00Z"),
-        event("a", project_id="other"),
-    )
+def test_events_without_session_make_no_session_and_ids_group_by_dedupe_slot_not_event_day():
+    rollup = BatchRollup()
+    rollup.add(event("a"), dedupe_slot=5)
+    rollup.add(event("b", timestamp="2024-03-01T00:00:00Z"), dedupe_slot=5)
+    rollup.add(event("c"), dedupe_slot=6)
+    rollup.add(event("a", project_id="other"), dedupe_slot=5)
     assert rollup.sessions == {}
-    assert rollup.event_ids == {
-        ("default", "20240229"): ["a"],
-        ("default", "20240301"): ["b"],
-        ("other", "20240229"): ["a"],
-    }
-    assert rollup.events == 3
+    assert rollup.event_ids == {("default", 5): ["a", "b"], ("default", 6): ["c"], ("other", 5): ["a"]}
+    assert rollup.event_days() == {("default", "20240229"), ("default", "20240301"), ("other", "20240229")}
+    assert rollup.events == 4
     assert rollup.entity_types() == {"default": {"customer"}, "other": {"customer"}}
 
 

@@ -161,7 +161,7 @@ def empty_state() -> dict[str, dict]:
         "leaderboards": {},  # (project, gran, bucket, etype or "*") -> {(etype, eid): cost nano}
         "sessions": {},  # (project, session_id) -> {field: value}
         "session_index": {},  # (project,) / (project, etype) / (project, etype, eid) -> {sid: started_ms}
-        "dedupe": {},  # (project, day) -> set of event ids
+        "dedupe": {},  # project -> set of the event ids counted (in whichever record-time slot)
         "projects": set(),
         "entity_types": {},  # project -> set
         "tag_keys": {},  # project -> set
@@ -204,7 +204,7 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
             for board in (ev.entity_type, "*"):
                 scores = state["leaderboards"].setdefault((ev.project, gran, bucket_of[gran], board), {})
                 scores[entity] = scores.get(entity, 0) + ev.cost_nano
-        state["dedupe"].setdefault((ev.project, bucket_of[DAY]), set()).add(ev.event_id)
+        state["dedupe"].setdefault(ev.project, set()).add(ev.event_id)
         state["projects"].add(ev.project)
         state["entity_types"].setdefault(ev.project, set()).add(ev.entity_type)
         if ev.tags:
@@ -318,7 +318,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             if entries:
                 state["session_index"][index] = {sid: int(score) for sid, score in entries}
         elif kind == "dd":
-            state["dedupe"][(project, detail)] = set(await redis.smembers(key))
+            state["dedupe"].setdefault(project, set()).update(await redis.smembers(key))
         elif kind == "etypes":
             state["entity_types"][project] = set(await redis.smembers(key))
         elif kind == "tagkeys":
@@ -328,7 +328,7 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             assert int(await redis.get(key)) >= 1, key
         elif kind == "bv":
             # The API caches' versions, counts of batches: one per rollup or leaderboard key,
-            # and one per day and month with events (checked against the dedupe sets' days below).
+            # and one per day and month with events (checked against the days of the cells below).
             versions = await redis.hgetall(key)
             assert all(
                 field.startswith(("r:", "lb:", "day:", "month:")) and int(v) >= 1 for field, v in versions.items()
@@ -337,7 +337,10 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
         else:
             raise AssertionError(f"unexpected key in the aggregates: {key!r}")
     for project, fields in version_days.items():
-        event_days = [day for owner, day in state["dedupe"] if owner == project]
+        event_days = [
+            bucket for owner, dim, gran, bucket, _, metric in state["cells"]
+            if (owner, dim, gran, metric) == (project, "t", DAY, "e")
+        ]
         assert fields == {f"day:{day}" for day in event_days} | {f"month:{day[:6]}" for day in event_days}, project
     return state
 
