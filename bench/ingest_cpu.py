@@ -1,8 +1,9 @@
 """Where the aggregator's CPU goes: CPU seconds per event of each process in one ingest.
 
-    .venv/bin/python bench/ingest_cpu.py [--events 200000]
+    .venv/bin/python bench/ingest_cpu.py [--events 200000] [--order live]
 
-Fills a topic with bench/workload.py's mix, runs the Aggregator in this
+Fills a topic with bench/workload.py's mix in one order (`--order live` or
+`backfill`, retries included), runs the Aggregator in this
 process, and reads the CPU time of this process (fetching), of its decoder
 child process, of redis-server (INFO cpu) and of the Tansu broker (/proc).
 """
@@ -60,8 +61,10 @@ async def measure(settings: Settings, count: int, broker_pid: int) -> None:
         elapsed = time.perf_counter() - started
         after = (own_cpu_s(), process_cpu_s(decoder_pid), redis_cpu_s(), process_cpu_s(broker_pid))
         per_event = [(b - a) / count * 1e6 for a, b in zip(before, after, strict=True)]
-        print(f"{count / elapsed:,.0f} events/s; CPU per event: main {per_event[0]:.1f} us, "
-              f"decoder {per_event[1]:.1f} us, redis {per_event[2]:.1f} us, broker {per_event[3]:.1f} us")
+        print(
+            f"{count / elapsed:,.0f} events/s; CPU per event: main {per_event[0]:.1f} us, "
+            f"decoder {per_event[1]:.1f} us, redis {per_event[2]:.1f} us, broker {per_event[3]:.1f} us"
+        )
     finally:
         await aggregator.stop()
 
@@ -69,13 +72,20 @@ async def measure(settings: Settings, count: int, broker_pid: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--order", choices=sorted(workload.ORDERS), default="live")
     args = parser.parse_args()
+    messages = workload.ORDERS[args.order](workload.calls(args.events))
     broker, store = start_broker(), start_redis()
     try:
-        asyncio.run(fill_topic(broker.address, "cpu-bench", list(workload.events(args.events))))
-        settings = Settings(kafka_bootstrap=broker.address, redis_url=store.address, events_topic="cpu-bench",
-                            key_prefix="cpu", aggregator_group="cpu-bench")
-        asyncio.run(measure(settings, args.events, broker.process.pid))
+        asyncio.run(fill_topic(broker.address, "cpu-bench", messages))
+        settings = Settings(
+            kafka_bootstrap=broker.address,
+            redis_url=store.address,
+            events_topic="cpu-bench",
+            key_prefix="cpu",
+            aggregator_group="cpu-bench",
+        )
+        asyncio.run(measure(settings, len(messages), broker.process.pid))
     finally:
         broker.stop()
         store.stop()
