@@ -162,12 +162,14 @@ _FAST_TEXT_LIMITS = (("event_id", 128), ("entity_type", 64), ("entity_id", 256),
 
 
 def _fast_event(obj: Any) -> CostEvent | None:
-    """The common, well-formed event with a cost, validated in one pass; None for anything else.
+    """The common, well-formed event, validated (and priced when it has no cost) in one pass;
+    None for anything else.
 
     The aggregator spends most of its Python time here, so the usual case
     avoids per-field helper calls. Whatever this path does not accept
-    outright (a missing cost, cache tokens, any doubt) goes through
-    `_validate_fully`, which gives the precise reason for a rejection.
+    outright (any doubt, an unknown model) goes through `_validate_fully`,
+    which gives the precise reason for a rejection; both must accept and
+    refuse the same events (tests/core/test_events.py checks it).
     """
     if type(obj) is not dict:
         return None
@@ -204,9 +206,21 @@ def _fast_event(obj: Any) -> CostEvent | None:
         or not 0 <= output_tokens <= MAX_TOKENS
     ):
         return None
-    if "cache_read_tokens" in obj or "cache_write_tokens" in obj or "reasoning_tokens" in obj:
+    cache_read, cache_write = get("cache_read_tokens", 0), get("cache_write_tokens", 0)
+    reasoning = get("reasoning_tokens", 0)
+    if (
+        type(cache_read) is not int
+        or type(cache_write) is not int
+        or type(reasoning) is not int
+        or cache_read < 0
+        or cache_write < 0
+        or cache_read + cache_write > input_tokens
+        or not 0 <= reasoning <= output_tokens
+    ):
         return None
-    if type(cost) is float:
+    if cost is None:
+        cost_nano = -1  # priced below, once the timestamp is known
+    elif type(cost) is float:
         if not 0.0 <= cost <= MAX_COST_USD:  # also false for NaN
             return None
         cost_nano = _float_usd_to_nano(cost)
@@ -246,6 +260,14 @@ def _fast_event(obj: Any) -> CostEvent | None:
     else:
         return None
     event_id, entity_type, entity_id, model = texts[0], texts[1], texts[2], texts[3]
+    if cost_nano < 0:
+        try:
+            cost_nano, catalog_provider = price_event_nano(
+                model, provider, ts_ms, input_tokens, output_tokens, cache_read, cache_write
+            )
+        except PricingError:
+            return None  # the full path words the reason
+        provider = provider or catalog_provider
     return CostEvent(
         event_id, ts_ms, project_id, entity_type, entity_id, model,
         provider if provider is not None else (catalog_provider_for(model) or "unknown"),

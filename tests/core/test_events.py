@@ -8,8 +8,10 @@ from decimal import Decimal
 import orjson
 import pytest
 from genai_prices import Usage, calc_price
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from infraprism.core.events import CostEvent, InvalidEvent, parse_event, validate_event
+from infraprism.core.events import CostEvent, InvalidEvent, _fast_event, _validate_fully, parse_event, validate_event
 
 GOOD: dict = {
     "event_id": "9f1c2e34-5b7a-4c1d-9e8f-0a1b2c3d4e5f",
@@ -406,3 +408,46 @@ def test_the_largest_values_the_contract_allows_are_accepted():
     assert validate_event(event(timestamp="1970-01-01T05:30:00+05:30")).ts_ms == 0
     assert validate_event(event(timestamp=253_370_764_799_999)).ts_ms == 253_370_764_799_999
     assert reason_of(event(timestamp=253_370_764_800_000)).startswith("timestamp: epoch milliseconds out of range")
+
+
+# ---- the fast path and the full path judge alike -------------------------------------------
+
+FIELD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.integers(0, 2 * 10**12), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.sampled_from(["gpt-4o", "gpt-4o-mini", "claude-3-5-haiku", "no-such-model", "openai", "anthropic",
+                     "2025-01-15T10:00:00+05:30", "9999-12-31T23:00:00-05:00", "acme\x1f"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+FIELDS = [*GOOD, "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"]
+
+
+def _judged(judge, obj):
+    try:
+        return judge(obj)
+    except InvalidEvent:
+        return "refused"
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), FIELD_VALUES, max_size=4), st.sets(st.sampled_from(FIELDS), max_size=2))
+def test_the_fast_path_accepts_only_what_the_full_path_accepts_and_alike(changes, removed):
+    obj = {name: value for name, value in {**GOOD, **changes}.items() if name not in removed}
+    fast = _fast_event(obj)
+    if fast is not None:
+        assert fast == _judged(_validate_fully, obj)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cost": ...},
+        {"cost": ..., "provider": ...},
+        {"cost": ..., "cache_read_tokens": 200, "cache_write_tokens": 100},
+        {"cache_read_tokens": 512, "reasoning_tokens": 1730},
+        {"timestamp": "2025-01-15T15:30:03.120+05:30"},
+    ],
+)
+def test_unpriced_events_and_cache_tokens_take_the_fast_path(changes):
+    obj = event(**changes)
+    assert _fast_event(obj) == _validate_fully(obj)
