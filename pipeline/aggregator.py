@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -70,6 +71,8 @@ class PreparedBatch:
     ranges: list[PartitionRange] = field(default_factory=list)
     records: list[ConsumerRecord] = field(default_factory=list)
     decoded: DecodedBatch | None = None
+    seq: int = 0  # increasing per worker; the decoder's memo of counted ids is ordered by it
+    epoch: int = 0  # the worker's epoch when it was sliced: a re-seek since makes it stale
 
     @property
     def oldest_produce_ms(self) -> int:
@@ -96,6 +99,10 @@ class Aggregator:
         self._decoding: tuple[PreparedBatch, asyncio.Future[DecodedBatch]] | None = None  # in the decoder
         self._decoder: ProcessPoolExecutor | None = None
         self._halted: set[TopicPartition] = set()
+        self._seq = 0
+        # Moves with every re-seek: a batch decoded under an older epoch may rest on one that
+        # did not land, so it is dropped rather than sent (see encode.RecentlyCounted).
+        self._epoch = 0
         self._last_commit = 0.0
         self._redis: aioredis.Redis | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -220,6 +227,8 @@ class Aggregator:
         (batch, decoding), self._decoding = self._decoding, None
         batch.decoded = await decoding
         await self._drain()
+        if batch.epoch != self._epoch:
+            return 0  # positions were re-seeked meanwhile: these records are fetched again
         await self._dead_letter(batch)
         self.metrics.events_duplicate.inc(batch.decoded.duplicates_in_batch)
         self._inflight = asyncio.create_task(self._apply(batch))
@@ -242,7 +251,8 @@ class Aggregator:
 
     def _slice(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
         """Take the records that follow what is already prepared, per owned partition."""
-        batch = PreparedBatch()
+        self._seq += 1
+        batch = PreparedBatch(seq=self._seq, epoch=self._epoch)
         for tp, records in fetched.items():
             expected = self._prepared.get(tp)
             if expected is None or tp in self._halted:
@@ -262,9 +272,11 @@ class Aggregator:
         assert self._store is not None
         values = [record.value for record in batch.records]
         record_times = [record.timestamp for record in batch.records]
-        return asyncio.get_running_loop().run_in_executor(
-            self._decoder, decode_batch, self._store.encoder, values, record_times, batch.ranges, exclude
+        decode = functools.partial(
+            decode_batch, self._store.encoder, values, record_times, batch.ranges, exclude,
+            seq=batch.seq, epoch=batch.epoch,
         )
+        return asyncio.get_running_loop().run_in_executor(self._decoder, decode)
 
     async def _dead_letter(self, batch: PreparedBatch) -> None:
         """Produce every rejected message to the DLQ and wait for the broker's ack.
@@ -377,6 +389,8 @@ class Aggregator:
             f"nothing of it: {refusal.reason}. Nothing from this partition is applied until the stored "
             "state is repaired (or `infraprism rebuild` runs) and the aggregator restarts.",
         )
+        # Batches decoded on top of this one took its ids as counted: drop them and read again.
+        await self._seek_to_stored(list(self._expected))
 
     def _advance(self, ranges: list[PartitionRange]) -> None:
         for r in ranges:
@@ -440,6 +454,7 @@ class Aggregator:
         assert self._redis is not None
         if not tps:
             return
+        self._epoch += 1
         stored = await self._store.stored_offsets()
         beginnings = await self._consumer.beginning_offsets(tps)
         ends = await self._log_ends(tps)
@@ -557,7 +572,7 @@ def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:
     parts = []
     for r in batch.ranges:
         records = [record for record in batch.records if record.partition == r.partition]
-        parts.append(PreparedBatch(ranges=[r], records=records))
+        parts.append(PreparedBatch(ranges=[r], records=records, seq=batch.seq, epoch=batch.epoch))
     return parts
 
 

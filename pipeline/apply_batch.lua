@@ -28,6 +28,7 @@
 --    "bucket_versions": [[bucket_versions_key, [field, ...]], ...]}
 --      (per project: the rollup and leaderboard keys this batch changes, and the days and
 --       months it has events of, as KeyLayout.bucket_versions names them; each bumped by 1)
+-- Leaderboard increments are integers as decimal text; a score is the double ZINCRBY would hold.
 -- Every integer is a decimal string. A dedupe entry's ids are counted in set_key; they are
 -- duplicates when any nearby set (core/dedupe.py: the slots within the window) holds them.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
@@ -189,9 +190,31 @@ for _, entry in ipairs(batch.hashes) do
   end
 end
 
+-- Leaderboards: each key's new scores from one ZMSCORE, written by one ZADD below
+-- (a ZINCRBY per member was a call per member). The sum is the double addition
+-- ZINCRBY does; '%.17g' writes that double back exactly.
+local zset_writes = {}
 for _, entry in ipairs(batch.zsets) do
-  problem = wrong_type(entry[1], 'zset')
+  local key, members = entry[1], entry[3]
+  problem = wrong_type(key, 'zset')
   if problem then return refused(problem) end
+  local i = 1
+  while i <= #members do
+    local stop = math.min(i + 3999, #members)
+    local names = {}
+    for j = i, stop, 2 do names[#names + 1] = members[j] end
+    local stored = {}
+    if key_types[key] == 'zset' then stored = redis.call('ZMSCORE', key, unpack(names)) end
+    local args = {}
+    for k = 1, #names do
+      local score = tonumber(members[i + 2 * k - 1])
+      if stored[k] then score = score + tonumber(stored[k]) end
+      args[#args + 1] = string.format('%.17g', score)
+      args[#args + 1] = names[k]
+    end
+    zset_writes[#zset_writes + 1] = {key, args}
+    i = stop + 1
+  end
 end
 
 -- 4. Sessions: each record's new fields, and which index entries move.
@@ -244,7 +267,8 @@ for _, entry in ipairs(batch.sets) do
   if problem then return refused(problem) end
 end
 
--- 5. Versions: counters of at most 18 digits, so INCR and HINCRBY cannot overflow.
+-- 5. Versions: a data version of at most 18 digits, so INCR cannot overflow; bucket
+-- versions of at most 15, added in a double (exact below 2^53) and written by one HSET.
 for _, key in ipairs(batch.versions) do
   problem = wrong_type(key, 'string')
   if problem then return refused(problem) end
@@ -253,6 +277,7 @@ for _, key in ipairs(batch.versions) do
     return refused('version ' .. key .. ' is not a counter: ' .. stored)
   end
 end
+local version_writes = {}
 for _, entry in ipairs(batch.bucket_versions) do
   problem = wrong_type(entry[1], 'hash')
   if problem then return refused(problem) end
@@ -261,11 +286,16 @@ for _, entry in ipairs(batch.bucket_versions) do
   while i <= #fields do
     local stop = math.min(i + 3999, #fields)
     local stored = redis.call('HMGET', entry[1], unpack(fields, i, stop))
+    local args = {}
     for k = 1, stop - i + 1 do
-      if stored[k] and not (is_counter(stored[k]) and #stored[k] <= 18) then
+      local version = stored[k] or '0'
+      if not (is_counter(version) and #version <= 15) then
         return refused('bucket version ' .. entry[1] .. ' ' .. fields[i + k - 1] .. ' is not a counter')
       end
+      args[#args + 1] = fields[i + k - 1]
+      args[#args + 1] = string.format('%.0f', tonumber(version) + 1)
     end
+    version_writes[#version_writes + 1] = {entry[1], args}
     i = stop + 1
   end
 end
@@ -286,14 +316,14 @@ for _, entry in ipairs(batch.hashes) do
   if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
 end
 
--- Scores are finite increments (a cost is at most 10^15 nano-dollars), so ZINCRBY
+-- Scores are sums of finite increments (a cost is at most 10^15 nano-dollars), so ZADD
 -- never meets the NaN it refuses.
+for _, write in ipairs(zset_writes) do
+  redis.call('ZADD', write[1], unpack(write[2]))
+end
 for _, entry in ipairs(batch.zsets) do
-  local key, expire_at, members = entry[1], tonumber(entry[2]), entry[3]
-  for i = 1, #members, 2 do
-    redis.call('ZINCRBY', key, members[i + 1], members[i])
-  end
-  if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
+  local expire_at = tonumber(entry[2])
+  if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
 end
 
 for _, w in ipairs(session_writes) do
@@ -314,11 +344,8 @@ end
 for _, key in ipairs(batch.versions) do
   redis.call('INCR', key)
 end
-for _, entry in ipairs(batch.bucket_versions) do
-  local versions_key = entry[1]
-  for _, field in ipairs(entry[2]) do
-    redis.call('HINCRBY', versions_key, field, 1)
-  end
+for _, write in ipairs(version_writes) do
+  redis.call('HSET', write[1], unpack(write[2]))
 end
 
 if #offset_args > 0 then

@@ -100,7 +100,7 @@ class BatchEncoder:
         for project, day in rollup.event_days():
             touched.setdefault(project, set()).update(layout.event_day_version_fields(day))
         hashes = []
-        for (project, dimension, granularity, bucket), members in rollup.cells().items():
+        for (project, dimension, granularity, bucket), members in rollup.cell_lanes().items():
             key = layout.rollup(project, dimension, granularity, bucket)
             hashes.append(
                 [key, str(expire_at(granularity, bucket, retention.days_for(granularity))), cell_increments(members)]
@@ -156,6 +156,72 @@ class BatchEncoder:
         )
 
 
+class RecentlyCounted:
+    """The ids this worker's latest batches counted, kept in the decoder process.
+
+    A producer retry usually lands on the same partition a few thousand
+    messages later, in a later batch: dropped here, it never makes Redis
+    refuse a batch that must then be decoded and sent again. Redis stays the
+    judge of everything this memo does not hold (another worker's batches,
+    older ones). It may treat the batch still being applied as counted: a
+    batch that does not land is followed by a re-seek, which moves the epoch,
+    and the worker then drops whatever was decoded under the old one
+    (pipeline/aggregator.py), and this memo starts empty.
+    """
+
+    def __init__(self, max_ids: int = 500_000) -> None:
+        self.max_ids = max_ids
+        self.epoch: int | None = None
+        # (project, event_id) -> [(batch seq, dedupe slot), ...] of the counted copies.
+        self._copies: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._batches: dict[int, list[tuple[str, str]]] = {}  # batch seq -> its identities, oldest first
+        self._size = 0
+
+    def start(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._copies.clear()
+            self._batches.clear()
+            self._size = 0
+
+    def counted_near(self, identity: tuple[str, str], slot: int, seq: int, window: DedupeWindow) -> bool:
+        """Whether an earlier batch than `seq` counted a copy near `slot`."""
+        copies = self._copies.get(identity)
+        return copies is not None and any(
+            other_seq < seq and window.are_near(slot, other_slot) for other_seq, other_slot in copies
+        )
+
+    def remember(self, seq: int, counted: dict[tuple[str, str], list[int]]) -> None:
+        """Record what batch `seq` counts, replacing an earlier decode of the same batch."""
+        self._forget(seq)
+        copies = self._copies
+        for identity, slots in counted.items():
+            entry = copies.get(identity)
+            if entry is None:
+                entry = copies[identity] = []
+            entry.extend((seq, slot) for slot in slots)
+        self._batches[seq] = list(counted)
+        self._size += len(counted)
+        while self._size > self.max_ids and len(self._batches) > 1:
+            self._forget(next(iter(self._batches)))
+
+    def _forget(self, seq: int) -> None:
+        identities = self._batches.pop(seq, None)
+        if identities is None:
+            return
+        self._size -= len(identities)
+        for identity in identities:
+            entry = [copy for copy in self._copies.get(identity, ()) if copy[0] != seq]
+            if entry:
+                self._copies[identity] = entry
+            else:
+                self._copies.pop(identity, None)
+
+
+# One memo per (prefix, topic, group) in the decoder process; it outlives a call.
+_RECENTLY_COUNTED: dict[tuple[str, str, str], RecentlyCounted] = {}
+
+
 @dataclass(slots=True)
 class DecodedBatch:
     """What the parent needs back from decoding a batch of raw messages."""
@@ -173,12 +239,17 @@ def decode_batch(
     record_times_ms: list[int],
     ranges: list[PartitionRange],
     exclude: frozenset[tuple[str, str]] = frozenset(),
+    *,
+    seq: int | None = None,
+    epoch: int = 0,
 ) -> DecodedBatch:
     """Validate, de-duplicate, fold and encode one batch of raw event messages.
 
     `record_times_ms` are the Kafka record timestamps, which place each copy in
     the dedupe window (core/dedupe.py). `exclude` holds (dedupe set key, event_id)
-    pairs Redis reported as already counted; those copies are left out.
+    pairs Redis reported as already counted; those copies are left out. With a
+    batch `seq` (increasing per worker) and the worker's `epoch`, the copies
+    earlier batches counted are dropped here too (`RecentlyCounted`).
 
     Nothing one message holds can make this raise: a message that fails any
     step becomes a dead letter with its reason, "internal error: ..." when the
@@ -190,6 +261,10 @@ def decode_batch(
     counted: dict[tuple[str, str], list[int]] = {}
     duplicates = 0
     accepted: list[tuple[int, CostEvent, int]] = []  # (index in the batch, event, dedupe slot)
+    recent = None
+    if seq is not None:
+        recent = _RECENTLY_COUNTED.setdefault((encoder.key_prefix, encoder.topic, encoder.group), RecentlyCounted())
+        recent.start(epoch)
     for index, raw in enumerate(values):
         event = judge(raw)
         if isinstance(event, str):
@@ -198,13 +273,17 @@ def decode_batch(
         slot = window.slot_of(record_times_ms[index])
         identity = (event.project_id, event.event_id)
         slots = counted.get(identity)
-        if slots is not None and any(window.are_near(slot, other) for other in slots):
+        if (slots is not None and any(window.are_near(slot, other) for other in slots)) or (
+            recent is not None and recent.counted_near(identity, slot, seq, window)  # type: ignore[arg-type]
+        ):
             duplicates += 1
             continue
         if exclude and (encoder.dedupe_key(event.project_id, slot), event.event_id) in exclude:
             continue
         counted.setdefault(identity, []).append(slot)
         accepted.append((index, event, slot))
+    if recent is not None:
+        recent.remember(seq, counted)  # type: ignore[arg-type]
     try:
         return _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates)
     except Exception:

@@ -31,11 +31,43 @@ from infraprism.core.keys import (
     OUTPUT,
     SEP,
     Dimension,
-    pack_cell,
     tag_set_text,
 )
 
 GroupKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], int]
+
+# Every (dimension, granularity) a group adds to, the members of `cell_lanes` in this order:
+# TOTAL, ENTITY, MODEL, ENTITY_MODEL, CUBE, then TAG (one member per tag, so apart).
+_CELL_BUCKETS: tuple[tuple[Dimension, Granularity], ...] = tuple(
+    (dimension, granularity)
+    for dimension in (Dimension.TOTAL, Dimension.ENTITY, Dimension.MODEL, Dimension.ENTITY_MODEL, Dimension.CUBE,
+                      Dimension.TAG)
+    for granularity in DIMENSION_GRANULARITIES[dimension]
+)
+_TAG_BUCKETS = slice(len(_CELL_BUCKETS) - len(DIMENSION_GRANULARITIES[Dimension.TAG]), None)
+
+# A cell's six counters as one integer, each in a lane of LANE_BITS bits, so that adding two
+# such integers adds the six counters at once. No counter of one batch reaches 2^96 (a cost
+# is at most 10^15 nano-dollars an event, and a batch far fewer than 10^13 events).
+LANE_BITS = 96
+_LANE_MASK = (1 << LANE_BITS) - 1
+
+
+def lanes_of(counters: list[int]) -> int:
+    return (
+        counters[0] | counters[1] << 96 | counters[2] << 192 | counters[3] << 288 | counters[4] << 384
+        | counters[5] << 480
+    )
+
+
+def counters_of(lanes: int) -> list[int]:
+    return [(lanes >> shift) & _LANE_MASK for shift in (0, 96, 192, 288, 384, 480)]
+
+
+def pack_lanes(lanes: int) -> str:
+    """`keys.pack_cell` of the counters held in `lanes`."""
+    m = _LANE_MASK
+    return f"{lanes & m} {lanes >> 96 & m} {lanes >> 192 & m} {lanes >> 288 & m} {lanes >> 384 & m} {lanes >> 480}"
 
 
 @dataclass(slots=True)
@@ -115,51 +147,63 @@ class BatchRollup:
 
     def cells(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]]:
         """(project, dimension, granularity, bucket) -> member -> the six summed counters."""
-        out: dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]] = {}
-        # Hot loop (a few thousand groups a batch): plain loops, no helper calls.
+        return {
+            where: {member: counters_of(lanes) for member, lanes in members.items()}
+            for where, members in self.cell_lanes().items()
+        }
+
+    def cell_lanes(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, int]]:
+        """`cells`, each cell's six counters summed as one integer of lanes (`lanes_of`).
+
+        The hot loop of the decoder: a backfill batch has about one group per
+        event and each group adds to 20 cells, so a cell's sum is one integer
+        addition rather than six, and the 17 bucket dicts of a (project, hour)
+        are looked up once for all the groups of that hour.
+        """
+        out: dict[tuple[str, Dimension, Granularity, str], dict[str, int]] = {}
+        buckets_of: dict[tuple[str, int], list[dict[str, int]]] = {}
         for (project, etype, eid, model, provider, tags, hour_index), cell in self.groups.items():
-            hour, day, month = labels_for_hour(hour_index)
-            by_granularity = {Granularity.HOUR: hour, Granularity.DAY: day, Granularity.MONTH: month}
+            buckets = buckets_of.get((project, hour_index))
+            if buckets is None:
+                labels = dict(zip((Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
+                                  labels_for_hour(hour_index), strict=True))
+                buckets = buckets_of[(project, hour_index)] = [
+                    out.setdefault((project, dimension, granularity, labels[granularity]), {})
+                    for dimension, granularity in _CELL_BUCKETS
+                ]
+            lanes = lanes_of(cell)
             entity = f"{etype}{SEP}{eid}"
             model_provider = f"{model}{SEP}{provider}"
             entity_model = f"{entity}{SEP}{model_provider}"
-            members: tuple[tuple[Dimension, tuple[str, ...]], ...] = (
-                (Dimension.TOTAL, ("",)),
-                (Dimension.ENTITY, (entity,)),
-                (Dimension.MODEL, (model_provider,)),
-                (Dimension.TAG, tuple(f"{key}{SEP}{value}" for key, value in tags)),
-                (Dimension.ENTITY_MODEL, (entity_model,)),
-                (Dimension.CUBE, (f"{entity_model}{SEP}{tag_set_text(tags)}",)),
-            )
-            for dimension, dim_members in members:
-                for granularity in DIMENSION_GRANULARITIES[dimension]:
-                    where = (project, dimension, granularity, by_granularity[granularity])
-                    bucket_members = out.get(where)
-                    if bucket_members is None:
-                        bucket_members = out[where] = {}
-                    for member in dim_members:
-                        total = bucket_members.get(member)
-                        if total is None:
-                            bucket_members[member] = cell.copy()
-                        else:
-                            total[0] += cell[0]
-                            total[1] += cell[1]
-                            total[2] += cell[2]
-                            total[3] += cell[3]
-                            total[4] += cell[4]
-                            total[5] += cell[5]
+            cube = f"{entity_model}{SEP}{tag_set_text(tags)}"
+            # Every dimension but TAG, a member per bucket in _CELL_BUCKETS order (the cube has no hours).
+            members = ("", "", "", entity, entity, entity, model_provider, model_provider, model_provider,
+                       entity_model, entity_model, entity_model, cube, cube)
+            for bucket, member in zip(buckets, members, strict=False):
+                bucket[member] = bucket.get(member, 0) + lanes
+            for key, value in tags:
+                member = f"{key}{SEP}{value}"
+                for bucket in buckets[_TAG_BUCKETS]:
+                    bucket[member] = bucket.get(member, 0) + lanes
         return out
 
     def leaderboard(self) -> dict[tuple[str, Granularity, str, str], dict[str, int]]:
         """(project, granularity, bucket, entity type or ALL) -> entity member -> cost nano."""
         out: dict[tuple[str, Granularity, str, str], dict[str, int]] = {}
+        boards_of: dict[tuple[str, int, str], list[dict[str, int]]] = {}
         for (project, etype, eid, _model, _provider, _tags, hour_index), cell in self.groups.items():
-            _, day, month = labels_for_hour(hour_index)
+            boards = boards_of.get((project, hour_index, etype))
+            if boards is None:
+                _, day, month = labels_for_hour(hour_index)
+                boards = boards_of[(project, hour_index, etype)] = [
+                    out.setdefault((project, granularity, bucket, board_type), {})
+                    for granularity, bucket in zip(LEADERBOARD_GRANULARITIES, (day, month, month[:4]), strict=True)
+                    for board_type in (etype, ALL_ENTITY_TYPES)
+                ]
             entity = f"{etype}{SEP}{eid}"
-            for granularity, bucket in zip(LEADERBOARD_GRANULARITIES, (day, month, month[:4]), strict=True):
-                for board_type in (etype, ALL_ENTITY_TYPES):
-                    board = out.setdefault((project, granularity, bucket, board_type), {})
-                    board[entity] = board.get(entity, 0) + cell[COST]
+            cost = cell[COST]
+            for board in boards:
+                board[entity] = board.get(entity, 0) + cost
         return out
 
     def event_days(self) -> set[tuple[str, str]]:
@@ -180,12 +224,12 @@ class BatchRollup:
         return out
 
 
-def cell_increments(members: dict[str, list[int]]) -> list[str]:
-    """Flat [member, packed increment, ...]: what a batch adds to each cell of one hash."""
+def cell_increments(members: dict[str, int]) -> list[str]:
+    """Flat [member, packed increment, ...]: what a batch adds to each cell of one hash (`cell_lanes`)."""
     flat: list[str] = []
-    for member, cell in members.items():
+    for member, lanes in members.items():
         flat.append(member)
-        flat.append(pack_cell(cell))
+        flat.append(pack_lanes(lanes))
     return flat
 
 
