@@ -2,8 +2,8 @@
 
 Written from the specs (events.md, the issue, the key layout summary), NOT from
 infraprism.core.rollup / keys helpers: it parses timestamps with its own
-calendar arithmetic, prices nothing (test events always carry `cost`), and
-rounds money with Decimal. `expected_state(raw_events)` and
+calendar arithmetic, prices an event without `cost` with genai-prices' own
+calc_price (not infraprism.core.pricing), and rounds money with Decimal. `expected_state(raw_events)` and
 `read_state(redis, prefix)` return the same shape, so a test compares them
 with `==`.
 
@@ -121,8 +121,28 @@ class Event:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def catalog_cost_nano(raw: dict[str, Any]) -> int:
+    """The cost of an event without `cost`: genai-prices' own calc_price at the event's time
+    (the contract names that catalog), rounded half-even here, not through infraprism.core."""
+    from datetime import UTC, datetime
+
+    from genai_prices import Usage, calc_price
+
+    usage = Usage(
+        input_tokens=raw["input_tokens"],
+        output_tokens=raw["output_tokens"],
+        cache_read_tokens=raw.get("cache_read_tokens") or None,
+        cache_write_tokens=raw.get("cache_write_tokens") or None,
+    )
+    seconds, ms = divmod(timestamp_ms(raw["timestamp"]), 1000)
+    at = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=ms * 1000)
+    price = calc_price(usage, model_ref=raw["model"], provider_id=raw["provider"], genai_request_timestamp=at)
+    return cost_nano(price.total_price)
+
+
 def normalize(raw: dict[str, Any]) -> Event:
-    """A raw *valid* test event -> Event. Test events always carry `cost` and `provider`."""
+    """A raw *valid* test event -> Event. Test events always carry `provider`; one without
+    `cost` is priced from the catalog."""
     latency = raw.get("latency_ms")
     return Event(
         event_id=raw["event_id"],
@@ -134,7 +154,7 @@ def normalize(raw: dict[str, Any]) -> Event:
         provider=raw["provider"],
         input_tokens=raw["input_tokens"],
         output_tokens=raw["output_tokens"],
-        cost_nano=cost_nano(raw["cost"]),
+        cost_nano=cost_nano(raw["cost"]) if "cost" in raw else catalog_cost_nano(raw),
         latency_us=None if latency is None else round(latency * 1000),
         session_id=raw.get("session_id"),
         tags=dict(raw.get("tags") or {}),

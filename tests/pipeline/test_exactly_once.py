@@ -278,7 +278,7 @@ MALFORMED: list[tuple[bytes | None, str]] = [
     (orjson.dumps({**GOOD, "event_id": "m-i4", "input_tokens": True}), "input_tokens: must be an integer"),
     (orjson.dumps({**GOOD, "event_id": "m-o1", "output_tokens": -5}), "output_tokens: must be 0-1000000000000"),
     (orjson.dumps({**GOOD, "event_id": "m-cr", "cache_read_tokens": 101}), "cache_read_tokens + cache_write"),
-    (orjson.dumps({**GOOD, "event_id": "m-cw", "cache_write_tokens": -1}), "cache_write_tokens: must be 0-1000000000000"),
+    (orjson.dumps({**GOOD, "event_id": "m-cw", "cache_write_tokens": -1}), "cache_write_tokens: must be 0-"),
     (orjson.dumps({**GOOD, "event_id": "m-rt", "reasoning_tokens": 21}), "reasoning_tokens: part of"),
     (orjson.dumps({**GOOD, "event_id": "m-c1", "cost": -0.01}), "cost: must be 0-1000000, got -0.01"),
     (orjson.dumps({**GOOD, "event_id": "m-c2", "cost": "0.01"}), "cost: must be a number"),

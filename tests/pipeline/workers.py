@@ -114,6 +114,7 @@ MODELS = (
     ("gemini-1.5-pro", "google"),
     ("llama-3-70b", "meta"),
 )
+CATALOG_MODELS = {"gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "gemini-1.5-pro"}
 TAG_SETS = (
     {},
     {"env": "production"},
@@ -127,8 +128,9 @@ def realistic_events(count: int, *, seed: int, duplicate_rate: float = 0.02) -> 
     """`count` valid events (plus exact repeats at ~duplicate_rate) over Jan-Feb 2024.
 
     Hundreds of entities, several models and tag sets, sessions whose turns
-    interleave; timestamps in several formats; repeats are exact copies, as a
-    producer retry or a replay would send them.
+    interleave; timestamps in several formats; a quarter of the events of
+    catalog models without `cost` (priced by the pipeline), some with cache
+    tokens; repeats are exact copies, as a producer retry or a replay would send them.
     """
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
@@ -148,6 +150,10 @@ def realistic_events(count: int, *, seed: int, duplicate_rate: float = 0.02) -> 
             "output_tokens": rng.randrange(0, 4_000),
             "cost": round(rng.uniform(0, 0.5), rng.choice((2, 6, 9, 11))),
         }
+        if model in CATALOG_MODELS and rng.random() < 0.3:
+            del event["cost"]  # priced from the catalog
+            if rng.random() < 0.5:
+                event["cache_read_tokens"] = rng.randrange(0, event["input_tokens"] + 1)
         if i % 4:
             event["latency_ms"] = rng.choice((rng.randrange(50, 9000), round(rng.uniform(1, 900), 3)))
         if i % 5 == 0:

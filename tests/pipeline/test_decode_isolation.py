@@ -1,0 +1,67 @@
+"""A bug of ours on one message sets that message aside: decode_batch never raises on content."""
+
+from __future__ import annotations
+
+import orjson
+
+import pipeline.encode as encode
+from pipeline.encode import BatchEncoder, decode_batch, judge
+
+NOW_MS = 1_800_000_000_000
+
+
+def raw(event_id: str, entity_id: str = "acme") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "timestamp": 1_736_935_200_000,
+            "entity_type": "customer",
+            "entity_id": entity_id,
+            "model": "gpt-4o",
+            "provider": "openai",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cost": 0.5,
+        }
+    )
+
+
+def encoder() -> BatchEncoder:
+    return BatchEncoder(key_prefix="isolation", topic="t", group="g", dedupe_window_days=7)
+
+
+def test_a_failure_while_validating_one_message_is_its_dead_letter_as_an_internal_error(monkeypatch):
+    real_parse = encode.parse_event
+
+    def parse_failing_on_bob(value):
+        if b'"bob"' in value:
+            raise KeyError("a bug")
+        return real_parse(value)
+
+    monkeypatch.setattr(encode, "parse_event", parse_failing_on_bob)
+    decoded = decode_batch(encoder(), [raw("a"), raw("b", "bob"), raw("c")], [NOW_MS] * 3, [])
+    assert decoded.events == 2
+    assert decoded.dead_letters == [(1, "internal error: KeyError: 'a bug'")]
+
+
+def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause_it(monkeypatch):
+    real_deltas = encode.deltas_of_groups
+
+    def deltas_failing_on_bob(groups, newest):
+        if any(key[2] == "bob" for key in groups):
+            raise OverflowError("a bug")
+        return real_deltas(groups, newest)
+
+    monkeypatch.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
+    values = [raw("a"), raw("b", "bob"), b"not json", raw("c"), raw("d", "bob")]
+    decoded = decode_batch(encoder(), values, [NOW_MS] * len(values), [])
+    assert decoded.events == 2
+    assert [index for index, _ in decoded.dead_letters] == [1, 2, 4]
+    assert decoded.dead_letters[0][1] == "internal error: OverflowError: a bug"
+    assert decoded.dead_letters[1][1].startswith("not valid UTF-8 JSON")
+    assert {cell[1] for delta in decoded.deltas for cell in orjson.loads(delta[1])["cells"]} == {"acme"}
+
+
+def test_judge_never_raises_and_words_a_bug_as_an_internal_error(monkeypatch):
+    monkeypatch.setattr(encode, "parse_event", lambda value: 1 / 0)
+    assert judge(raw("a")) == "internal error: ZeroDivisionError: division by zero"
