@@ -254,6 +254,10 @@ for _, s in ipairs(batch.sessions) do
     problem = wrong_type(index, 'zset')
     if problem then return refused(problem) end
   end
+  for _, index in ipairs(removed or {}) do
+    problem = wrong_type(index, 'zset')
+    if problem then return refused(problem) end
+  end
   session_writes[#session_writes + 1] = {
     key = key, session_id = session_id, started_ms = started_ms, removed = removed, indexes = indexes,
     fields = {'entity_type', entity_type, 'entity_id', entity_id, 'started_ms', started_ms, 'ended_ms', ended_ms,
