@@ -35,6 +35,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    MessageSizeTooLargeError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
@@ -45,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
-from pipeline.deadletter import dead_letter_record
+from pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
 from pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
 from pipeline.metrics import AggregatorMetrics
 from pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
@@ -79,6 +80,10 @@ class PreparedBatch:
         return min(record.timestamp for record in self.records)
 
 
+class WorkerStopping(Exception):
+    """A stop was requested while the worker waited to retry a dependency."""
+
+
 class Aggregator:
     """Consumes the events topic and keeps the Redis aggregates exact.
 
@@ -108,6 +113,7 @@ class Aggregator:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._store: RollupStore | None = None
+        self._stopping = asyncio.Event()  # set by run()'s stop: ends a retry's wait
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -171,13 +177,17 @@ class Aggregator:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set (or, with stop_at_end, until caught up)."""
         await self.start()
+        relay = asyncio.create_task(_relay(stop, self._stopping))
         try:
             end_offsets = await self._end_offsets() if self.stop_at_end else {}
             while not stop.is_set():
                 if self.stop_at_end and all(self._expected.get(tp, 0) >= end for tp, end in end_offsets.items()):
                     return
                 await self.step()
+        except WorkerStopping:
+            log.info("stopped while waiting to retry; the batch was not applied and is read again on restart")
         finally:
+            relay.cancel()
             await self.stop()
 
     # ---- one batch ------------------------------------------------------------------------
@@ -309,18 +319,35 @@ class Aggregator:
                 futures = [await self._producer.send(self.settings.dlq_topic, value=v, key=k) for v, k in letters]
                 await asyncio.gather(*futures)
                 return
+            except MessageSizeTooLargeError as exc:
+                # Cannot happen with the bounded records; if it does, the payloads go, never the letters.
+                log.error("dead letters refused as too large (%r); sending them without their payloads", exc)
+                letters = [
+                    (minimal_dead_letter_record(reason, batch.records[index].value, topic=batch.records[index].topic,
+                                                partition=batch.records[index].partition,
+                                                offset=batch.records[index].offset), None)
+                    for index, reason in batch.decoded.dead_letters
+                ]
             except KafkaError as exc:
                 log.error("dead-letter topic %s not writable (%r); retrying in %.1f s, nothing is applied meanwhile",
                           self.settings.dlq_topic, exc, delay)
                 self.metrics.retries.labels(dependency="dlq").inc()
-                await asyncio.sleep(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait before a retry; a stop request ends the wait and the batch (nothing of it is applied)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set():
+            raise WorkerStopping
 
     async def _apply(self, batch: PreparedBatch) -> tuple[PreparedBatch, bool]:
         """Apply the batch atomically; False when Redis fenced or refused it (we re-seek)."""
         assert self._store is not None
         assert batch.decoded is not None
         decoded = batch.decoded
+        excluded: frozenset[tuple[str, str]] = frozenset()
         while True:
             started = time.perf_counter()
             result = await self._apply_payload(decoded.payload)
@@ -332,9 +359,12 @@ class Aggregator:
                 self._observe(batch)
                 return batch, True
             if isinstance(result, Duplicates):
-                # Rare (producer retries, replays): re-encode without the ids Redis has.
+                # Rare (producer retries, replays): re-encode without the ids Redis has. Every
+                # refusal adds to the exclusions, so this ends: leaving one copy out can bring
+                # back another of the same id, which the next refusal names in turn.
                 self.metrics.events_duplicate.inc(len(result.ids))
-                decoded = await self._start_decode(batch, result.ids)
+                excluded |= result.ids
+                decoded = await self._start_decode(batch, excluded)
                 continue
             if isinstance(result, Refused):
                 await self._apply_each_partition(batch, result)
@@ -366,7 +396,7 @@ class Aggregator:
                 problem = str(exc)
             log.error("redis apply failed (%s); retrying in %.1f s", problem, delay)
             self.metrics.retries.labels(dependency="redis").inc()
-            await asyncio.sleep(delay)
+            await self._backoff(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def _apply_each_partition(self, batch: PreparedBatch, refusal: Refused) -> None:
@@ -565,6 +595,11 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _warm_up() -> None:
     """Runs once in the decoder process: import the decoding code before the first batch."""
     import pipeline.encode  # noqa: F401
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:

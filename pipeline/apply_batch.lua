@@ -120,6 +120,9 @@ if problem then return refused(problem) end
 for _, range in ipairs(batch.ranges) do
   local partition, from_offset, to_offset = range[1], range[2], range[3]
   local stored = redis.call('HGET', offsets_key, partition)
+  if stored and not string.match(stored, '^%-?%d+$') then  -- `rebuild` fences with -1
+    return refused('offset of partition ' .. partition .. ' in ' .. offsets_key .. ' is not an offset: ' .. stored)
+  end
   if stored and stored ~= from_offset then
     return {'fenced', partition, stored}
   end

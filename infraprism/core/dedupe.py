@@ -4,8 +4,8 @@ A copy of (project, event_id) is a duplicate when a copy already counted has
 a Kafka record timestamp in a nearby *slot*: the window is cut into
 `SLOTS_PER_WINDOW` slots, and "nearby" is at most that many slots away, before
 or after (producer clocks differ, so a retry may carry an earlier time). Copies
-less than one window apart are therefore always one event; copies 8/7 of a
-window apart or more count again.
+less than one window apart are therefore always one event; copies eight slots
+apart or more (8/7 of a window) count again.
 
 The rule reads only what the log holds (each record's position and timestamp),
 never the wall clock, the event's own `timestamp` or how the log was cut into
@@ -30,8 +30,8 @@ class DedupeWindow:
 
     @property
     def slot_ms(self) -> int:
-        """One day for the default window of seven."""
-        return self.window_ms // SLOTS_PER_WINDOW
+        """One day for the default window of seven; rounded up, so seven slots hold the window."""
+        return -(-self.window_ms // SLOTS_PER_WINDOW)
 
     def slot_of(self, record_ts_ms: int) -> int:
         return record_ts_ms // self.slot_ms
