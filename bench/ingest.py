@@ -244,6 +244,7 @@ class Aggregator:
         self.topic, self.prefix = topic, prefix
         self.metrics_port = free_port()
         self.offsets_key = KeyLayout(prefix).offsets(topic, f"agg-{topic}")
+        self.halted_key = KeyLayout(prefix).halted_partitions(topic, f"agg-{topic}")
         self._log = tempfile.NamedTemporaryFile(prefix=f"aggregator-{topic}-", suffix=".log", delete=False)
         code = "from pipeline.aggregator import main; from infraprism.settings import Settings; main(Settings())"
         self.process = subprocess.Popen(  # noqa: S603
@@ -281,6 +282,9 @@ class Aggregator:
                     f"the aggregator exited with code {self.process.returncode} "
                     f"after applying {max(done, 0):,} of {count:,} messages"
                 )
+            halted = client.hgetall(self.halted_key)
+            if halted:
+                raise self.fail(f"the aggregator halted partitions at {max(done, 0):,} of {count:,}: {halted}")
             now = applied(client, self.offsets_key)
             if now != done:
                 done, moved = now, time.monotonic()

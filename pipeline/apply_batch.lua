@@ -38,7 +38,8 @@
 
 local batch = cjson.decode(ARGV[1])
 
--- unpack() has a stack limit: call a variadic command in chunks.
+-- unpack() has a stack limit (about 8,000 values): every variadic command, read or
+-- write, takes at most 4,000 values, so no write can fail on it.
 local function call_chunked(command, key, items)
   local i = 1
   while i <= #items do
@@ -291,7 +292,7 @@ for _, entry in ipairs(batch.bucket_versions) do
   local fields = entry[2]
   local i = 1
   while i <= #fields do
-    local stop = math.min(i + 3999, #fields)
+    local stop = math.min(i + 1999, #fields)  -- the HSET below takes two values a field
     local stored = redis.call('HMGET', entry[1], unpack(fields, i, stop))
     local args = {}
     for k = 1, stop - i + 1 do
