@@ -392,7 +392,7 @@ class Aggregator:
                 problem = repr(exc)
             except ResponseError as exc:
                 if not str(exc).startswith(TRANSIENT_REDIS_ERRORS):
-                    return Refused(f"the apply script failed: {exc}")
+                    return Refused(f"the apply script failed: {exc}", checked=False)
                 problem = str(exc)
             log.error("redis apply failed (%s); retrying in %.1f s", problem, delay)
             self.metrics.retries.labels(dependency="redis").inc()
@@ -413,10 +413,14 @@ class Aggregator:
             return
         refused = batch.ranges[0]
         self.metrics.batches_refused.inc()
+        offsets = f"[{refused.from_offset}, {refused.to_offset})"
+        what = (
+            f"refused the batch of offsets {offsets} and wrote nothing of it" if refusal.checked
+            else f"failed on the batch of offsets {offsets}, whose offsets did not move"
+        )
         await self._halt(
             TopicPartition(self.settings.events_topic, refused.partition),
-            f"Redis refused the batch of offsets [{refused.from_offset}, {refused.to_offset}) and wrote "
-            f"nothing of it: {refusal.reason}. Nothing from this partition is applied until the stored "
+            f"Redis {what}: {refusal.reason}. Nothing from this partition is applied until the stored "
             "state is repaired (or `infraprism rebuild` runs) and the aggregator restarts.",
         )
         # Batches decoded on top of this one took its ids as counted: drop them and read again.

@@ -38,9 +38,11 @@ class Duplicates:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """Redis refused the batch before writing anything: what it found stored is not what InfraPrism writes."""
+    """Redis did not apply the batch. `checked`: the script refused it before its first write
+    (what it found stored is not what InfraPrism writes); otherwise the script failed (our bug)."""
 
     reason: str
+    checked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
