@@ -10,8 +10,9 @@ each rejection needs one short, exact reason.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from decimal import InvalidOperation
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -31,6 +32,7 @@ MAX_TOKENS = 10**12  # per token field of one event
 MAX_COST_USD = 1_000_000  # per event
 MAX_LATENCY_MS = 86_400_000  # one day
 _EPOCH = datetime(1970, 1, 1)
+_EPOCH_DATE = date(1970, 1, 1)
 
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Control characters are refused in every identifier: the Redis key layout
@@ -73,29 +75,89 @@ def parse_timestamp_ms(value: Any) -> int:
             raise InvalidEvent(f"timestamp: epoch milliseconds out of range 0-{MAX_EPOCH_MS}: {value}")
         return value
     if isinstance(value, str):
-        text = value.strip()
-        # RFC 3339 requires a date, a time and an offset; fromisoformat alone
-        # would also take a bare date or a naive time.
-        if len(text) < 20 or text[10] not in "Tt ":
-            raise InvalidEvent(f"timestamp: not RFC 3339: {value[:64]!r}")
-        try:
-            parsed = datetime.fromisoformat(text.upper() if text[-1] in "zZ" else text)
-        except ValueError:
-            raise InvalidEvent(f"timestamp: not RFC 3339: {value[:64]!r}") from None
-        offset = parsed.utcoffset()
-        if offset is None:
-            raise InvalidEvent(f"timestamp: RFC 3339 needs an offset or Z: {value[:64]!r}")
-        # Integer arithmetic on the exact fields (timestamp() is a float), and no
-        # datetime step that can leave the datetime range: astimezone() overflows
-        # on 9999-12-31T23:00:00-05:00 or 0001-01-01T00:00:00+01:00.
-        local = parsed.replace(tzinfo=None) - _EPOCH
-        local_us = (local.days * 86_400 + local.seconds) * 1_000_000 + local.microseconds
-        offset_us = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
-        ms = (local_us - offset_us) // 1000
-        if not 0 <= ms <= MAX_EPOCH_MS:
-            raise InvalidEvent(f"timestamp: outside 1970-01-01 to 9998-12-31 UTC: {value[:64]!r}")
-        return ms
+        common = _common_rfc3339_ms(value)
+        return common if common is not None else _rfc3339_ms(value)
     raise InvalidEvent("timestamp: must be an RFC 3339 string or epoch milliseconds")
+
+
+def _rfc3339_ms(value: str) -> int:
+    """Any RFC 3339 text, with its offset, -> UTC epoch milliseconds, or the reason it is refused."""
+    text = value.strip()
+    # RFC 3339 requires a date, a time and an offset; fromisoformat alone
+    # would also take a bare date or a naive time.
+    if len(text) < 20 or text[10] not in "Tt ":
+        raise InvalidEvent(f"timestamp: not RFC 3339: {value[:64]!r}")
+    try:
+        parsed = datetime.fromisoformat(text.upper() if text[-1] in "zZ" else text)
+    except ValueError:
+        raise InvalidEvent(f"timestamp: not RFC 3339: {value[:64]!r}") from None
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise InvalidEvent(f"timestamp: RFC 3339 needs an offset or Z: {value[:64]!r}")
+    # Integer arithmetic on the exact fields (timestamp() is a float), and no
+    # datetime step that can leave the datetime range: astimezone() overflows
+    # on 9999-12-31T23:00:00-05:00 or 0001-01-01T00:00:00+01:00.
+    local = parsed.replace(tzinfo=None) - _EPOCH
+    local_us = (local.days * 86_400 + local.seconds) * 1_000_000 + local.microseconds
+    offset_us = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
+    ms = (local_us - offset_us) // 1000
+    if not 0 <= ms <= MAX_EPOCH_MS:
+        raise InvalidEvent(f"timestamp: outside 1970-01-01 to 9998-12-31 UTC: {value[:64]!r}")
+    return ms
+
+
+def _common_rfc3339_ms(text: str) -> int | None:
+    """The usual shapes, `YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM)`, without datetime; None for any other.
+
+    A third of the aggregator's validation time went to fromisoformat. Anything
+    this does not take outright goes the general way, which gives the reason.
+    """
+    size = len(text)
+    if not text.isascii():  # str.isdigit() takes other scripts' digits too
+        return None
+    if size == 20 or size == 25:
+        fraction_ms, zone = 0, 19
+    elif (size == 24 or size == 29) and text[19] == "." and text[20:23].isdigit():
+        fraction_ms, zone = int(text[20:23]), 23
+    else:
+        return None
+    if not (text[10] in "Tt " and text[13] == ":" and text[16] == ":"):
+        return None
+    clock = text[11:13] + text[14:16] + text[17:19]
+    if not clock.isdigit():
+        return None
+    hour, minute, second = int(clock[:2]), int(clock[2:4]), int(clock[4:])
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    sign = text[zone]
+    if sign in "Zz" and size == zone + 1:
+        offset_s = 0
+    elif sign in "+-" and size == zone + 6 and text[zone + 3] == ":":
+        hours_text, minutes_text = text[zone + 1 : zone + 3], text[zone + 4 :]
+        if not (hours_text.isdigit() and minutes_text.isdigit()):
+            return None
+        offset_hours, offset_minutes = int(hours_text), int(minutes_text)
+        if offset_hours > 23 or offset_minutes > 59:
+            return None
+        offset_s = (offset_hours * 3600 + offset_minutes * 60) * (1 if sign == "+" else -1)
+    else:
+        return None
+    days = _epoch_days(text[:10])
+    if days is None:
+        return None
+    ms = ((days * 86_400 + hour * 3600 + minute * 60 + second - offset_s) * 1000) + fraction_ms
+    return ms if 0 <= ms <= MAX_EPOCH_MS else None
+
+
+@lru_cache(maxsize=4096)
+def _epoch_days(day: str) -> int | None:
+    """Days from 1970-01-01 to a `YYYY-MM-DD` date, or None when it is not a date."""
+    if not (day[:4] + day[5:7] + day[8:]).isdigit() or day[4] != "-" or day[7] != "-":
+        return None
+    try:
+        return (date(int(day[:4]), int(day[5:7]), int(day[8:])) - _EPOCH_DATE).days
+    except ValueError:
+        return None
 
 
 def _text(obj: dict[str, Any], name: str, max_len: int, *, required: bool) -> str | None:

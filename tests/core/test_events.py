@@ -11,7 +11,16 @@ from genai_prices import Usage, calc_price
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infraprism.core.events import CostEvent, InvalidEvent, _fast_event, _validate_fully, parse_event, validate_event
+from infraprism.core.events import (
+    CostEvent,
+    InvalidEvent,
+    _common_rfc3339_ms,
+    _fast_event,
+    _rfc3339_ms,
+    _validate_fully,
+    parse_event,
+    validate_event,
+)
 
 GOOD: dict = {
     "event_id": "9f1c2e34-5b7a-4c1d-9e8f-0a1b2c3d4e5f",
@@ -400,8 +409,13 @@ def test_raw_bytes_and_decoded_objects_validate_the_same():
 
 def test_the_largest_values_the_contract_allows_are_accepted():
     accepted = validate_event(
-        event(input_tokens=10**12, output_tokens=10**12, cost=1_000_000, latency_ms=86_400_000,
-              timestamp="9998-12-31T23:59:59.999Z")
+        event(
+            input_tokens=10**12,
+            output_tokens=10**12,
+            cost=1_000_000,
+            latency_ms=86_400_000,
+            timestamp="9998-12-31T23:59:59.999Z",
+        )
     )
     assert (accepted.input_tokens, accepted.cost_nano, accepted.latency_us) == (10**12, 10**15, 86_400_000_000)
     assert accepted.ts_ms == 253_370_764_799_999
@@ -413,11 +427,28 @@ def test_the_largest_values_the_contract_allows_are_accepted():
 # ---- the fast path and the full path judge alike -------------------------------------------
 
 FIELD_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.integers(0, 2 * 10**12), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-    st.sampled_from(["gpt-4o", "gpt-4o-mini", "claude-3-5-haiku", "no-such-model", "openai", "anthropic",
-                     "2025-01-15T10:00:00+05:30", "9999-12-31T23:00:00-05:00", "acme\x1f"]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.integers(0, 2 * 10**12),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "claude-3-5-haiku",
+            "no-such-model",
+            "openai",
+            "anthropic",
+            "2025-01-15T10:00:00+05:30",
+            "9999-12-31T23:00:00-05:00",
+            "acme\x1f",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
 )
 FIELDS = [*GOOD, "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"]
 
@@ -451,3 +482,40 @@ def test_the_fast_path_accepts_only_what_the_full_path_accepts_and_alike(changes
 def test_unpriced_events_and_cache_tokens_take_the_fast_path(changes):
     obj = event(**changes)
     assert _fast_event(obj) == _validate_fully(obj)
+
+
+# ---- the common RFC 3339 shapes, read without datetime, agree with the general reading ------
+
+SHAPED = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    st.sampled_from(["1970", "2024", "2025", "9998", "9999", "0001", "2o25", "١٩٧٠"]),
+    st.sampled_from(["01", "02", "12", "13", "00", "1a"]),
+    st.sampled_from(["01", "28", "29", "30", "31", "32", "00"]),
+    st.sampled_from(["T", "t", " ", "X"]),
+    st.sampled_from(["00", "09", "23", "24", "²3"]),
+    st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["00", "59", "60", "5:"]),
+    st.sampled_from(["", ".120", ".1", ".123456", ".12x"]),
+    st.sampled_from(
+        ["Z", "z", "+05:30", "-08:00", "+00:00", "-00:00", "+23:59", "+24:00", "+05:60", "+05::0", "+5:30", "Q", ""]
+    ),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(SHAPED)
+def test_the_common_shapes_read_as_the_general_reading_reads_them(text):
+    try:
+        general: int | None = _rfc3339_ms(text)
+    except InvalidEvent:
+        general = None
+    common = _common_rfc3339_ms(text)
+    assert common is None or common == general
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2025-01-15T10:00:00Z", "2025-01-15t10:00:00.120z", "2025-01-15 15:30:00+05:30", "2024-02-29T23:59:59.999-08:00"],
+)
+def test_the_usual_shapes_take_the_quick_way(text):
+    assert _common_rfc3339_ms(text) == _rfc3339_ms(text)
