@@ -172,8 +172,10 @@ class RecentlyCounted:
     def __init__(self, max_ids: int = 500_000) -> None:
         self.max_ids = max_ids
         self.epoch: int | None = None
-        # (project, event_id) -> [(batch seq, dedupe slot), ...] of the counted copies.
-        self._copies: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        # (project, event_id) -> (batch seq, dedupe slot) of the last counted copy. An id
+        # counted twice (copies more than a window apart) keeps its last copy only:
+        # missing an earlier one costs a refusal by Redis, never a wrong count.
+        self._copies: dict[tuple[str, str], tuple[int, int]] = {}
         self._batches: dict[int, list[tuple[str, str]]] = {}  # batch seq -> its identities, oldest first
         self._size = 0
 
@@ -186,20 +188,15 @@ class RecentlyCounted:
 
     def counted_near(self, identity: tuple[str, str], slot: int, seq: int, window: DedupeWindow) -> bool:
         """Whether an earlier batch than `seq` counted a copy near `slot`."""
-        copies = self._copies.get(identity)
-        return copies is not None and any(
-            other_seq < seq and window.are_near(slot, other_slot) for other_seq, other_slot in copies
-        )
+        copy = self._copies.get(identity)
+        return copy is not None and copy[0] < seq and window.are_near(slot, copy[1])
 
     def remember(self, seq: int, counted: dict[tuple[str, str], list[int]]) -> None:
         """Record what batch `seq` counts, replacing an earlier decode of the same batch."""
         self._forget(seq)
         copies = self._copies
         for identity, slots in counted.items():
-            entry = copies.get(identity)
-            if entry is None:
-                entry = copies[identity] = []
-            entry.extend((seq, slot) for slot in slots)
+            copies[identity] = (seq, slots[-1])
         self._batches[seq] = list(counted)
         self._size += len(counted)
         while self._size > self.max_ids and len(self._batches) > 1:
@@ -210,12 +207,11 @@ class RecentlyCounted:
         if identities is None:
             return
         self._size -= len(identities)
+        copies = self._copies
         for identity in identities:
-            entry = [copy for copy in self._copies.get(identity, ()) if copy[0] != seq]
-            if entry:
-                self._copies[identity] = entry
-            else:
-                self._copies.pop(identity, None)
+            copy = copies.get(identity)
+            if copy is not None and copy[0] == seq:
+                del copies[identity]
 
 
 # One memo per (prefix, topic, group) in the decoder process; it outlives a call.

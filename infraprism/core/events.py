@@ -309,7 +309,9 @@ def _fast_event(obj: Any) -> CostEvent | None:
         tags = tuple(sorted(raw_tags.items()))
     else:
         return None
-    if _CONTROL_RE.search("".join(texts)):
+    joined = "".join(texts)
+    # isprintable() is one C pass and true for almost every event; the regex decides the rest.
+    if not joined.isprintable() and _CONTROL_RE.search(joined):
         return None
     timestamp = get("timestamp")
     if type(timestamp) is int and 0 <= timestamp <= MAX_EPOCH_MS:
