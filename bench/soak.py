@@ -38,13 +38,11 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import inspect
 import itertools
 import json
 import math
 import multiprocessing
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -77,6 +75,9 @@ SOURCE_ROOT = Path(os.environ.get(SOURCE_ENV, str(REPO_ROOT)))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 sys.path.insert(0, str(REPO_ROOT))
 
+import workload  # noqa: E402
+from ingest import metric_counters  # noqa: E402
+
 from infraprism import apikeys  # noqa: E402
 from infraprism.core.buckets import Granularity, day_label  # noqa: E402
 from infraprism.core.events import InvalidEvent, parse_event  # noqa: E402
@@ -84,11 +85,6 @@ from infraprism.core.keys import COST, EVENTS, INPUT, OUTPUT, SEP, Dimension, Ke
 from infraprism.localstack import Service, free_port, start_broker, start_redis  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
 from pipeline.topics import ensure_topics  # noqa: E402
-
-try:  # another helper reworks it; a local mix stands in while its interface is not there
-    import workload
-except (ImportError, SyntaxError):
-    workload = None  # type: ignore[assignment]
 
 PARTITIONS = 4
 PREFIX = "soak"
@@ -153,61 +149,16 @@ class Message(NamedTuple):
 # --- the traffic --------------------------------------------------------------------------------
 
 
-def _workload_live_mix() -> Callable[[int, int, int, int], list[Message]] | None:
-    """bench/workload.py's live order as (calls, start_ms, span_ms, seed) -> messages, if it offers one."""
-    calls = getattr(workload, "calls", None)
-    live = getattr(workload, "live", None)
-    if calls is None or live is None:
-        return None
-    if not {"start_ms", "span_ms", "seed"} <= set(inspect.signature(live).parameters):
-        return None
-
-    def live_mix(count: int, start_ms: int, span_ms: int, seed: int) -> list[Message]:
-        return [
-            Message(m[0], m[1]) for m in live(calls(count, seed=seed), start_ms=start_ms, span_ms=span_ms, seed=seed)
-        ]
-
-    return live_mix
-
-
-LOCAL_MODELS = [("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-3-5-haiku", "anthropic")]
-
-
-def _local_live_mix(count: int, start_ms: int, span_ms: int, seed: int) -> list[Message]:
-    """A small stand-in for workload.py's live mix: two projects, three entity types, a third
-    without `cost`, epoch and RFC 3339 timestamps, sessions, 2% exact retries a few messages later."""
-    rng = random.Random(seed)
-    messages: list[Message] = []
-    for i in range(count):
-        entity_type = rng.choice(("customer", "customer", "user", "team"))
-        rank = int(rng.paretovariate(1.2)) % 400
-        model, provider = rng.choice(LOCAL_MODELS)
-        ts_ms = start_ms + span_ms * i // count - rng.randint(0, 120_000)
-        event: dict[str, Any] = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "timestamp": ts_ms if i % 2 else datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(),
-            "project_id": ("default", "research")[rank % 3 == 2],
-            "entity_type": entity_type,
-            "entity_id": f"{entity_type}-{rank:04d}",
-            "model": model,
-            "provider": provider,
-            "input_tokens": rng.randint(50, 4000),
-            "output_tokens": rng.randint(10, 1500),
-            "latency_ms": rng.randint(100, 9000),
-            "tags": {"feature": rng.choice(("chatbot", "search")), "env": "production"},
-        }
-        if rng.random() >= 0.3:
-            event["cost"] = round(rng.uniform(0, 0.05), 9)
-        if rng.random() < 0.4:
-            event["session_id"] = f"s-{event['entity_id']}-{ts_ms // 600_000}"
-        messages.append(Message(event["entity_id"].encode(), orjson.dumps(event)))
-        if rng.random() < 0.02:
-            messages.insert(len(messages) - rng.randint(0, min(50, len(messages) - 1)), messages[-1])
-    return messages
+def live_mix(count: int, start_ms: int, span_ms: int, seed: int) -> list[Message]:
+    """bench/workload.py's live order: near time order, 1% late by up to a day, 2% retries."""
+    return [
+        Message(m[0], m[1])
+        for m in workload.live(workload.calls(count, seed=seed), start_ms=start_ms, span_ms=span_ms, seed=seed)
+    ]
 
 
 def retry_share() -> float:
-    return float(getattr(workload, "RETRY_SHARE", 0.02))
+    return float(workload.RETRY_SHARE)
 
 
 @dataclass
@@ -268,12 +219,8 @@ def reference_of(messages: list[Message]) -> Reference:
 
 def traffic_chunk(count: int, start_ms: int, span_ms: int, seed: int) -> tuple[list[Message], Reference, str]:
     """One chunk of live traffic (runs in a pool process): its messages, their reference, the generator."""
-    live_mix = _workload_live_mix()
-    generator = "bench/workload.py live()"
-    if live_mix is None:
-        live_mix, generator = _local_live_mix, "the soak's local stand-in (workload.py offers no live())"
     messages = live_mix(count, start_ms, span_ms, seed)
-    return messages, reference_of(messages), generator
+    return messages, reference_of(messages), "bench/workload.py live()"
 
 
 def _bad_event(n: int, **changes: Any) -> bytes:
@@ -584,7 +531,7 @@ class Aggregators:
         with contextlib.suppress(httpx.HTTPError):
             async with httpx.AsyncClient() as client:
                 response = await client.get(f"http://127.0.0.1:{run.metrics_port}/metrics", timeout=1.0)
-            run.counters = metric_sums(response.text)
+            run.counters = metric_counters(response.text)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Scrape the current run's metrics; restart a run that exited by itself, and record it."""
@@ -618,17 +565,6 @@ class Aggregators:
 
     def counter_sum(self, name: str) -> float:
         return sum(run.counters.get(name, 0.0) for run in self.runs)
-
-
-def metric_sums(metrics_text: str) -> dict[str, float]:
-    """Per metric line name, the sum of its samples (a labelled counter summed over its labels)."""
-    out: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
 
 
 # --- the API ------------------------------------------------------------------------------------

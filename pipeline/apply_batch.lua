@@ -324,23 +324,21 @@ for _, entry in ipairs(batch.dedupe) do
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 
-for _, write in ipairs(cell_writes) do
-  redis.call('HSET', write[1], unpack(write[2]))
-end
-for _, entry in ipairs(batch.hashes) do
-  local expire_at = tonumber(entry[2])
-  if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
+-- Each {key, args} of `writes` as one `command`, then each entry's {key, expire_at}.
+local function write_and_expire(command, writes, entries)
+  for _, write in ipairs(writes) do
+    redis.call(command, write[1], unpack(write[2]))
+  end
+  for _, entry in ipairs(entries) do
+    local expire_at = tonumber(entry[2])
+    if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
+  end
 end
 
+write_and_expire('HSET', cell_writes, batch.hashes)
 -- Scores are sums of finite increments (a cost is at most 10^15 nano-dollars), so ZADD
 -- never meets the NaN it refuses.
-for _, write in ipairs(zset_writes) do
-  redis.call('ZADD', write[1], unpack(write[2]))
-end
-for _, entry in ipairs(batch.zsets) do
-  local expire_at = tonumber(entry[2])
-  if expire_at > 0 then redis.call('EXPIREAT', entry[1], expire_at) end
-end
+write_and_expire('ZADD', zset_writes, batch.zsets)
 
 for _, w in ipairs(session_writes) do
   redis.call('HSET', w.key, unpack(w.fields))
