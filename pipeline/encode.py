@@ -278,22 +278,24 @@ def decode_batch(
             continue
         counted.setdefault(identity, []).append(slot)
         accepted.append((index, event, slot))
-    if recent is not None:
-        recent.remember(seq, counted)  # type: ignore[arg-type]
     try:
-        return _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates)
+        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates)
     except Exception:
         log.exception("a batch failed to fold or encode; retrying its events one at a time")
-    # Find the events that trigger the failure, each on its own, and set them aside.
-    kept = []
-    for one in accepted:
-        try:
-            _fold_and_encode(encoder, [one], [], [], 0)
-        except Exception as exc:
-            dead_letters.append((one[0], internal_error_reason(exc)))
-            continue
-        kept.append(one)
-    return _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates)
+        # Find the events that trigger the failure, each on its own, and set them aside.
+        kept = []
+        for one in accepted:
+            try:
+                _fold_and_encode(encoder, [one], [], [], 0)
+            except Exception as exc:
+                dead_letters.append((one[0], internal_error_reason(exc)))
+                counted.pop((one[1].project_id, one[1].event_id), None)  # not counted after all
+                continue
+            kept.append(one)
+        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates)
+    if recent is not None:
+        recent.remember(seq, counted)  # type: ignore[arg-type]
+    return decoded
 
 
 def _fold_and_encode(

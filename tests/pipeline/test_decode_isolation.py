@@ -65,3 +65,21 @@ def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause
 def test_judge_never_raises_and_words_a_bug_as_an_internal_error(monkeypatch):
     monkeypatch.setattr(encode, "parse_event", lambda value: 1 / 0)
     assert judge(raw("a")) == "internal error: ZeroDivisionError: division by zero"
+
+
+def test_an_event_set_aside_is_not_remembered_as_counted(monkeypatch):
+    real_deltas = encode.deltas_of_groups
+
+    def deltas_failing_on_bob(groups, newest):
+        if any(key[2] == "bob" for key in groups):
+            raise OverflowError("a bug")
+        return real_deltas(groups, newest)
+
+    enc = BatchEncoder(key_prefix="isolation-memo", topic="t", group="g", dedupe_window_days=7)
+    with monkeypatch.context() as patched:
+        patched.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
+        first = decode_batch(enc, [raw("a"), raw("b", "bob")], [NOW_MS] * 2, [], seq=1, epoch=1)
+    assert (first.events, [index for index, _ in first.dead_letters]) == (1, [1])
+    # The bug fixed, the same message again: a first copy to count, not a repeat of a counted one.
+    again = decode_batch(enc, [raw("a"), raw("b", "bob")], [NOW_MS] * 2, [], seq=2, epoch=1)
+    assert (again.events, again.duplicates_in_batch) == (1, 1)
