@@ -44,14 +44,17 @@ def test_a_failure_while_validating_one_message_is_its_dead_letter_as_an_interna
     assert decoded.dead_letters == [(1, "internal error: KeyError: 'a bug'")]
 
 
+_REAL_DELTAS = encode.deltas_of_groups
+
+
+def deltas_failing_on_bob(groups, newest):
+    """The batch-level fold failing whenever a batch holds entity `bob`: a stand-in for our bug."""
+    if any(key[2] == "bob" for key in groups):
+        raise OverflowError("a bug")
+    return _REAL_DELTAS(groups, newest)
+
+
 def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause_it(monkeypatch):
-    real_deltas = encode.deltas_of_groups
-
-    def deltas_failing_on_bob(groups, newest):
-        if any(key[2] == "bob" for key in groups):
-            raise OverflowError("a bug")
-        return real_deltas(groups, newest)
-
     monkeypatch.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
     values = [raw("a"), raw("b", "bob"), b"not json", raw("c"), raw("d", "bob")]
     decoded = decode_batch(encoder(), values, [NOW_MS] * len(values), [])
@@ -68,13 +71,6 @@ def test_judge_never_raises_and_words_a_bug_as_an_internal_error(monkeypatch):
 
 
 def test_an_event_set_aside_is_not_remembered_as_counted(monkeypatch):
-    real_deltas = encode.deltas_of_groups
-
-    def deltas_failing_on_bob(groups, newest):
-        if any(key[2] == "bob" for key in groups):
-            raise OverflowError("a bug")
-        return real_deltas(groups, newest)
-
     enc = BatchEncoder(key_prefix="isolation-memo", topic="t", group="g", dedupe_window_days=7)
     with monkeypatch.context() as patched:
         patched.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
