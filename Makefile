@@ -41,6 +41,15 @@ bench: install ## run the ingest and query benchmarks
 	$(PYTHON) bench/ingest.py
 	$(PYTHON) bench/query.py
 
-lint: install ## ruff and mypy
+# mypy names modules by their path, so it checks a view of the installed
+# namespace: build/typecheck/infraprism links infraprism/'s entries and the two
+# folders mapped into it (pyproject's package-dir).
+TYPECHECK := build/typecheck/infraprism
+
+lint: install ## ruff (rules and formatting) and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/ruff format --check .
+	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	@for entry in infraprism/*; do ln -s "$(CURDIR)/$$entry" $(TYPECHECK)/; done
+	@ln -s "$(CURDIR)/pipeline" $(TYPECHECK)/pipeline && ln -s "$(CURDIR)/api" $(TYPECHECK)/api
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p infraprism

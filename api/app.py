@@ -12,11 +12,11 @@ from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from api import errors
-from api.cache import ResponseCache
-from api.routes import router
-from api.schemas import ErrorEnvelope, Health
-from api.service import load_scripts
+from infraprism.api import errors
+from infraprism.api.cache import ResponseCache
+from infraprism.api.routes import router
+from infraprism.api.schemas import ErrorEnvelope, Health
+from infraprism.api.service import load_scripts
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from api.columns import Matrix, parse_cells
+from infraprism.api.columns import Matrix, parse_cells
 from infraprism.core.keys import SEP
 
 

@@ -8,10 +8,10 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.cache import ResponseCache
-from api.errors import Unauthorized
-from infraprism import apikeys
+from infraprism.api.cache import ResponseCache
+from infraprism.api.errors import Unauthorized
 from infraprism.core.keys import KeyLayout
+from infraprism.stores import apikeys
 
 
 def get_redis(request: Request) -> aioredis.Redis:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from api.errors import InvalidParameter
-from api.planner import Filters, GroupBy, Grouping
+from infraprism.api.errors import InvalidParameter
+from infraprism.api.planner import Filters, GroupBy, Grouping
 
 # Data starts at the epoch; the far end keeps month arithmetic inside `date`'s range.
 MIN_DATE = date(1970, 1, 1)

@@ -13,11 +13,11 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from api import csv
-from api.cache import ResponseCache
-from api.deps import CacheDep, LayoutDep, ProjectDep, RedisDep
-from api.errors import NotFound
-from api.params import (
+from infraprism.api import csv
+from infraprism.api.cache import ResponseCache
+from infraprism.api.deps import CacheDep, LayoutDep, ProjectDep, RedisDep
+from infraprism.api.errors import NotFound
+from infraprism.api.params import (
     DATE_PATTERN,
     MAX_HOURLY_RANGE_DAYS,
     MAX_RANGE_DAYS,
@@ -26,8 +26,8 @@ from api.params import (
     parse_group_by,
     parse_range,
 )
-from api.planner import GroupBy, Interval
-from api.schemas import (
+from infraprism.api.planner import GroupBy, Interval
+from infraprism.api.schemas import (
     AnomaliesResponse,
     CompareResponse,
     CostsResponse,
@@ -38,8 +38,8 @@ from api.schemas import (
     TimeseriesResponse,
     TopEntitiesResponse,
 )
-from api.service import Reader
-from infraprism.anomaly_store import AnomalyStatus
+from infraprism.api.service import Reader
+from infraprism.stores.anomaly_store import AnomalyStatus
 
 
 class Format(StrEnum):

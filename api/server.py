@@ -7,7 +7,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from api.app import create_app
+from infraprism.api.app import create_app
 from infraprism.settings import Settings
 
 
@@ -31,6 +31,6 @@ def main(settings: Settings, host: str, port: int, workers: int = 1) -> None:
         "proxy_headers": False,
     }
     if workers > 1:
-        uvicorn.run("api.server:app_from_environment", factory=True, workers=workers, **options)
+        uvicorn.run("infraprism.api.server:app_from_environment", factory=True, workers=workers, **options)
         return
     uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()

@@ -23,9 +23,9 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from api.cache import BucketCache, ResponseCache, ShapedRows
-from api.columns import MAX_SUMMED_BUCKETS, Matrix, mean_ms_column, usd_column, within_exact_range
-from api.planner import (
+from infraprism.api.cache import BucketCache, ResponseCache, ShapedRows
+from infraprism.api.columns import MAX_SUMMED_BUCKETS, Matrix, mean_ms_column, usd_column, within_exact_range
+from infraprism.api.planner import (
     Filters,
     GroupBy,
     Grouping,
@@ -40,7 +40,6 @@ from api.planner import (
     plan_timeseries,
     session_window_ms,
 )
-from infraprism import anomaly_store
 from infraprism.core.keys import (
     COST,
     EVENTS,
@@ -54,6 +53,7 @@ from infraprism.core.keys import (
     unpack_cell,
 )
 from infraprism.core.money import NANO_PER_USD, div_round_half_even, nano_to_usd
+from infraprism.stores import anomaly_store
 
 log = logging.getLogger(__name__)
 

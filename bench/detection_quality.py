@@ -26,12 +26,12 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infraprism import anomaly_store  # noqa: E402
 from infraprism.core.keys import KeyLayout  # noqa: E402
-from infraprism.localstack import start_redis  # noqa: E402
+from infraprism.dev.local_services import start_redis  # noqa: E402
+from infraprism.pipeline.detector import Detector, thresholds_of  # noqa: E402
+from infraprism.pipeline.store import RollupStore  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
-from pipeline.detector import Detector, thresholds_of  # noqa: E402
-from pipeline.store import RollupStore  # noqa: E402
+from infraprism.stores import anomaly_store  # noqa: E402
 from tests.pipeline.detector_streams import DriveStats, Score, drive, make_scenario, score  # noqa: E402
 
 

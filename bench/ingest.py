@@ -59,8 +59,8 @@ from workload import Message  # noqa: E402
 from infraprism.core.buckets import Granularity  # noqa: E402
 from infraprism.core.events import InvalidEvent, parse_event  # noqa: E402
 from infraprism.core.keys import COST, EVENTS, INPUT, Dimension, KeyLayout, unpack_cell  # noqa: E402
-from infraprism.localstack import free_port, start_broker, start_redis  # noqa: E402
-from pipeline.topics import ensure_topics  # noqa: E402
+from infraprism.dev.local_services import free_port, start_broker, start_redis  # noqa: E402
+from infraprism.pipeline.topics import ensure_topics  # noqa: E402
 
 PARTITIONS = 4
 STALL_SECONDS = 120  # no applied offset moved for this long: the aggregator is stuck
@@ -246,7 +246,10 @@ class Aggregator:
         self.offsets_key = KeyLayout(prefix).offsets(topic, f"agg-{topic}")
         self.halted_key = KeyLayout(prefix).halted_partitions(topic, f"agg-{topic}")
         self._log = tempfile.NamedTemporaryFile(prefix=f"aggregator-{topic}-", suffix=".log", delete=False)
-        code = "from pipeline.aggregator import main; from infraprism.settings import Settings; main(Settings())"
+        code = (
+            "from infraprism.pipeline.aggregator import main; from infraprism.settings import Settings; "
+            "main(Settings())"
+        )
         self.process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-c", code],
             env=aggregator_env(bootstrap, redis_url, topic, prefix, self.metrics_port),

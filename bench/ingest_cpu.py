@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import workload  # noqa: E402
 from ingest import fill_topic  # noqa: E402
 
-from infraprism.localstack import start_broker, start_redis  # noqa: E402
+from infraprism.dev.local_services import start_broker, start_redis  # noqa: E402
+from infraprism.pipeline.aggregator import Aggregator  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
-from pipeline.aggregator import Aggregator  # noqa: E402
 
 
 def process_cpu_s(pid: int) -> float:

@@ -3,10 +3,10 @@
     .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5] [--workers 1]
 
 What it does:
-1. starts its own redis-server (infraprism.localstack.start_redis) on a free port;
+1. starts its own redis-server (infraprism.dev.local_services.start_redis) on a free port;
 2. loads a year of events (every one of 10,000 entities present, ending yesterday UTC)
    straight through BatchRollup + RollupStore.apply, in batches;
-3. starts the API (api.server.main: uvicorn, `--workers` processes) in a subprocess on a free port;
+3. starts the API (infraprism.api.server.main: uvicorn, `--workers` processes) in a subprocess on a free port;
 4. for each query, four times. "cold": the rebuild generation is bumped before every
    request (and every millisecond under concurrency), which invalidates every cached
    answer, every parsed bucket and every shaped row, so every request plans, reads all
@@ -48,13 +48,13 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infraprism import apikeys  # noqa: E402
 from infraprism.core.events import CostEvent  # noqa: E402
 from infraprism.core.keys import KeyLayout  # noqa: E402
 from infraprism.core.rollup import BatchRollup  # noqa: E402
-from infraprism.localstack import free_port, start_redis  # noqa: E402
+from infraprism.dev.local_services import free_port, start_redis  # noqa: E402
+from infraprism.pipeline.store import Applied, RollupStore  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
-from pipeline.store import Applied, RollupStore  # noqa: E402
+from infraprism.stores import apikeys  # noqa: E402
 
 PROJECT = "bench"
 ENTITIES = 10_000
@@ -376,7 +376,7 @@ def start_api(settings: Settings, port: int, workers: int) -> subprocess.Popen[b
     env["INFRAPRISM_REDIS_URL"] = settings.redis_dsn()
     env["INFRAPRISM_KEY_PREFIX"] = settings.key_prefix
     code = (
-        "from api.server import main; from infraprism.settings import Settings; "
+        "from infraprism.api.server import main; from infraprism.settings import Settings; "
         f"main(Settings(), '127.0.0.1', {port}, {workers})"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT))  # noqa: S603

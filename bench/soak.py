@@ -78,13 +78,13 @@ sys.path.insert(0, str(REPO_ROOT))
 import workload  # noqa: E402
 from ingest import metric_counters  # noqa: E402
 
-from infraprism import apikeys  # noqa: E402
 from infraprism.core.buckets import Granularity, day_label  # noqa: E402
 from infraprism.core.events import InvalidEvent, parse_event  # noqa: E402
 from infraprism.core.keys import COST, EVENTS, INPUT, OUTPUT, SEP, Dimension, KeyLayout, unpack_cell  # noqa: E402
-from infraprism.localstack import Service, free_port, start_broker, start_redis  # noqa: E402
+from infraprism.dev.local_services import Service, free_port, start_broker, start_redis  # noqa: E402
+from infraprism.pipeline.topics import ensure_topics  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
-from pipeline.topics import ensure_topics  # noqa: E402
+from infraprism.stores import apikeys  # noqa: E402
 
 PARTITIONS = 4
 PREFIX = "soak"

@@ -43,21 +43,21 @@ def _err(text: str) -> None:
 
 
 def cmd_aggregator(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import aggregator
+    from infraprism.pipeline import aggregator
 
     aggregator.main(settings, args.metrics_port)
     return 0
 
 
 def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import detector
+    from infraprism.pipeline import detector
 
     detector.main(settings)
     return 0
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from api import server
+    from infraprism.api import server
 
     host = args.host if args.host is not None else settings.api_host
     port = args.port if args.port is not None else settings.api_port
@@ -67,7 +67,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import rebuild
+    from infraprism.pipeline import rebuild
 
     rebuild.main(settings)
     return 0
@@ -77,7 +77,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from infraprism import apikeys
+    from infraprism.stores import apikeys
 
     try:
         key_id, key = apikeys.create_key(settings, args.project, args.name)
@@ -90,7 +90,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from infraprism import apikeys
+    from infraprism.stores import apikeys
 
     keys = apikeys.list_keys(settings)
     if args.json:
@@ -117,7 +117,7 @@ def _cell(value: Any) -> str:
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from infraprism import apikeys
+    from infraprism.stores import apikeys
 
     if not apikeys.revoke_key(settings, args.key_id):
         raise CliError(f"no key with id {args.key_id!r}")
@@ -131,7 +131,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_anomalies_dismiss(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
-    from pipeline import detector
+    from infraprism.pipeline import detector
 
     record = detector.dismiss_cli(settings, args.anomaly_id)
     if record is None:
@@ -156,7 +156,7 @@ def _open_input(path: str) -> tuple[BinaryIO, int | None]:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from pipeline.replay import ReplayError, iter_lines, replay_lines
+    from infraprism.pipeline.replay import ReplayError, iter_lines, replay_lines
 
     stream, size = _open_input(args.file)
     # Progress in bytes read (exact for a file, running count for stdin) and
@@ -204,8 +204,8 @@ def _counting(stream: BinaryIO, bar: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.encode import judge
-    from pipeline.replay import send_event
+    from infraprism.pipeline.encode import judge
+    from infraprism.pipeline.replay import send_event
 
     raw = os.fsencode(args.event)  # the bytes as given, even when they are not UTF-8
     verdict = judge(raw)
@@ -220,7 +220,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from infraprism import devstack
+    from infraprism.dev import devstack
 
     return devstack.main(
         settings,

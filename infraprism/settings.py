@@ -56,18 +56,14 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
     # Detector thresholds (docs/anomalies.md explains each).
-    detector_baseline_days: int = Field(
-        default=7, ge=1, le=60, description="days of history in a baseline"
-    )
+    detector_baseline_days: int = Field(default=7, ge=1, le=60, description="days of history in a baseline")
     detector_min_history_days: int = Field(
         default=3, ge=1, le=60, description="a subject is judged after this many days of history"
     )
     detector_min_relative_change: float = Field(
         default=1.0, gt=0, description="a window must exceed (1 + this) x its baseline median"
     )
-    detector_robust_z: float = Field(
-        default=5.0, gt=0, description="and its median + this x robust sigma (1.4826 MAD)"
-    )
+    detector_robust_z: float = Field(default=5.0, gt=0, description="and its median + this x robust sigma (1.4826 MAD)")
     detector_min_impact_usd: float = Field(
         default=5.0, ge=0, description="and its median by this many USD (cost spikes)"
     )
@@ -83,9 +79,7 @@ class Settings(BaseSettings):
     detector_recovery_minutes: int = Field(
         default=180, ge=1, description="an anomaly resolves after this long without being anomalous"
     )
-    alert_poll_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="how often the alert outbox is drained"
-    )
+    alert_poll_seconds: float = Field(default=0.5, gt=0, le=60, description="how often the alert outbox is drained")
     alert_retry_max_seconds: float = Field(
         default=60.0, gt=0, description="the longest backoff between delivery retries"
     )

@@ -45,12 +45,12 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.keys import KeyLayout
+from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
+from infraprism.pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
+from infraprism.pipeline.metrics import AggregatorMetrics
+from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
-from pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
-from pipeline.metrics import AggregatorMetrics
-from pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
-from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,14 @@ class Aggregator:
         values = [record.value for record in batch.records]
         record_times = [record.timestamp for record in batch.records]
         decode = functools.partial(
-            decode_batch, self._store.encoder, values, record_times, batch.ranges, exclude,
-            seq=batch.seq, epoch=batch.epoch,
+            decode_batch,
+            self._store.encoder,
+            values,
+            record_times,
+            batch.ranges,
+            exclude,
+            seq=batch.seq,
+            epoch=batch.epoch,
         )
         return asyncio.get_running_loop().run_in_executor(self._decoder, decode)
 
@@ -303,12 +309,14 @@ class Aggregator:
         letters = []
         for index, reason in batch.decoded.dead_letters:
             record = batch.records[index]
-            log.warning(
-                "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-            )
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
             value = dead_letter_record(
-                reason, record.value, topic=record.topic, partition=record.partition,
-                offset=record.offset, key=record.key,
+                reason,
+                record.value,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
             )
             letters.append((value, record.key))
             kind = reason.split(":", 1)[0]
@@ -323,14 +331,25 @@ class Aggregator:
                 # Cannot happen with the bounded records; if it does, the payloads go, never the letters.
                 log.error("dead letters refused as too large (%r); sending them without their payloads", exc)
                 letters = [
-                    (minimal_dead_letter_record(reason, batch.records[index].value, topic=batch.records[index].topic,
-                                                partition=batch.records[index].partition,
-                                                offset=batch.records[index].offset), None)
+                    (
+                        minimal_dead_letter_record(
+                            reason,
+                            batch.records[index].value,
+                            topic=batch.records[index].topic,
+                            partition=batch.records[index].partition,
+                            offset=batch.records[index].offset,
+                        ),
+                        None,
+                    )
                     for index, reason in batch.decoded.dead_letters
                 ]
             except KafkaError as exc:
-                log.error("dead-letter topic %s not writable (%r); retrying in %.1f s, nothing is applied meanwhile",
-                          self.settings.dlq_topic, exc, delay)
+                log.error(
+                    "dead-letter topic %s not writable (%r); retrying in %.1f s, nothing is applied meanwhile",
+                    self.settings.dlq_topic,
+                    exc,
+                    delay,
+                )
                 self.metrics.retries.labels(dependency="dlq").inc()
                 await self._backoff(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -373,7 +392,8 @@ class Aggregator:
             self.metrics.batches_fenced.inc()
             log.warning(
                 "batch fenced: partition %d has offset %d applied already; re-seeking to Redis offsets",
-                result.partition, result.stored_offset,
+                result.partition,
+                result.stored_offset,
             )
             await self._seek_to_stored(list(self._expected))
             return batch, False
@@ -415,7 +435,8 @@ class Aggregator:
         self.metrics.batches_refused.inc()
         offsets = f"[{refused.from_offset}, {refused.to_offset})"
         what = (
-            f"refused the batch of offsets {offsets} and wrote nothing of it" if refusal.checked
+            f"refused the batch of offsets {offsets} and wrote nothing of it"
+            if refusal.checked
             else f"failed on the batch of offsets {offsets}, whose offsets did not move"
         )
         await self._halt(
@@ -503,12 +524,15 @@ class Aggregator:
             if offset is None:
                 offset = beginnings[tp]
             elif offset > ends[tp] or offset < beginnings[tp]:
-                await self._halt(tp, (
-                    f"stored offset {offset} is outside the log [{beginnings[tp]}, {ends[tp]}] of "
-                    f"{tp.topic}[{tp.partition}]: the broker lost or truncated its log. The aggregates stay as "
-                    "they are; nothing from this partition is applied until an operator runs `infraprism "
-                    "rebuild` or resets the offset."
-                ))
+                await self._halt(
+                    tp,
+                    (
+                        f"stored offset {offset} is outside the log [{beginnings[tp]}, {ends[tp]}] of "
+                        f"{tp.topic}[{tp.partition}]: the broker lost or truncated its log. The aggregates stay as "
+                        "they are; nothing from this partition is applied until an operator runs `infraprism "
+                        "rebuild` or resets the offset."
+                    ),
+                )
                 continue
             self._consumer.seek(tp, offset)
             self._expected[tp] = offset
@@ -527,10 +551,7 @@ class Aggregator:
     async def _no_position(self, exc: NoOffsetForPartitionError) -> None:
         assert self._consumer is not None
         assigned = self._consumer.assignment()
-        tps = [
-            tp for tp in exc.args
-            if isinstance(tp, TopicPartition) and tp in assigned and tp not in self._halted
-        ]
+        tps = [tp for tp in exc.args if isinstance(tp, TopicPartition) and tp in assigned and tp not in self._halted]
         log.info("no position yet for %s; seeking to the Redis offsets", tps)
         await self._seek_to_stored(tps)
 
@@ -598,7 +619,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _warm_up() -> None:
     """Runs once in the decoder process: import the decoding code before the first batch."""
-    import pipeline.encode  # noqa: F401
+    import infraprism.pipeline.encode  # noqa: F401
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -30,8 +30,8 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from infraprism.anomaly_store import AnomalyRecord, outbox_key
 from infraprism.core.keys import KeyLayout
+from infraprism.stores.anomaly_store import AnomalyRecord, outbox_key
 
 log = logging.getLogger(__name__)
 

@@ -52,23 +52,23 @@ def dead_letter_record(
     return orjson.dumps(record)
 
 
-def minimal_dead_letter_record(
-    reason: str, raw: bytes | None, *, topic: str, partition: int, offset: int
-) -> bytes:
+def minimal_dead_letter_record(reason: str, raw: bytes | None, *, topic: str, partition: int, offset: int) -> bytes:
     """A dead letter without the payload: its reason, source, length and SHA-256 only.
 
     What the worker sends if the broker refuses a full record, so that a dead
     letter is always written and the partition never stalls on one.
     """
-    return orjson.dumps({
-        "reason": reason[:DLQ_REASON_MAX_CHARS],
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "dead_lettered_at_ms": int(time.time() * 1000),
-        "payload": None,
-        "payload_truncated": raw is not None,
-        "payload_bytes": 0 if raw is None else len(raw),
-        "payload_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
-    })
+    return orjson.dumps(
+        {
+            "reason": reason[:DLQ_REASON_MAX_CHARS],
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "dead_lettered_at_ms": int(time.time() * 1000),
+            "payload": None,
+            "payload_truncated": raw is not None,
+            "payload_bytes": 0 if raw is None else len(raw),
+            "payload_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
+        }
+    )
 
 
 def _base64_length(size: int) -> int:

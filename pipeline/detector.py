@@ -34,8 +34,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infraprism import anomaly_store
-from infraprism.anomaly_store import AnomalyRecord, AnomalyStatus
 from infraprism.core.baseline import (
     HOURS_PER_DAY,
     MS_PER_HOUR,
@@ -66,9 +64,11 @@ from infraprism.core.keys import (
     unpack_cell,
 )
 from infraprism.core.money import nano_to_usd, usd_to_nano
+from infraprism.pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
-from pipeline.topics import ensure_topics
+from infraprism.stores import anomaly_store
+from infraprism.stores.anomaly_store import AnomalyRecord, AnomalyStatus
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infraprism.core.keys import KeyLayout
+from infraprism.pipeline.aggregator import Aggregator
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.aggregator import Aggregator
-from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

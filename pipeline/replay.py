@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
-from pipeline.encode import BatchEncoder, PartitionRange, Retention
+from infraprism.pipeline.encode import BatchEncoder, PartitionRange, Retention
 
 APPLY_SCRIPT = files("pipeline").joinpath("apply_batch.lua").read_text()
 
@@ -103,6 +103,7 @@ class RollupStore:
             return Fenced(int(reply[1]), int(reply[2]))
         pairs = reply[1:]
         return Duplicates(frozenset((_text(pairs[i]), _text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from infraprism.localstack import Service, start_broker, start_redis
+from infraprism.dev.local_services import Service, start_broker, start_redis
 from infraprism.settings import Settings
 
 

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from infraprism import apikeys
-from infraprism.localstack import free_port
+from infraprism.dev.local_services import free_port
+from infraprism.pipeline.replay import iter_lines, line_key
 from infraprism.settings import Settings
-from pipeline.replay import iter_lines, line_key
+from infraprism.stores import apikeys
 
 ENTRY_POINT = Path(sys.executable).parent / "infraprism"
 T0_MS = 1_736_935_200_000  # 2025-01-15T10:00:00Z
@@ -323,8 +323,8 @@ def test_anomalies_dismiss_of_an_unknown_id_fails(settings_env):
 
 
 async def test_anomalies_dismiss_marks_the_record_dismissed(settings, settings_env, redis_client):
-    from infraprism import anomaly_store
     from infraprism.core.keys import KeyLayout
+    from infraprism.stores import anomaly_store
 
     layout = KeyLayout(settings.key_prefix)
     record = anomaly_store.AnomalyRecord(

@@ -29,9 +29,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from infraprism.demo import MALFORMED_COUNT
-from infraprism.devstack import READY_LINE
-from infraprism.localstack import free_port
+from infraprism.dev.demo import MALFORMED_COUNT
+from infraprism.dev.devstack import READY_LINE
+from infraprism.dev.local_services import free_port
 
 READY_TIMEOUT_S = 240
 
@@ -228,7 +228,7 @@ def test_demo_dataset_is_realistic_and_has_exactly_the_planted_bad_events():
     from datetime import UTC, datetime, timedelta
 
     from infraprism.core.events import InvalidEvent, parse_event
-    from infraprism.demo import SPIKE_CUSTOMER, generate
+    from infraprism.dev.demo import SPIKE_CUSTOMER, generate
 
     end = datetime(2026, 3, 1, 15, 30, tzinfo=UTC)
     lines = list(generate(days=21, seed=3, end=end))

@@ -22,15 +22,32 @@ from infraprism.core.keys import Dimension, KeyLayout
 from tests.pipeline.helpers import read_all, wait_caught_up
 
 VALID = [
-    {"event_id": f"e2e-{i}", "timestamp": f"2025-03-0{1 + i % 3}T12:00:00+02:00", "entity_type": "customer",
-     "entity_id": f"cust-{i % 4}", "model": "gpt-4o", "provider": "openai", "input_tokens": 1000 + i,
-     "output_tokens": 50 + i, "cost": float(f"0.00{i + 1}7"), "latency_ms": 200 + i,
-     "session_id": f"sess-{i % 3}", "tags": {"feature": "chatbot", "env": "production"}}
+    {
+        "event_id": f"e2e-{i}",
+        "timestamp": f"2025-03-0{1 + i % 3}T12:00:00+02:00",
+        "entity_type": "customer",
+        "entity_id": f"cust-{i % 4}",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 1000 + i,
+        "output_tokens": 50 + i,
+        "cost": float(f"0.00{i + 1}7"),
+        "latency_ms": 200 + i,
+        "session_id": f"sess-{i % 3}",
+        "tags": {"feature": "chatbot", "env": "production"},
+    }
     for i in range(40)
 ] + [
     # No cost: priced from the genai-prices catalog at the event's timestamp.
-    {"event_id": "e2e-priced", "timestamp": 1740830400000, "entity_type": "user", "entity_id": "u1",
-     "model": "gpt-4o-mini", "input_tokens": 1_000_000, "output_tokens": 1_000_000},
+    {
+        "event_id": "e2e-priced",
+        "timestamp": 1740830400000,
+        "entity_type": "user",
+        "entity_id": "u1",
+        "model": "gpt-4o-mini",
+        "input_tokens": 1_000_000,
+        "output_tokens": 1_000_000,
+    },
 ]
 
 # (raw line, a word the DLQ reason must contain)
@@ -45,8 +62,16 @@ BAD = [
     (orjson.dumps({**VALID[0], "event_id": "bad-time", "timestamp": "yesterday"}), "timestamp"),
     (orjson.dumps({**VALID[0], "event_id": "bad-tags", "tags": {f"k{i}": "v" for i in range(33)}}), "tags"),
     (orjson.dumps({**VALID[0], "event_id": "bad-project", "project_id": "no spaces"}), "project_id"),
-    (orjson.dumps({k: v for k, v in {**VALID[0], "event_id": "bad-unpriced", "model": "no-such-model-xyz"}.items()
-                   if k != "cost"}), "price catalog"),
+    (
+        orjson.dumps(
+            {
+                k: v
+                for k, v in {**VALID[0], "event_id": "bad-unpriced", "model": "no-such-model-xyz"}.items()
+                if k != "cost"
+            }
+        ),
+        "price catalog",
+    ),
     (orjson.dumps({**VALID[0], "event_id": "bad-cache", "cache_read_tokens": 5000}), "cache_read_tokens"),
 ]
 
@@ -66,14 +91,21 @@ async def test_replay_then_aggregate_counts_valid_and_dead_letters_bad(settings,
 
     replay = subprocess.run(
         [sys.executable, "-m", "infraprism.cli", "replay", str(source)],
-        env=settings_env, capture_output=True, text=True, timeout=120, check=False,
+        env=settings_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert replay.returncode == 0, replay.stderr
     assert str(len(lines)) in replay.stdout.strip().splitlines()[-1]
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "infraprism.cli", "aggregator"], env=settings_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent,
+        [sys.executable, "-m", "infraprism.cli", "aggregator"],
+        env=settings_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
     )
     try:
         await wait_caught_up(redis_client, settings, timeout_s=90)

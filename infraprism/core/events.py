@@ -333,9 +333,19 @@ def _fast_event(obj: Any) -> CostEvent | None:
             return None  # the full path words the reason
         provider = provider or catalog_provider
     return CostEvent(
-        event_id, ts_ms, project_id, entity_type, entity_id, model,
+        event_id,
+        ts_ms,
+        project_id,
+        entity_type,
+        entity_id,
+        model,
         provider if provider is not None else (catalog_provider_for(model) or "unknown"),
-        input_tokens, output_tokens, cost_nano, latency_us, session_id, tags,
+        input_tokens,
+        output_tokens,
+        cost_nano,
+        latency_us,
+        session_id,
+        tags,
     )
 
 

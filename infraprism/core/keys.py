@@ -62,6 +62,7 @@ def unpack_cell(packed: str | bytes) -> list[int]:
     """The six counters of a stored cell, read with or without decode_responses."""
     return list(map(int, packed.split()))
 
+
 # Granularities each dimension is kept at. The cube is not kept per hour: no
 # query reads hours with a tag or model filter (only /costs/timeseries reads
 # hours, and it filters by entity alone), and per-hour cube cells would be the
@@ -214,8 +215,17 @@ class KeyLayout:
         """
         r = self.root
         return [
-            f"{r}:*:r:*", f"{r}:*:lb:*", f"{r}:*:s:*", f"{r}:*:si", f"{r}:*:si:*", f"{r}:*:sit:*",
-            f"{r}:*:dd:*", f"{r}:*:etypes", f"{r}:*:tagkeys", f"{r}:*:bv", self.projects(),
+            f"{r}:*:r:*",
+            f"{r}:*:lb:*",
+            f"{r}:*:s:*",
+            f"{r}:*:si",
+            f"{r}:*:si:*",
+            f"{r}:*:sit:*",
+            f"{r}:*:dd:*",
+            f"{r}:*:etypes",
+            f"{r}:*:tagkeys",
+            f"{r}:*:bv",
+            self.projects(),
             self.halted_partitions(topic, group),
         ]
 

@@ -40,8 +40,14 @@ GroupKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], int]
 # TOTAL, ENTITY, MODEL, ENTITY_MODEL, CUBE, then TAG (one member per tag, so apart).
 _CELL_BUCKETS: tuple[tuple[Dimension, Granularity], ...] = tuple(
     (dimension, granularity)
-    for dimension in (Dimension.TOTAL, Dimension.ENTITY, Dimension.MODEL, Dimension.ENTITY_MODEL, Dimension.CUBE,
-                      Dimension.TAG)
+    for dimension in (
+        Dimension.TOTAL,
+        Dimension.ENTITY,
+        Dimension.MODEL,
+        Dimension.ENTITY_MODEL,
+        Dimension.CUBE,
+        Dimension.TAG,
+    )
     for granularity in DIMENSION_GRANULARITIES[dimension]
 )
 _TAG_BUCKETS = slice(len(_CELL_BUCKETS) - len(DIMENSION_GRANULARITIES[Dimension.TAG]), None)
@@ -55,7 +61,11 @@ _LANE_MASK = (1 << LANE_BITS) - 1
 
 def lanes_of(counters: list[int]) -> int:
     return (
-        counters[0] | counters[1] << 96 | counters[2] << 192 | counters[3] << 288 | counters[4] << 384
+        counters[0]
+        | counters[1] << 96
+        | counters[2] << 192
+        | counters[3] << 288
+        | counters[4] << 384
         | counters[5] << 480
     )
 
@@ -165,8 +175,11 @@ class BatchRollup:
         for (project, etype, eid, model, provider, tags, hour_index), cell in self.groups.items():
             buckets = buckets_of.get((project, hour_index))
             if buckets is None:
-                labels = dict(zip((Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-                                  labels_for_hour(hour_index), strict=True))
+                labels = dict(
+                    zip(
+                        (Granularity.HOUR, Granularity.DAY, Granularity.MONTH), labels_for_hour(hour_index), strict=True
+                    )
+                )
                 buckets = buckets_of[(project, hour_index)] = [
                     out.setdefault((project, dimension, granularity, labels[granularity]), {})
                     for dimension, granularity in _CELL_BUCKETS
@@ -177,8 +190,22 @@ class BatchRollup:
             entity_model = f"{entity}{SEP}{model_provider}"
             cube = f"{entity_model}{SEP}{tag_set_text(tags)}"
             # Every dimension but TAG, a member per bucket in _CELL_BUCKETS order (the cube has no hours).
-            members = ("", "", "", entity, entity, entity, model_provider, model_provider, model_provider,
-                       entity_model, entity_model, entity_model, cube, cube)
+            members = (
+                "",
+                "",
+                "",
+                entity,
+                entity,
+                entity,
+                model_provider,
+                model_provider,
+                model_provider,
+                entity_model,
+                entity_model,
+                entity_model,
+                cube,
+                cube,
+            )
             for bucket, member in zip(buckets, members, strict=False):
                 bucket[member] = bucket.get(member, 0) + lanes
             for key, value in tags:

@@ -9,9 +9,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from api.app import create_app
-from infraprism import apikeys
+from infraprism.api.app import create_app
 from infraprism.settings import Settings
+from infraprism.stores import apikeys
 
 
 @pytest.fixture

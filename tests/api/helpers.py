@@ -11,13 +11,13 @@ from typing import Any
 import redis.asyncio as aioredis
 import uvicorn
 
-from api.app import create_app
+from infraprism.api.app import create_app
 from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
-from infraprism.localstack import free_port
+from infraprism.dev.local_services import free_port
+from infraprism.pipeline.store import Applied, RollupStore
 from infraprism.settings import Settings
-from pipeline.store import Applied, RollupStore
 
 
 async def load_events(

@@ -8,10 +8,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from infraprism import anomaly_store, apikeys
-from infraprism.anomaly_store import AnomalyRecord
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
+from infraprism.stores import anomaly_store, apikeys
+from infraprism.stores.anomaly_store import AnomalyRecord
 from tests.api.helpers import load_events
 
 RANGE = {"start_date": "2025-01-01", "end_date": "2025-01-31"}

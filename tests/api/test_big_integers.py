@@ -10,11 +10,11 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from api.routes import json_bytes
+from infraprism.api.routes import json_bytes
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
+from infraprism.pipeline.store import Applied, RollupStore
 from infraprism.settings import Settings
-from pipeline.store import Applied, RollupStore
 
 HOUR_2025_01_15_10 = 1_736_935_200_000 // 3_600_000
 BIG = 2**70 + 12345

@@ -8,9 +8,9 @@ from datetime import date
 import httpx
 import redis.asyncio as aioredis
 
-from api.cache import BucketCache, ResponseCache
-from api.planner import Filters, GroupBy, Grouping
-from api.service import Reader
+from infraprism.api.cache import BucketCache, ResponseCache
+from infraprism.api.planner import Filters, GroupBy, Grouping
+from infraprism.api.service import Reader
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.settings import Settings
@@ -21,9 +21,16 @@ PARAMS = {"start_date": "2025-01-01", "end_date": "2025-01-31", "group_by": "ent
 
 def event(project: str, n: int, cost: float, timestamp: str = "2025-01-15T10:00:00Z") -> dict[str, object]:
     return {
-        "event_id": f"cache-{n}", "timestamp": timestamp, "project_id": project,
-        "entity_type": "customer", "entity_id": "acme", "model": "gpt-4o", "provider": "openai",
-        "input_tokens": 10, "output_tokens": 5, "cost": cost,
+        "event_id": f"cache-{n}",
+        "timestamp": timestamp,
+        "project_id": project,
+        "entity_type": "customer",
+        "entity_id": "acme",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost": cost,
     }
 
 
@@ -54,8 +61,9 @@ async def test_cache_is_per_project_and_per_query(
 ):
     await load_events(redis_client, settings, [event(project, 1, 2.0), event("someone-else", 1, 9.0)])
     january = (await authed.get("/v1/analytics/costs", params=PARAMS)).json()
-    february = (await authed.get("/v1/analytics/costs", params={**PARAMS, "start_date": "2025-02-01",
-                                                                 "end_date": "2025-02-28"})).json()
+    february = (
+        await authed.get("/v1/analytics/costs", params={**PARAMS, "start_date": "2025-02-01", "end_date": "2025-02-28"})
+    ).json()
     assert january["summary"]["total_cost"] == 2.0
     assert february["summary"]["total_cost"] == 0
 
@@ -131,9 +139,7 @@ async def test_an_answer_over_changed_and_unchanged_buckets_reads_only_the_chang
         "total_events": 3,
         "period": {"start": "2025-01-01", "end": "2025-02-10"},
     }
-    assert [(row["entity_id"], row["total_cost"], row["total_events"]) for row in second["data"]] == [
-        ("acme", 3.75, 3)
-    ]
+    assert [(row["entity_id"], row["total_cost"], row["total_events"]) for row in second["data"]] == [("acme", 3.75, 3)]
 
     # A batch into January moves January's version: it is read again, and Redis now holds
     # only the new event there.

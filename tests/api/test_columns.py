@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.columns import EXACT_DOUBLE, mean_ms_column, parse_cells, usd_column, within_exact_range
-from api.service import avg_latency_ms
+from infraprism.api.columns import EXACT_DOUBLE, mean_ms_column, parse_cells, usd_column, within_exact_range
+from infraprism.api.service import avg_latency_ms
 from infraprism.core.keys import pack_cell, unpack_cell
 from infraprism.core.money import nano_to_usd
 
@@ -92,7 +92,7 @@ def test_within_exact_range_bounds() -> None:
 
 
 def test_column_totals_are_exact_past_int64() -> None:
-    from api.service import _column_totals
+    from infraprism.api.service import _column_totals
 
     big = np.full((2000, 6), EXACT_DOUBLE - 1, dtype=np.int64)
     big[:, 1] = 7

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from infraprism import apikeys
+from infraprism.api.app import create_app
 from infraprism.settings import Settings
+from infraprism.stores import apikeys
 from tests.api.helpers import load_events
 
 PROJECT = "p-main"

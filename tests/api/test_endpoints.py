@@ -10,12 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from api.app import create_app
-from infraprism import anomaly_store, apikeys
-from infraprism.anomaly_store import AnomalyRecord
+from infraprism.api.app import create_app
 from infraprism.core.keys import KeyLayout
-from infraprism.localstack import start_redis
+from infraprism.dev.local_services import start_redis
 from infraprism.settings import Settings
+from infraprism.stores import anomaly_store, apikeys
+from infraprism.stores.anomaly_store import AnomalyRecord
 from tests.api.helpers import load_events
 
 RANGE = {"start_date": "2025-01-01", "end_date": "2025-01-31"}

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from api.planner import (
+from infraprism.api.planner import (
     Filters,
     GroupBy,
     Grouping,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from infraprism import apikeys
 from infraprism.settings import Settings
+from infraprism.stores import apikeys
 from tests.api.helpers import LiveServer, load_events
 
 EXAMPLE = Path(__file__).with_name("reference_example.py.txt")

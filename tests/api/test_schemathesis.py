@@ -24,11 +24,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.app import create_app
-from infraprism import anomaly_store, apikeys
-from infraprism.anomaly_store import AnomalyRecord
+from infraprism.api.app import create_app
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
+from infraprism.stores import anomaly_store, apikeys
+from infraprism.stores.anomaly_store import AnomalyRecord
 from tests.api.helpers import LiveServer, load_events
 
 # Building the app makes no client; the schema is the one the live server serves.

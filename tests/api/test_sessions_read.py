@@ -7,7 +7,7 @@ from datetime import date
 
 import redis.asyncio as aioredis
 
-from api.service import Reader
+from infraprism.api.service import Reader
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 from tests.api.helpers import load_events

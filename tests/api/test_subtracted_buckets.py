@@ -12,7 +12,7 @@ from datetime import date
 import httpx
 import pytest
 
-from api.planner import Filters, GroupBy, Grouping, plan_costs, plan_leaderboard
+from infraprism.api.planner import Filters, GroupBy, Grouping, plan_costs, plan_leaderboard
 from infraprism.settings import Settings
 from tests.api.helpers import load_events
 

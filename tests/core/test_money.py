@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.service import avg_latency_ms, ratio
+from infraprism.api.service import avg_latency_ms, ratio
 from infraprism.core.money import div_round_half_even, nano_to_usd
 
 big = st.integers(min_value=-(10**24), max_value=10**24)

@@ -23,9 +23,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from infraprism.anomaly_store import AnomalyRecord
 from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.rollup import BatchRollup
+from infraprism.stores.anomaly_store import AnomalyRecord
 
 MS_PER_HOUR = 3_600_000
 QUARTER_MS = MS_PER_HOUR // 4

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from infraprism.pipeline.aggregator import Aggregator
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.aggregator import Aggregator
-from pipeline.topics import ensure_topics
 
 
 async def produce(settings: Settings, values: Iterable[bytes | dict], *, topic: str | None = None) -> int:
@@ -43,8 +43,12 @@ async def end_offsets(settings: Settings, topic: str | None = None, *, timeout_s
     """
     topic = topic or settings.events_topic
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_bytes=1024, max_partition_fetch_bytes=1024,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=1024,
+        max_partition_fetch_bytes=1024,
     )
     await consumer.start()
     try:

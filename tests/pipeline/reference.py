@@ -358,7 +358,8 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             raise AssertionError(f"unexpected key in the aggregates: {key!r}")
     for project, fields in version_days.items():
         event_days = [
-            bucket for owner, dim, gran, bucket, _, metric in state["cells"]
+            bucket
+            for owner, dim, gran, bucket, _, metric in state["cells"]
             if (owner, dim, gran, metric) == (project, "t", DAY, "e")
         ]
         assert fields == {f"day:{day}" for day in event_days} | {f"month:{day[:6]}" for day in event_days}, project

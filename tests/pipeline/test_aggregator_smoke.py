@@ -9,9 +9,17 @@ from tests.pipeline.helpers import produce, read_all, running_aggregator, wait_c
 
 def event(i: int, **over):
     base = {
-        "event_id": f"ev-{i}", "timestamp": "2025-01-15T10:00:03.120Z", "entity_type": "customer",
-        "entity_id": f"c{i % 3}", "model": "gpt-4o", "provider": "openai", "input_tokens": 10,
-        "output_tokens": 20, "cost": 0.001, "latency_ms": 100, "tags": {"env": "prod"},
+        "event_id": f"ev-{i}",
+        "timestamp": "2025-01-15T10:00:03.120Z",
+        "entity_type": "customer",
+        "entity_id": f"c{i % 3}",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "cost": 0.001,
+        "latency_ms": 100,
+        "tags": {"env": "prod"},
     }
     base.update(over)
     return base

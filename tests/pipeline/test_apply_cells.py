@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
-from pipeline.store import APPLY_SCRIPT
+from infraprism.pipeline.store import APPLY_SCRIPT
 
 # Around the fast path's border (10^15, 2^53) and far past int64 (HINCRBY's limit).
 BORDERS = [0, 1, 9, 10**15 - 1, 10**15, 2**53 - 1, 2**53, 2**53 + 1, 2**63 - 1, 2**63, 10**30 - 1]

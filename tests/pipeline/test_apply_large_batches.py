@@ -7,8 +7,8 @@ import orjson
 
 from infraprism.core.buckets import Granularity, labels_for_ms
 from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
-from pipeline.encode import BatchEncoder, PartitionRange, decode_batch
-from pipeline.store import Applied, RollupStore
+from infraprism.pipeline.encode import BatchEncoder, PartitionRange, decode_batch
+from infraprism.pipeline.store import Applied, RollupStore
 
 HOUR_MS = 3_600_000
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-import pipeline.encode as encode
-from pipeline.encode import BatchEncoder, decode_batch, judge
+import infraprism.pipeline.encode as encode
+from infraprism.pipeline.encode import BatchEncoder, decode_batch, judge
 
 NOW_MS = 1_800_000_000_000
 

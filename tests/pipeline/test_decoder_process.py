@@ -37,12 +37,25 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.timeout(120)
 async def test_decoder_exits_when_the_aggregator_is_killed(settings, settings_env, redis_client):
-    await produce(settings, [{"event_id": "d-1", "timestamp": 1_736_935_203_120, "entity_type": "customer",
-                              "entity_id": "c", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
-                              "cost": 0.5}])
-    code = "from pipeline.aggregator import main; from infraprism.settings import Settings; main(Settings())"
-    worker = subprocess.Popen([sys.executable, "-c", code], env=settings_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await produce(
+        settings,
+        [
+            {
+                "event_id": "d-1",
+                "timestamp": 1_736_935_203_120,
+                "entity_type": "customer",
+                "entity_id": "c",
+                "model": "gpt-4o",
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "cost": 0.5,
+            }
+        ],
+    )
+    code = "from infraprism.pipeline.aggregator import main; from infraprism.settings import Settings; main(Settings())"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code], env=settings_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         await wait_caught_up(redis_client, settings, timeout_s=60)
         decoders = [pid for pid in children_of(worker.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from infraprism import anomaly_store
-from infraprism.anomaly_store import AnomalyRecord, outbox_key
 from infraprism.core.keys import KeyLayout
-from infraprism.localstack import free_port
+from infraprism.dev.local_services import free_port
+from infraprism.pipeline.alerts import Notifier, WebhookChannel, cursor_key
 from infraprism.settings import Settings
-from pipeline.alerts import Notifier, WebhookChannel, cursor_key
+from infraprism.stores import anomaly_store
+from infraprism.stores.anomaly_store import AnomalyRecord, outbox_key
 
 
 def record(anomaly_id: str) -> AnomalyRecord:

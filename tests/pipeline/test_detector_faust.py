@@ -23,22 +23,22 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from infraprism import anomaly_store
-from infraprism.anomaly_store import outbox_key
 from infraprism.core.deltas import Delta
 from infraprism.core.keys import KeyLayout
-from infraprism.localstack import free_port
+from infraprism.dev.local_services import free_port
+from infraprism.pipeline.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, cursor_key
+from infraprism.pipeline.detector import Detector, thresholds_of
+from infraprism.pipeline.store import RollupStore
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, cursor_key
-from pipeline.detector import Detector, thresholds_of
-from pipeline.store import RollupStore
-from pipeline.topics import ensure_topics
+from infraprism.stores import anomaly_store
+from infraprism.stores.anomaly_store import outbox_key
 from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.helpers import produce as produce_events
 from tests.pipeline.test_detector_lifecycle import HOUR0, PROJECT, hour_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKER = "from pipeline.detector import main; from infraprism.settings import Settings; main(Settings())"
+WORKER = "from infraprism.pipeline.detector import main; from infraprism.settings import Settings; main(Settings())"
 NORMAL = {"big": (200, 20.0), "mid": (80, 4.0), "small": (30, 0.3)}
 SPIKE_START = HOUR0 + 8 * 24 + 5
 
@@ -265,7 +265,7 @@ async def test_restart_loses_and_duplicates_nothing(
 
 
 def _label(hour: int) -> str:
-    from pipeline.detector import hour_label_of
+    from infraprism.pipeline.detector import hour_label_of
 
     return hour_label_of(hour)
 

@@ -15,15 +15,15 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from infraprism import anomaly_store
-from infraprism.anomaly_store import outbox_key
 from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
+from infraprism.pipeline import detector as detector_module
+from infraprism.pipeline.detector import Detector, dismiss_cli, merge, thresholds_of
+from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
-from pipeline import detector as detector_module
-from pipeline.detector import Detector, dismiss_cli, merge, thresholds_of
-from pipeline.store import RollupStore
+from infraprism.stores import anomaly_store
+from infraprism.stores.anomaly_store import outbox_key
 
 MS_PER_HOUR = 3_600_000
 NANO = 1_000_000_000

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from infraprism import anomaly_store
 from infraprism.core.keys import KeyLayout
+from infraprism.pipeline.detector import Detector, thresholds_of
+from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
-from pipeline.detector import Detector, thresholds_of
-from pipeline.store import RollupStore
+from infraprism.stores import anomaly_store
 from tests.pipeline.detector_streams import drive, make_scenario, score
 
 

@@ -1,6 +1,6 @@
 """A bulk replay through the real aggregator: the detector must judge history, not its batching.
 
-Weeks of demo traffic (infraprism.demo, entity-keyed like `infraprism dev --demo`)
+Weeks of demo traffic (infraprism.dev.demo, entity-keyed like `infraprism dev --demo`)
 are produced to the events topic at once; the real aggregator applies them in
 large batches (a batch can hold weeks of one partition) and publishes its
 deltas; the detector then works through the deltas topic as its faust agent
@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 import orjson
 import redis.asyncio as aioredis
 
-from infraprism import anomaly_store
 from infraprism.core.deltas import Delta
 from infraprism.core.keys import KeyLayout
-from infraprism.demo import SPIKE_CUSTOMER, SPIKE_USER, generate
+from infraprism.dev.demo import SPIKE_CUSTOMER, SPIKE_USER, generate
+from infraprism.pipeline.detector import MERGE_MAX_DELTAS, PROJECT_ENTITY_TYPE, Detector, merge, thresholds_of
+from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
-from pipeline.detector import MERGE_MAX_DELTAS, PROJECT_ENTITY_TYPE, Detector, merge, thresholds_of
-from pipeline.store import RollupStore
+from infraprism.stores import anomaly_store
 from tests.pipeline.detector_streams import MS_PER_HOUR, QUARTER_MS, START_MS, EntitySpec, Scenario, Spike
 from tests.pipeline.helpers import end_offsets, produce, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.test_detector_lifecycle import HOUR0, hour_batch

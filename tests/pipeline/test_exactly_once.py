@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
-from infraprism.localstack import free_port, start_broker
-from pipeline.store import Applied, Duplicates, Fenced, PartitionRange, RollupStore
+from infraprism.dev.local_services import free_port, start_broker
+from infraprism.pipeline.store import Applied, Duplicates, Fenced, PartitionRange, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.workers import Worker, produce_paced, realistic_events, stored_offsets_total, worker_env

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from infraprism.core.buckets import Granularity
 from infraprism.core.events import MAX_COST_USD, MAX_EPOCH_MS, MAX_LATENCY_MS, MAX_TOKENS, CostEvent
 from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
-from pipeline.deadletter import DLQ_PAYLOAD_MAX_BYTES, dead_letter_record
-from pipeline.encode import BatchEncoder, PartitionRange, Retention, decode_batch, judge
-from pipeline.store import Applied, RollupStore
+from infraprism.pipeline.deadletter import DLQ_PAYLOAD_MAX_BYTES, dead_letter_record
+from infraprism.pipeline.encode import BatchEncoder, PartitionRange, Retention, decode_batch, judge
+from infraprism.pipeline.store import Applied, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.poison import WHAT_WAS_SEEN, encode, non_utf8_line, valid_event
 

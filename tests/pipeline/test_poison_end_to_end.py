@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
-from pipeline.encode import judge
-from pipeline.topics import ensure_topics
+from infraprism.pipeline.encode import judge
+from infraprism.pipeline.topics import ensure_topics
 from tests.pipeline.helpers import read_all, wait_caught_up
 from tests.pipeline.poison import WHAT_WAS_SEEN, valid_event
 from tests.pipeline.workers import Worker, worker_env

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from infraprism.core.keys import KeyLayout
-from pipeline.rebuild import rebuild
+from infraprism.pipeline.rebuild import rebuild
 from tests.pipeline.helpers import produce, running_aggregator, wait_caught_up
 
 
 def cost_event(i: int) -> dict:
     return {
-        "event_id": f"rb-{i}", "timestamp": 1_736_935_203_120 + i * 997_000, "entity_type": "customer",
-        "entity_id": f"c{i % 7}", "model": "gpt-4o-mini", "input_tokens": 100 + i, "output_tokens": 7,
-        "cost": 0.000123 * (i % 5 + 1), "session_id": f"s{i % 11}", "tags": {"feature": f"f{i % 3}"},
+        "event_id": f"rb-{i}",
+        "timestamp": 1_736_935_203_120 + i * 997_000,
+        "entity_type": "customer",
+        "entity_id": f"c{i % 7}",
+        "model": "gpt-4o-mini",
+        "input_tokens": 100 + i,
+        "output_tokens": 7,
+        "cost": 0.000123 * (i % 5 + 1),
+        "session_id": f"s{i % 11}",
+        "tags": {"feature": f"f{i % 3}"},
     }
 
 

@@ -17,9 +17,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from infraprism.localstack import free_port
+from infraprism.dev.local_services import free_port
+from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
-from pipeline.topics import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def _worker_code(metrics_port: int) -> str:
     # `infraprism aggregator` (the CLI) calls the same main(); running it via -c
     # keeps these tests independent of the CLI module.
     return (
-        "from pipeline.aggregator import main; from infraprism.settings import Settings; "
+        "from infraprism.pipeline.aggregator import main; from infraprism.settings import Settings; "
         f"main(Settings(), {metrics_port})"
     )
 

@@ -5,7 +5,7 @@ redis-server unless INFRAPRISM_REDIS_URL is set, creates the topics, runs the
 aggregator, detector and API as child processes (`python -m infraprism.cli
 ...`, each in its own process group, logs in --log-dir), waits for the API's
 /healthz, creates a demo key and prints the URL, the key and a curl line that
-works. With --demo it first replays a generated dataset (infraprism.demo) and
+works. With --demo it first replays a generated dataset (infraprism.dev.demo) and
 waits until the aggregator has applied all of it.
 
 SIGINT and SIGTERM only set a flag; every wait below checks it, so a signal at
@@ -36,7 +36,7 @@ from types import FrameType
 import httpx
 from pydantic import SecretStr
 
-from infraprism.localstack import LocalStackError, Service, free_port, start_broker, start_redis
+from infraprism.dev.local_services import LocalServiceError, Service, free_port, start_broker, start_redis
 from infraprism.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,8 @@ class DevStack:
         return port
 
     def create_topics(self) -> None:
-        from pipeline.replay import topics_of
-        from pipeline.topics import ensure_topics
+        from infraprism.pipeline.replay import topics_of
+        from infraprism.pipeline.topics import ensure_topics
 
         s = self.settings
         asyncio.run(ensure_topics(s.kafka_bootstrap, topics_of(s), s.topic_partitions))
@@ -219,7 +219,7 @@ class DevStack:
             return False
 
     def create_demo_key(self) -> str:
-        from infraprism import apikeys
+        from infraprism.stores import apikeys
 
         _, key = apikeys.create_key(self.settings, DEMO_PROJECT, "infraprism dev")
         return key
@@ -227,8 +227,8 @@ class DevStack:
     def replay_demo(self, *, days: int, seed: int, end: datetime) -> int:
         from tqdm import tqdm
 
-        from infraprism.demo import MALFORMED_COUNT, SPIKE_CUSTOMER, SPIKE_USER, generate
-        from pipeline.replay import replay_lines
+        from infraprism.dev.demo import MALFORMED_COUNT, SPIKE_CUSTOMER, SPIKE_USER, generate
+        from infraprism.pipeline.replay import replay_lines
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / "demo-events.jsonl"
@@ -384,7 +384,7 @@ def main(
         stack.wait_for("the API", stack.api_healthy, READY_TIMEOUT_S)
         key = stack.create_demo_key()
         if demo:
-            from infraprism.demo import demo_range
+            from infraprism.dev.demo import demo_range
 
             start_date, end_date = demo_range(demo_days, end)
             stack.replay_demo(days=demo_days, seed=demo_seed, end=end)
@@ -397,7 +397,7 @@ def main(
             time.sleep(0.2)
     except Stopped:
         pass
-    except (DevStackError, LocalStackError) as exc:
+    except (DevStackError, LocalServiceError) as exc:
         sys.stderr.write(f"infraprism dev: {exc}\n")
         code = 1
     finally:

