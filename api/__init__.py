@@ -1,0 +1,1 @@
+"""Redis -> HTTP: the read-only analytics API. Imports the core and stores, never the pipeline."""

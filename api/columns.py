@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
-from infraprism.core.keys import METRICS
+from infraprism.core.cell import METRICS
 
 Matrix = npt.NDArray[np.int64]
 

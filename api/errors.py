@@ -19,10 +19,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from infraprism.errors import InfraprismError
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(InfraprismError):
     """Base of every error the API answers on purpose."""
 
     status_code = 400

@@ -40,25 +40,14 @@ from infraprism.api.planner import (
     plan_timeseries,
     session_window_ms,
 )
-from infraprism.core.keys import (
-    COST,
-    EVENTS,
-    INPUT,
-    LATENCY_COUNT,
-    LATENCY_SUM,
-    OUTPUT,
-    SEP,
-    Dimension,
-    KeyLayout,
-    unpack_cell,
-)
+from infraprism.core.cell import COST, EVENTS, INPUT, LATENCY_COUNT, LATENCY_SUM, OUTPUT, Cell
+from infraprism.core.keys import SEP, Dimension, KeyLayout
 from infraprism.core.money import NANO_PER_USD, div_round_half_even, nano_to_usd
 from infraprism.stores import anomaly_store
 
 log = logging.getLogger(__name__)
 
 
-Cell = list[int]
 AccKey = tuple[str | None, tuple[str | None, ...]]  # (output period, group)
 Accumulated = dict[AccKey, Cell]
 BucketToken = tuple[Any, Any]  # (rebuild generation, key version), as read from Redis
@@ -207,8 +196,8 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
             key = (read.period, group)
             cell = acc.get(key)
             if cell is None:
-                cell = acc[key] = [0, 0, 0, 0, 0, 0]
-            _add(cell, unpack_cell(packed), read.sign)
+                cell = acc[key] = Cell.zero()
+            _add(cell, Cell.unpack(packed), read.sign)
         # A member counted only in subtracted buckets had no events in the range.
         return {key: cell for key, cell in acc.items() if cell[EVENTS]}
 
@@ -225,11 +214,11 @@ def _collect(plan: Plan, replies: Sequence[Any]) -> Accumulated:
                 found = groups[member] = classify(member)
             if found is None:
                 continue
-            counters = unpack_cell(packed)
+            counters = Cell.unpack(packed)
             key = (period, found)
             cell = acc.get(key)
             if cell is None:
-                acc[key] = counters if sign > 0 else [-value for value in counters]
+                acc[key] = counters if sign > 0 else counters.negated()
             else:
                 _add(cell, counters, sign)
     # A group counted only in subtracted buckets had no events in the range.
@@ -346,7 +335,7 @@ async def _evalsha(redis: aioredis.Redis, sha: str, numkeys: int, *args: Any) ->
 def _add_untagged(acc: Accumulated, totals: Accumulated) -> None:
     """group_by=tags.{key}: the row of cost lacking the tag is the total minus every tagged row."""
     for (period, _), total in totals.items():
-        rest = list(total)
+        rest = Cell(total)
         for (tag_period, _group), cell in acc.items():
             if tag_period == period:
                 for index in range(6):
@@ -371,7 +360,7 @@ def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
     for (_, group), cell in acc.items():
         into = out.get(group)
         if into is None:
-            out[group] = cell.copy()
+            out[group] = Cell(cell)
         else:
             _add(into, cell)
     return out
@@ -379,8 +368,8 @@ def _fold(acc: Accumulated) -> dict[tuple[str | None, ...], Cell]:
 
 def _grand_total(acc: Accumulated) -> Cell:
     if not acc:
-        return [0, 0, 0, 0, 0, 0]
-    return [sum(column) for column in zip(*acc.values(), strict=True)]
+        return Cell.zero()
+    return Cell.total(acc.values())
 
 
 def _dimension_order(item: tuple[tuple[str | None, ...], Cell]) -> tuple[Any, ...]:
@@ -470,11 +459,11 @@ def _column_totals(matrix: Matrix) -> Cell:
     """The sum of each column, exact: in int64 where the bound of its values proves it cannot
     overflow, else as Python ints."""
     if not matrix.size:
-        return [0] * matrix.shape[1]
+        return Cell([0] * matrix.shape[1])
     bound = int(np.abs(matrix).max())
     if bound * matrix.shape[0] < 2**63:
-        return [int(value) for value in matrix.sum(axis=0)]
-    return [int(value) for value in matrix.sum(axis=0, dtype=object)]
+        return Cell(int(value) for value in matrix.sum(axis=0))
+    return Cell(int(value) for value in matrix.sum(axis=0, dtype=object))
 
 
 def _cost_descending_order(costs: Matrix, groups: list[tuple[str | None, ...]]) -> list[int]:
@@ -739,7 +728,7 @@ class Reader:
             by_period: dict[str, Cell] = {}
             for (period, _), cell in acc.items():
                 assert period is not None
-                into = by_period.setdefault(period, [0, 0, 0, 0, 0, 0])
+                into = by_period.setdefault(period, Cell.zero())
                 _add(into, cell)
             rows = [metrics(by_period[period], {"period": period}) for period in sorted(by_period)]
         else:
@@ -758,9 +747,9 @@ class Reader:
         (acc,) = await run_plans(self.redis, self.layout, self.project, [plan])
         by_period: dict[str | None, Cell] = {}
         for (period, _), cell in acc.items():
-            _add(by_period.setdefault(period, [0, 0, 0, 0, 0, 0]), cell)
+            _add(by_period.setdefault(period, Cell.zero()), cell)
         suffix = ":00:00Z" if interval is Interval.HOUR else "T00:00:00Z"
-        zero = [0, 0, 0, 0, 0, 0]
+        zero = Cell.zero()
         rows = []
         for period in plan.periods:
             cell = by_period.get(period, zero)
@@ -841,7 +830,7 @@ class Reader:
         for read, values in zip(plan.rollups, replies, strict=True):
             for index, packed in enumerate(values):
                 if packed is not None:
-                    cell = unpack_cell(packed)
+                    cell = Cell.unpack(packed)
                     events[index] += read.sign * cell[EVENTS]
                     costs[index] += read.sign * cell[COST]
         rows = []

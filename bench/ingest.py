@@ -50,6 +50,8 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from infraprism.core.cell import COST, EVENTS, INPUT, Cell
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -58,7 +60,7 @@ from workload import Message  # noqa: E402
 
 from infraprism.core.buckets import Granularity  # noqa: E402
 from infraprism.core.events import InvalidEvent, parse_event  # noqa: E402
-from infraprism.core.keys import COST, EVENTS, INPUT, Dimension, KeyLayout, unpack_cell  # noqa: E402
+from infraprism.core.keys import Dimension, KeyLayout  # noqa: E402
 from infraprism.dev.local_services import free_port, start_broker, start_redis  # noqa: E402
 from infraprism.pipeline.topics import ensure_topics  # noqa: E402
 
@@ -124,7 +126,7 @@ def stored_totals(client: redis.Redis, prefix: str) -> dict[str, list[int]]:
         for key in client.scan_iter(match=pattern, count=1000):
             cell = client.hget(key, "")
             if cell is not None:
-                counters = unpack_cell(cell)
+                counters = Cell.unpack(cell)
                 total = [total[0] + counters[EVENTS], total[1] + counters[COST], total[2] + counters[INPUT]]
         totals[project] = total
     return totals

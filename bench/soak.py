@@ -65,6 +65,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from infraprism.core.cell import COST, EVENTS, INPUT, OUTPUT, Cell
+
 # The soak runs a copy of the working tree's code (`run_from_snapshot`): REPO_ROOT is that copy,
 # SOURCE_ROOT the checkout it was taken from (for git, and to notice edits made meanwhile).
 SNAPSHOT_ENV = "SOAK_CODE_SNAPSHOT"
@@ -80,7 +82,7 @@ from ingest import metric_counters  # noqa: E402
 
 from infraprism.core.buckets import Granularity, day_label  # noqa: E402
 from infraprism.core.events import InvalidEvent, parse_event  # noqa: E402
-from infraprism.core.keys import COST, EVENTS, INPUT, OUTPUT, SEP, Dimension, KeyLayout, unpack_cell  # noqa: E402
+from infraprism.core.keys import SEP, Dimension, KeyLayout  # noqa: E402
 from infraprism.dev.local_services import Service, free_port, start_broker, start_redis  # noqa: E402
 from infraprism.pipeline.topics import ensure_topics  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
@@ -736,7 +738,7 @@ async def redis_totals(
         for day in days:
             cell = await client.hget(layout.rollup(project, Dimension.TOTAL, Granularity.DAY, day_label(day)), "")
             if cell is not None:
-                counters = unpack_cell(cell)
+                counters = Cell.unpack(cell)
                 for i, index in enumerate((EVENTS, INPUT, OUTPUT, COST)):
                     total[i] += counters[index]
         totals[project] = total
@@ -757,7 +759,7 @@ async def redis_model_totals(
             cells = await client.hgetall(layout.rollup(project, Dimension.MODEL, Granularity.DAY, day_label(day)))
             for member, cell in cells.items():
                 model, provider = member.decode().split(SEP, 1)
-                counters = unpack_cell(cell)
+                counters = Cell.unpack(cell)
                 total = totals.setdefault((project, model, provider), [0, 0])
                 total[0] += counters[EVENTS]
                 total[1] += counters[COST]

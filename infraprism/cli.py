@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from infraprism.errors import InfraprismError
+
 if TYPE_CHECKING:
     from infraprism.settings import Settings
 
@@ -25,7 +27,7 @@ log = logging.getLogger("infraprism")
 Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
-class CliError(Exception):
+class CliError(InfraprismError):
     """A user-facing failure: printed as `infraprism: <message>`, exit code 1."""
 
 
@@ -352,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args, settings))
-    except CliError as exc:
+    except InfraprismError as exc:  # CliError and every package's base (infraprism/errors.py)
         _err(f"infraprism: {exc}")
         return 1
     except RedisConnectionError as exc:

@@ -51,18 +51,9 @@ from infraprism.core.baseline import (
     severity,
 )
 from infraprism.core.buckets import Granularity
+from infraprism.core.cell import COST, EVENTS, LATENCY_COUNT, LATENCY_SUM, Cell
 from infraprism.core.deltas import Delta
-from infraprism.core.keys import (
-    COST,
-    EVENTS,
-    LATENCY_COUNT,
-    LATENCY_SUM,
-    SEP,
-    Dimension,
-    KeyLayout,
-    entity_member,
-    unpack_cell,
-)
+from infraprism.core.keys import SEP, Dimension, KeyLayout, entity_member
 from infraprism.core.money import nano_to_usd, usd_to_nano
 from infraprism.pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
 from infraprism.pipeline.topics import ensure_topics
@@ -219,7 +210,7 @@ class Detector:
             if packed is None:
                 values[where] = ZERO
             else:
-                cell = unpack_cell(packed)
+                cell = Cell.unpack(packed)
                 values[where] = HourValues(cell[EVENTS], cell[COST], cell[LATENCY_SUM], cell[LATENCY_COUNT])
         return values
 

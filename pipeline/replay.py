@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
+from infraprism.pipeline import PipelineError
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
 
@@ -34,7 +35,7 @@ _ACK_WINDOW = 20_000
 _PROGRESS_EVERY = 5_000
 
 
-class ReplayError(RuntimeError):
+class ReplayError(PipelineError):
     """A line could not be delivered to the broker."""
 
 

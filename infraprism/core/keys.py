@@ -32,37 +32,6 @@ class Dimension(StrEnum):
     CUBE = "x"  # member entity_type SEP entity_id SEP model SEP provider SEP tag_set
 
 
-class Metric(StrEnum):
-    """The six counters of a rollup cell, in the order a packed cell holds them."""
-
-    EVENTS = "e"
-    COST_NANO = "c"
-    INPUT_TOKENS = "i"
-    OUTPUT_TOKENS = "o"
-    LATENCY_SUM_US = "l"  # latency in integer microseconds, so the sum is exact
-    LATENCY_COUNT = "n"  # events that reported a latency
-
-
-METRICS: tuple[Metric, ...] = tuple(Metric)
-
-# A rollup cell is one hash field per member whose value packs the six counters,
-# in METRICS order, as decimal text joined by single spaces:
-# "events cost input output latency_sum latency_count".
-# One field per member instead of one per counter: a month of 10,000 entities is
-# 10,000 fields for the API to read, not 60,000, and a fifth of the memory (docs/benchmarks.md).
-# Each counter's index in a cell (and in the counter lists the code sums cells in).
-EVENTS, COST, INPUT, OUTPUT, LATENCY_SUM, LATENCY_COUNT = range(6)
-
-
-def pack_cell(counters: list[int]) -> str:
-    return f"{counters[0]} {counters[1]} {counters[2]} {counters[3]} {counters[4]} {counters[5]}"
-
-
-def unpack_cell(packed: str | bytes) -> list[int]:
-    """The six counters of a stored cell, read with or without decode_responses."""
-    return list(map(int, packed.split()))
-
-
 # Granularities each dimension is kept at. The cube is not kept per hour: no
 # query reads hours with a tag or model filter (only /costs/timeseries reads
 # hours, and it filters by entity alone), and per-hour cube cells would be the
@@ -111,7 +80,7 @@ class KeyLayout:
 
     # --- aggregates (written by the aggregator, read by the API and detector) ---
     def rollup(self, project: str, dimension: Dimension, granularity: Granularity, bucket: str) -> str:
-        """Hash: field member -> packed cell (`pack_cell`)."""
+        """Hash: field member -> packed cell (`Cell.pack`)."""
         return f"{self.root}:{project}:r:{dimension}:{granularity}:{bucket}"
 
     def leaderboard(self, project: str, granularity: Granularity, bucket: str, entity_type: str) -> str:

@@ -18,17 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from infraprism.core.buckets import MS_PER_HOUR, Granularity, labels_for_hour, next_month, parse_day_label
+from infraprism.core.cell import COST, EVENTS, INPUT, LATENCY_COUNT, LATENCY_SUM, OUTPUT, Cell, pack_lanes
 from infraprism.core.events import CostEvent
 from infraprism.core.keys import (
     ALL_ENTITY_TYPES,
-    COST,
     DIMENSION_GRANULARITIES,
-    EVENTS,
-    INPUT,
-    LATENCY_COUNT,
-    LATENCY_SUM,
     LEADERBOARD_GRANULARITIES,
-    OUTPUT,
     SEP,
     Dimension,
     tag_set_text,
@@ -52,33 +47,6 @@ _CELL_BUCKETS: tuple[tuple[Dimension, Granularity], ...] = tuple(
 )
 _TAG_BUCKETS = slice(len(_CELL_BUCKETS) - len(DIMENSION_GRANULARITIES[Dimension.TAG]), None)
 
-# A cell's six counters as one integer, each in a lane of LANE_BITS bits, so that adding two
-# such integers adds the six counters at once. No counter of one batch reaches 2^96 (a cost
-# is at most 10^15 nano-dollars an event, and a batch far fewer than 10^13 events).
-LANE_BITS = 96
-_LANE_MASK = (1 << LANE_BITS) - 1
-
-
-def lanes_of(counters: list[int]) -> int:
-    return (
-        counters[0]
-        | counters[1] << 96
-        | counters[2] << 192
-        | counters[3] << 288
-        | counters[4] << 384
-        | counters[5] << 480
-    )
-
-
-def counters_of(lanes: int) -> list[int]:
-    return [(lanes >> shift) & _LANE_MASK for shift in (0, 96, 192, 288, 384, 480)]
-
-
-def pack_lanes(lanes: int) -> str:
-    """`keys.pack_cell` of the counters held in `lanes`."""
-    m = _LANE_MASK
-    return f"{lanes & m} {lanes >> 96 & m} {lanes >> 192 & m} {lanes >> 288 & m} {lanes >> 384 & m} {lanes >> 480}"
-
 
 @dataclass(slots=True)
 class SessionDelta:
@@ -98,7 +66,7 @@ class SessionDelta:
 class BatchRollup:
     """The combined effect of a batch of (already de-duplicated) events."""
 
-    groups: dict[GroupKey, list[int]] = field(default_factory=dict)
+    groups: dict[GroupKey, Cell] = field(default_factory=dict)
     sessions: dict[tuple[str, str], SessionDelta] = field(default_factory=dict)
     # (project, dedupe slot) -> event ids, for the dedupe sets (pipeline/dedupe.py).
     event_ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
@@ -121,7 +89,7 @@ class BatchRollup:
         )
         cell = self.groups.get(key)
         if cell is None:
-            cell = self.groups[key] = [0, 0, 0, 0, 0, 0]
+            cell = self.groups[key] = Cell.zero()
         cell[EVENTS] += 1
         cell[COST] += event.cost_nano
         cell[INPUT] += event.input_tokens
@@ -155,15 +123,15 @@ class BatchRollup:
             session.output_tokens += event.output_tokens
         self.events += 1
 
-    def cells(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, list[int]]]:
+    def cells(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, Cell]]:
         """(project, dimension, granularity, bucket) -> member -> the six summed counters."""
         return {
-            where: {member: counters_of(lanes) for member, lanes in members.items()}
+            where: {member: Cell.from_lanes(lanes) for member, lanes in members.items()}
             for where, members in self.cell_lanes().items()
         }
 
     def cell_lanes(self) -> dict[tuple[str, Dimension, Granularity, str], dict[str, int]]:
-        """`cells`, each cell's six counters summed as one integer of lanes (`lanes_of`).
+        """`cells`, each cell's six counters summed as one integer of lanes (`Cell.lanes`).
 
         The hot loop of the decoder: a backfill batch has about one group per
         event and each group adds to 20 cells, so a cell's sum is one integer
@@ -184,7 +152,7 @@ class BatchRollup:
                     out.setdefault((project, dimension, granularity, labels[granularity]), {})
                     for dimension, granularity in _CELL_BUCKETS
                 ]
-            lanes = lanes_of(cell)
+            lanes = cell.lanes()
             entity = f"{etype}{SEP}{eid}"
             model_provider = f"{model}{SEP}{provider}"
             entity_model = f"{entity}{SEP}{model_provider}"

@@ -36,7 +36,8 @@ from types import FrameType
 import httpx
 from pydantic import SecretStr
 
-from infraprism.dev.local_services import LocalServiceError, Service, free_port, start_broker, start_redis
+from infraprism.dev import DevError
+from infraprism.dev.local_services import Service, free_port, start_broker, start_redis
 from infraprism.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ DEMO_PROJECT = "default"
 READY_LINE = "Press Ctrl-C to stop everything."
 
 
-class DevStackError(RuntimeError):
+class DevStackError(DevError):
     """The stack could not be brought up."""
 
 
@@ -397,7 +398,7 @@ def main(
             time.sleep(0.2)
     except Stopped:
         pass
-    except (DevStackError, LocalServiceError) as exc:
+    except DevError as exc:
         sys.stderr.write(f"infraprism dev: {exc}\n")
         code = 1
     finally:

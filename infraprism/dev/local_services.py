@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infraprism.dev import DevError
+
 log = logging.getLogger(__name__)
 
 
-class LocalServiceError(RuntimeError):
+class LocalServiceError(DevError):
     """An embedded service could not be started."""
 
 

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
+from infraprism.stores import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ KEY_RANDOM_BYTES = 24
 MAX_KEY_LENGTH = 256
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(StoreError, ValueError):
     """A key could not be created (bad project name)."""
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from infraprism.api.columns import EXACT_DOUBLE, mean_ms_column, parse_cells, usd_column, within_exact_range
 from infraprism.api.service import avg_latency_ms
-from infraprism.core.keys import pack_cell, unpack_cell
+from infraprism.core.cell import Cell
 from infraprism.core.money import nano_to_usd
 
 counter = st.integers(min_value=0, max_value=10**15 - 1)
@@ -17,12 +17,12 @@ cell = st.lists(counter, min_size=6, max_size=6)
 
 
 @given(st.lists(cell, max_size=40))
-def test_parse_cells_reads_what_unpack_cell_reads(cells: list[list[int]]) -> None:
-    packed = [pack_cell(counters) for counters in cells]
+def test_parse_cells_reads_what_cell_unpack_reads(cells: list[list[int]]) -> None:
+    packed = [Cell(counters).pack() for counters in cells]
     parsed = parse_cells(packed)
     assert parsed is not None
     assert parsed.shape == (len(cells), 6)
-    assert parsed.tolist() == [unpack_cell(text) for text in packed]
+    assert parsed.tolist() == [Cell.unpack(text) for text in packed]
 
 
 @pytest.mark.parametrize(

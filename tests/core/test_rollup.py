@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from infraprism.core.buckets import Granularity
+from infraprism.core.cell import Cell
 from infraprism.core.events import validate_event
-from infraprism.core.keys import Dimension, pack_cell, parse_tag_set, unpack_cell
-from infraprism.core.rollup import BatchRollup, bucket_end, cell_increments, counters_of, expire_at, lanes_of
+from infraprism.core.keys import Dimension, parse_tag_set
+from infraprism.core.rollup import BatchRollup, bucket_end, cell_increments, expire_at
 
 H, D, M, Y = Granularity.HOUR, Granularity.DAY, Granularity.MONTH, Granularity.YEAR
 US = "\x1f"
@@ -163,7 +164,7 @@ def test_tag_keys_per_project():
 
 
 def test_cell_increments_pack_six_counters_per_member():
-    assert cell_increments({"": lanes_of([1, 5, 0, 7, 0, 0]), f"a{US}b": lanes_of([2, 0, 3, 0, 9, 1])}) == [
+    assert cell_increments({"": Cell([1, 5, 0, 7, 0, 0]).lanes(), f"a{US}b": Cell([2, 0, 3, 0, 9, 1]).lanes()}) == [
         "", "1 5 0 7 0 0",
         f"a{US}b", "2 0 3 0 9 1",
     ]  # fmt: skip
@@ -187,12 +188,12 @@ def test_bucket_end_and_retention(granularity, bucket, end):
 
 
 def test_a_packed_cell_reads_back_from_text_or_bytes():
-    packed = pack_cell([3, 18_580_000, 1500, 420, 2_400_000, 2])
+    packed = Cell([3, 18_580_000, 1500, 420, 2_400_000, 2]).pack()
     assert packed == "3 18580000 1500 420 2400000 2"
-    assert unpack_cell(packed) == unpack_cell(packed.encode()) == [3, 18_580_000, 1500, 420, 2_400_000, 2]
+    assert Cell.unpack(packed) == Cell.unpack(packed.encode()) == [3, 18_580_000, 1500, 420, 2_400_000, 2]
 
 
 def test_lanes_add_six_counters_at_once_exactly_at_their_largest():
     biggest = [200_000, 200_000 * 10**15, 200_000 * 10**12, 200_000 * 10**12, 200_000 * 86_400_000_000, 200_000]
-    total = lanes_of(biggest) + lanes_of(biggest) + lanes_of([1, 2, 3, 4, 5, 6])
-    assert counters_of(total) == [2 * b + extra for b, extra in zip(biggest, [1, 2, 3, 4, 5, 6], strict=True)]
+    total = Cell(biggest).lanes() + Cell(biggest).lanes() + Cell([1, 2, 3, 4, 5, 6]).lanes()
+    assert Cell.from_lanes(total) == [2 * b + extra for b, extra in zip(biggest, [1, 2, 3, 4, 5, 6], strict=True)]

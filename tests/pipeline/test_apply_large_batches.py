@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 
 from infraprism.core.buckets import Granularity, labels_for_ms
-from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
+from infraprism.core.cell import Cell
+from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.pipeline.encode import BatchEncoder, PartitionRange, decode_batch
 from infraprism.pipeline.store import Applied, RollupStore
 
@@ -52,7 +53,7 @@ async def test_a_batch_of_9000_scattered_events_applies_whole(redis_client, sett
     counted = 0
     for month in months:
         cell = await redis_client.hget(layout.rollup("default", Dimension.TOTAL, Granularity.MONTH, month), "")
-        counted += unpack_cell(cell)[0]
+        counted += Cell.unpack(cell)[0]
     assert counted == count
     years = [layout.leaderboard("default", Granularity.YEAR, year, "*") for year in ("2024", "2025")]
     assert sum([await redis_client.zcard(board) for board in years]) == count

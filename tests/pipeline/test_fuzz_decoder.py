@@ -25,8 +25,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from infraprism.core.buckets import Granularity
+from infraprism.core.cell import Cell
 from infraprism.core.events import MAX_COST_USD, MAX_EPOCH_MS, MAX_LATENCY_MS, MAX_TOKENS, CostEvent
-from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
+from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.pipeline.deadletter import DLQ_PAYLOAD_MAX_BYTES, dead_letter_record
 from infraprism.pipeline.encode import BatchEncoder, PartitionRange, Retention, decode_batch, judge
 from infraprism.pipeline.store import Applied, RollupStore
@@ -194,7 +195,7 @@ def payload_totals(payload: bytes) -> dict[str, list[int]]:
             day = key.rsplit(":", 1)[1]
             if key == layout.rollup(key.split(":")[2], Dimension.TOTAL, Granularity.DAY, day):
                 assert member == ""
-                totals[day] = [a + b for a, b in zip(totals.get(day, [0] * 6), unpack_cell(packed), strict=True)]
+                totals[day] = [a + b for a, b in zip(totals.get(day, [0] * 6), Cell.unpack(packed), strict=True)]
     return totals
 
 
@@ -340,7 +341,7 @@ async def stored_day_totals(redis_client, layout: KeyLayout, days: list[str]) ->
     for day in days:
         packed = await redis_client.hget(layout.rollup("default", Dimension.TOTAL, Granularity.DAY, day), "")
         if packed is not None:
-            totals[day] = unpack_cell(packed)
+            totals[day] = Cell.unpack(packed)
     return totals
 
 
@@ -385,4 +386,4 @@ async def test_a_session_adds_exactly_past_2_63_nano_dollars(redis_client, setti
     assert session["input"] == str(10_000 * MAX_TOKENS)
     assert session["turns"] == "10000"
     cell = await redis_client.hget(layout.rollup("default", Dimension.TOTAL, Granularity.DAY, "20250115"), "")
-    assert unpack_cell(cell)[:4] == [10_000, total_nano, 10_000 * MAX_TOKENS, 10_000 * 20]
+    assert Cell.unpack(cell)[:4] == [10_000, total_nano, 10_000 * MAX_TOKENS, 10_000 * 20]

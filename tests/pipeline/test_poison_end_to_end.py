@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from infraprism.core.buckets import Granularity
-from infraprism.core.keys import Dimension, KeyLayout, unpack_cell
+from infraprism.core.cell import Cell
+from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.pipeline.encode import judge
 from infraprism.pipeline.topics import ensure_topics
 from tests.pipeline.helpers import read_all, wait_caught_up
@@ -56,7 +57,7 @@ async def day_total(redis_client, settings, project: str) -> list[int] | None:
     cell = await redis_client.hget(
         KeyLayout(settings.key_prefix).rollup(project, Dimension.TOTAL, Granularity.DAY, DAY), ""
     )
-    return None if cell is None else unpack_cell(cell)
+    return None if cell is None else Cell.unpack(cell)
 
 
 async def wait_for(condition, *, timeout_s: float, what: str, worker: Worker) -> None:
