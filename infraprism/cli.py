@@ -206,7 +206,7 @@ def _counting(stream: BinaryIO, bar: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    from infraprism.pipeline.encode import judge
+    from infraprism.pipeline.decode import judge
     from infraprism.pipeline.replay import send_event
 
     raw = os.fsencode(args.event)  # the bytes as given, even when they are not UTF-8

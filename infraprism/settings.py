@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -86,8 +84,3 @@ class Settings(BaseSettings):
 
     def redis_dsn(self) -> str:
         return self.redis_url.get_secret_value()
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

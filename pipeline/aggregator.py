@@ -46,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
-from infraprism.pipeline.encode import DecodedBatch, PartitionRange, Retention, decode_batch
+from infraprism.pipeline.decode import DecodedBatch, PartitionRange, Retention, decode_batch
 from infraprism.pipeline.metrics import AggregatorMetrics
 from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
 from infraprism.pipeline.topics import ensure_topics
@@ -619,7 +619,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _warm_up() -> None:
     """Runs once in the decoder process: import the decoding code before the first batch."""
-    import infraprism.pipeline.encode  # noqa: F401
+    import infraprism.pipeline.decode  # noqa: F401
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

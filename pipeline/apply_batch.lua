@@ -32,7 +32,8 @@
 -- Every integer is a decimal string. A dedupe entry's ids are counted in set_key; they are
 -- duplicates when any nearby set (core/dedupe.py: the slots within the window) holds them.
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
---  as KeyLayout.session_type_index and session_entity_index build them.)
+--  as KeyLayout.session_type_index and session_entity_index build them from the prefixes
+--  session_type_index_prefix and session_entity_index_prefix, which the batch carries.)
 -- Returns {"ok"}, {"fenced", partition, stored_offset}, or
 -- {"duplicates", dedupe_key, event_id, dedupe_key, event_id, ...}.
 

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
-from infraprism.pipeline.encode import BatchEncoder, PartitionRange, Retention
+from infraprism.pipeline.decode import BatchEncoder, PartitionRange, Retention
 
 APPLY_SCRIPT = files("pipeline").joinpath("apply_batch.lua").read_text()
 

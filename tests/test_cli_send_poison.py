@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from infraprism.pipeline.encode import judge
+from infraprism.pipeline.decode import judge
 from tests.pipeline.poison import WHAT_WAS_SEEN, Poison, non_utf8_line
 from tests.test_cli import cli, read_topic
 

@@ -31,6 +31,10 @@ MAX_EPOCH_MS = 253_370_764_800_000 - 1  # 9998-12-31T23:59:59.999Z
 MAX_TOKENS = 10**12  # per token field of one event
 MAX_COST_USD = 1_000_000  # per event
 MAX_LATENCY_MS = 86_400_000  # one day
+# Most characters of each text field, and of a tag's key and value.
+MAX_LENGTH = {"event_id": 128, "entity_type": 64, "entity_id": 256, "model": 128, "provider": 128, "session_id": 128}
+MAX_TAG_KEY_LENGTH = 64
+MAX_TAG_VALUE_LENGTH = 256
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_DATE = date(1970, 1, 1)
 
@@ -160,7 +164,8 @@ def _epoch_days(day: str) -> int | None:
         return None
 
 
-def _text(obj: dict[str, Any], name: str, max_len: int, *, required: bool) -> str | None:
+def _text(obj: dict[str, Any], name: str, *, required: bool) -> str | None:
+    max_len = MAX_LENGTH[name]
     value = obj.get(name)
     if value is None:
         if required:
@@ -210,17 +215,21 @@ def _tags(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     if len(value) > MAX_TAGS:
         raise InvalidEvent(f"tags: at most {MAX_TAGS} pairs, got {len(value)}")
     for key, tag_value in value.items():
-        if not 1 <= len(key) <= 64 or _CONTROL_RE.search(key):
-            raise InvalidEvent(f"tags: key must be 1-64 characters without control characters: {key[:64]!r}")
+        if not 1 <= len(key) <= MAX_TAG_KEY_LENGTH or _CONTROL_RE.search(key):
+            raise InvalidEvent(
+                f"tags: key must be 1-{MAX_TAG_KEY_LENGTH} characters without control characters: {key[:64]!r}"
+            )
         if not isinstance(tag_value, str):
             raise InvalidEvent(f"tags.{key}: value must be a string")
-        if not 1 <= len(tag_value) <= 256 or _CONTROL_RE.search(tag_value):
-            raise InvalidEvent(f"tags.{key}: value must be 1-256 characters without control characters")
+        if not 1 <= len(tag_value) <= MAX_TAG_VALUE_LENGTH or _CONTROL_RE.search(tag_value):
+            raise InvalidEvent(
+                f"tags.{key}: value must be 1-{MAX_TAG_VALUE_LENGTH} characters without control characters"
+            )
     return tuple(sorted(value.items()))
 
 
 _KNOWN_PROJECTS: set[str] = {DEFAULT_PROJECT}
-_FAST_TEXT_LIMITS = (("event_id", 128), ("entity_type", 64), ("entity_id", 256), ("model", 128))
+_FAST_TEXT_LIMITS = tuple((name, MAX_LENGTH[name]) for name in ("event_id", "entity_type", "entity_id", "model"))
 
 
 def _fast_event(obj: Any) -> CostEvent | None:
@@ -253,11 +262,11 @@ def _fast_event(obj: Any) -> CostEvent | None:
         if len(_KNOWN_PROJECTS) < 10_000:  # ids come from untrusted events: keep the memo bounded
             _KNOWN_PROJECTS.add(project_id)
     if provider is not None:
-        if type(provider) is not str or not 0 < len(provider) <= 128:
+        if type(provider) is not str or not 0 < len(provider) <= MAX_LENGTH["provider"]:
             return None
         texts.append(provider)
     if session_id is not None:
-        if type(session_id) is not str or not 0 < len(session_id) <= 128:
+        if type(session_id) is not str or not 0 < len(session_id) <= MAX_LENGTH["session_id"]:
             return None
         texts.append(session_id)
     input_tokens, output_tokens, cost = get("input_tokens"), get("output_tokens"), get("cost")
@@ -302,7 +311,11 @@ def _fast_event(obj: Any) -> CostEvent | None:
         tags: tuple[tuple[str, str], ...] = ()
     elif type(raw_tags) is dict and len(raw_tags) <= MAX_TAGS:
         for key, value in raw_tags.items():
-            if type(value) is not str or not 0 < len(key) <= 64 or not 0 < len(value) <= 256:
+            if (
+                type(value) is not str
+                or not 0 < len(key) <= MAX_TAG_KEY_LENGTH
+                or not 0 < len(value) <= MAX_TAG_VALUE_LENGTH
+            ):
                 return None
             texts.append(key)
             texts.append(value)
@@ -366,7 +379,7 @@ def validate_event(obj: Any) -> CostEvent:
 def _validate_fully(obj: Any) -> CostEvent:
     if not isinstance(obj, dict):
         raise InvalidEvent("event must be a JSON object")
-    event_id = _text(obj, "event_id", 128, required=True)
+    event_id = _text(obj, "event_id", required=True)
     ts_ms = parse_timestamp_ms(obj.get("timestamp")) if "timestamp" in obj else None
     if ts_ms is None:
         raise InvalidEvent("timestamp: required")
@@ -375,10 +388,10 @@ def _validate_fully(obj: Any) -> CostEvent:
         project_id = DEFAULT_PROJECT
     if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
         raise InvalidEvent("project_id: must be 1-64 characters of [A-Za-z0-9._-]")
-    entity_type = _text(obj, "entity_type", 64, required=True)
-    entity_id = _text(obj, "entity_id", 256, required=True)
-    model = _text(obj, "model", 128, required=True)
-    provider = _text(obj, "provider", 128, required=False)
+    entity_type = _text(obj, "entity_type", required=True)
+    entity_id = _text(obj, "entity_id", required=True)
+    model = _text(obj, "model", required=True)
+    provider = _text(obj, "provider", required=False)
     input_tokens = _count(obj, "input_tokens", required=True)
     output_tokens = _count(obj, "output_tokens", required=True)
     cache_read = _count(obj, "cache_read_tokens", required=False) or 0
@@ -392,7 +405,7 @@ def _validate_fully(obj: Any) -> CostEvent:
         raise InvalidEvent("reasoning_tokens: part of output_tokens, cannot exceed it")
     cost = _bounded_number(obj, "cost", MAX_COST_USD)
     latency_ms = _bounded_number(obj, "latency_ms", MAX_LATENCY_MS)
-    session_id = _text(obj, "session_id", 128, required=False)
+    session_id = _text(obj, "session_id", required=False)
     tags = _tags(obj)
     assert event_id
     assert entity_type

@@ -101,11 +101,20 @@ class KeyLayout:
 
     def session_entity_index(self, project: str, entity_type: str, entity_id: str) -> str:
         """Sorted set of one entity's sessions: member session_id, score started_ms."""
-        return f"{self.root}:{project}:si:{entity_member(entity_type, entity_id)}"
+        return self.session_entity_index_prefix(project) + entity_member(entity_type, entity_id)
+
+    def session_entity_index_prefix(self, project: str) -> str:
+        """`session_entity_index` without its entity member. The apply script appends the
+        member itself: a late earlier turn can move a session to another entity."""
+        return f"{self.root}:{project}:si:"
 
     def session_type_index(self, project: str, entity_type: str) -> str:
         """Sorted set of one entity type's sessions: member session_id, score started_ms."""
-        return f"{self.root}:{project}:sit:{entity_type}"
+        return self.session_type_index_prefix(project) + entity_type
+
+    def session_type_index_prefix(self, project: str) -> str:
+        """`session_type_index` without its entity type, for the apply script likewise."""
+        return f"{self.root}:{project}:sit:"
 
     def dedupe(self, project: str, slot_ms: int, slot: int) -> str:
         """Set of event_ids counted whose Kafka record time falls in `slot` (core/dedupe.py).

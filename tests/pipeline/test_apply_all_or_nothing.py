@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import ALL_ENTITY_TYPES, Dimension, KeyLayout
-from infraprism.pipeline.encode import PartitionRange, Retention, decode_batch
+from infraprism.pipeline.decode import PartitionRange, Retention, decode_batch
 from infraprism.pipeline.store import Applied, Refused, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.poison import valid_event

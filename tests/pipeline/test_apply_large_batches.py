@@ -8,7 +8,7 @@ import orjson
 from infraprism.core.buckets import Granularity, labels_for_ms
 from infraprism.core.cell import Cell
 from infraprism.core.keys import Dimension, KeyLayout
-from infraprism.pipeline.encode import BatchEncoder, PartitionRange, decode_batch
+from infraprism.pipeline.decode import BatchEncoder, PartitionRange, decode_batch
 from infraprism.pipeline.store import Applied, RollupStore
 
 HOUR_MS = 3_600_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-import infraprism.pipeline.encode as encode
-from infraprism.pipeline.encode import BatchEncoder, decode_batch, judge
+import infraprism.pipeline.decode as decode
+from infraprism.pipeline.decode import BatchEncoder, decode_batch, judge
 
 NOW_MS = 1_800_000_000_000
 
@@ -31,20 +31,20 @@ def encoder() -> BatchEncoder:
 
 
 def test_a_failure_while_validating_one_message_is_its_dead_letter_as_an_internal_error(monkeypatch):
-    real_parse = encode.parse_event
+    real_parse = decode.parse_event
 
     def parse_failing_on_bob(value):
         if b'"bob"' in value:
             raise KeyError("a bug")
         return real_parse(value)
 
-    monkeypatch.setattr(encode, "parse_event", parse_failing_on_bob)
+    monkeypatch.setattr(decode, "parse_event", parse_failing_on_bob)
     decoded = decode_batch(encoder(), [raw("a"), raw("b", "bob"), raw("c")], [NOW_MS] * 3, [])
     assert decoded.events == 2
     assert decoded.dead_letters == [(1, "internal error: KeyError: 'a bug'")]
 
 
-_REAL_DELTAS = encode.deltas_of_groups
+_REAL_DELTAS = decode.deltas_of_groups
 
 
 def deltas_failing_on_bob(groups, newest):
@@ -55,7 +55,7 @@ def deltas_failing_on_bob(groups, newest):
 
 
 def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause_it(monkeypatch):
-    monkeypatch.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
+    monkeypatch.setattr(decode, "deltas_of_groups", deltas_failing_on_bob)
     values = [raw("a"), raw("b", "bob"), b"not json", raw("c"), raw("d", "bob")]
     decoded = decode_batch(encoder(), values, [NOW_MS] * len(values), [])
     assert decoded.events == 2
@@ -66,14 +66,14 @@ def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause
 
 
 def test_judge_never_raises_and_words_a_bug_as_an_internal_error(monkeypatch):
-    monkeypatch.setattr(encode, "parse_event", lambda value: 1 / 0)
+    monkeypatch.setattr(decode, "parse_event", lambda value: 1 / 0)
     assert judge(raw("a")) == "internal error: ZeroDivisionError: division by zero"
 
 
 def test_an_event_set_aside_is_not_remembered_as_counted(monkeypatch):
     enc = BatchEncoder(key_prefix="isolation-memo", topic="t", group="g", dedupe_window_days=7)
     with monkeypatch.context() as patched:
-        patched.setattr(encode, "deltas_of_groups", deltas_failing_on_bob)
+        patched.setattr(decode, "deltas_of_groups", deltas_failing_on_bob)
         first = decode_batch(enc, [raw("a"), raw("b", "bob")], [NOW_MS] * 2, [], seq=1, epoch=1)
     assert (first.events, [index for index, _ in first.dead_letters]) == (1, [1])
     # The bug fixed, the same message again: a first copy to count, not a repeat of a counted one.

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.keys import KeyLayout
-from infraprism.pipeline.encode import BatchEncoder, PartitionRange, decode_batch
+from infraprism.pipeline.decode import BatchEncoder, PartitionRange, decode_batch
 from infraprism.pipeline.store import Applied, Duplicates, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.poison import T0_MS, valid_event

@@ -29,7 +29,7 @@ from infraprism.core.cell import Cell
 from infraprism.core.events import MAX_COST_USD, MAX_EPOCH_MS, MAX_LATENCY_MS, MAX_TOKENS, CostEvent
 from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.pipeline.deadletter import DLQ_PAYLOAD_MAX_BYTES, dead_letter_record
-from infraprism.pipeline.encode import BatchEncoder, PartitionRange, Retention, decode_batch, judge
+from infraprism.pipeline.decode import BatchEncoder, PartitionRange, Retention, decode_batch, judge
 from infraprism.pipeline.store import Applied, RollupStore
 from tests.pipeline import reference
 from tests.pipeline.poison import WHAT_WAS_SEEN, encode, non_utf8_line, valid_event

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from infraprism.core.buckets import Granularity
 from infraprism.core.cell import Cell
 from infraprism.core.keys import Dimension, KeyLayout
-from infraprism.pipeline.encode import judge
+from infraprism.pipeline.decode import judge
 from infraprism.pipeline.topics import ensure_topics
 from tests.pipeline.helpers import read_all, wait_caught_up
 from tests.pipeline.poison import WHAT_WAS_SEEN, valid_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from infraprism.core.dedupe import DedupeWindow
-from infraprism.pipeline.encode import BatchEncoder, RecentlyCounted, decode_batch
+from infraprism.pipeline.decode import BatchEncoder, RecentlyCounted, decode_batch
 
 WINDOW = DedupeWindow.of_days(7)
 DAY_MS = 86_400_000

@@ -1,4 +1,4 @@
-"""Encodes a batch for the atomic apply script. Pure and picklable.
+"""Kafka records -> one atomic apply: judge each message, fold the batch, encode it. Pure and picklable.
 
 The aggregator runs `decode_batch` in a child process: decoding, validating
 and encoding are most of its Python work, and in a process of their own they
@@ -117,8 +117,8 @@ class BatchEncoder:
                 layout.session(project, session_id),
                 session_id,
                 layout.session_index(project),
-                layout.session_type_index(project, ""),
-                layout.session_index(project) + ":",
+                layout.session_type_index_prefix(project),
+                layout.session_entity_index_prefix(project),
                 s.entity_type,
                 s.entity_id,
                 str(s.started_ms),
