@@ -14,9 +14,9 @@ from starlette.responses import Response
 
 from infraprism.api import errors
 from infraprism.api.cache import ResponseCache
+from infraprism.api.repository import load_scripts
 from infraprism.api.routes import router
 from infraprism.api.schemas import ErrorEnvelope, Health
-from infraprism.api.service import load_scripts
 from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 

@@ -10,7 +10,7 @@ value:
   atomic call that changes the data). Live ingest writes today's events, so
   every answer over a range that excludes today stays cached while it runs,
   even one read as this month minus today: its reads are one moment's data
-  (MULTI/EXEC, `api.service`), so today's events cancel out;
+  (MULTI/EXEC, `api.repository`), so today's events cancel out;
 * for sessions, the project's data version (`KeyLayout.data_version`), which
   every applied batch increments.
 
@@ -22,22 +22,26 @@ token share one computation.
 its own key, so an answer that must be recomputed re-reads only the hashes
 that changed; and the rows of such answers with the sums they were shaped
 from, so it shapes again only the rows that changed.
+
+`cached_answer` puts a service method's answers in the response cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from datetime import date, timedelta
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-from infraprism.api.columns import Matrix, parse_cells
-from infraprism.core.keys import SEP
+from infraprism.api.columns import Matrix, MemberIds, parse_cells
+from infraprism.api.repository import Repository
+from infraprism.core.keys import SEP, KeyLayout
 
 
 @dataclass(slots=True)
@@ -142,7 +146,7 @@ class ScannedBucket(NamedTuple):
     """One rollup hash, parsed: its members as ids of a `BucketCache`'s vocabulary, and
     their counters, row for row."""
 
-    member_ids: npt.NDArray[np.int64]
+    member_ids: MemberIds
     counters: Matrix
 
 
@@ -262,3 +266,77 @@ class BucketCache:
         while self._cells > self._max_cells:
             _, (_, _, evicted) = self._entries.popitem(last=False)
             self._cells -= len(evicted.member_ids)
+
+
+# --- answers of the services, cached -------------------------------------------------------
+
+Answer = Callable[..., Awaitable[dict[str, Any]]]
+
+
+class AnswerScope(NamedTuple):
+    """What validates a cached answer: the version fields of its range's days (whole months
+    by their own field); and the rollup keys whose parsed copies it may take from the bucket
+    cache, whose versions are read along with them."""
+
+    range_fields: list[str]
+    bucket_keys: Sequence[str] = ()
+
+
+def range_version_fields(*ranges: tuple[date, date]) -> list[str]:
+    return [name for start, end in ranges for name in KeyLayout.range_version_fields(start, end)]
+
+
+def utc_days(start: date, end: date, tz: str) -> tuple[date, date]:
+    """The UTC days the local days start..end of zone `tz` overlap: no zone is more than a day
+    from UTC, so one more day on each side, unless the zone is UTC."""
+    if tz == "UTC":
+        return start, end
+    return start - timedelta(days=1), end + timedelta(days=1)
+
+
+def range_scope(_service: object, start: date, end: date, *rest: Any) -> AnswerScope:
+    """The scope of an answer over one range, in the zone its last argument names, that takes
+    nothing from the bucket cache."""
+    return AnswerScope(range_version_fields(utc_days(start, end, rest[-1])))
+
+
+class CachedService(Protocol):
+    @property
+    def repository(self) -> Repository: ...
+
+    @property
+    def cache(self) -> ResponseCache | None: ...
+
+
+def cached_answer(scope: Callable[..., AnswerScope] | None) -> Callable[[Answer], Answer]:
+    """Serve a service method's answer from the response cache while the data it answers
+    from is unchanged: the versions `scope(service, *args)` names, or, without a scope, the
+    project's data version.
+
+    Day versions rather than the versions of the keys read: a range ending yesterday may be
+    read as this month minus today, and both keys change with every batch of today's events,
+    yet the answer does not."""
+
+    def decorate(method: Answer) -> Answer:
+        query_name = method.__qualname__
+
+        @functools.wraps(method)
+        async def answer(self: CachedService, *args: Any) -> dict[str, Any]:
+            cache = self.cache
+            if cache is None:
+                return await method(self, *args)
+            repository = self.repository
+
+            async def token() -> Hashable:
+                if scope is None:
+                    return await repository.data_version()
+                range_fields, bucket_keys = scope(self, *args)
+                return await repository.range_versions(range_fields, bucket_keys)
+
+            return await cache.get_or_compute(
+                repository.project, (query_name, repr(args)), token, lambda: method(self, *args)
+            )
+
+        return answer
+
+    return decorate

@@ -9,19 +9,21 @@ Exactness is kept by refusing, not by approximating: `parse_cells` refuses a
 counter of 10**15 or more, the caller sums at most `MAX_SUMMED_BUCKETS`
 buckets (so int64 cannot overflow on the way) and checks `within_exact_range`
 before the column functions, which are exact below 2**53. On a refusal the
-caller uses the plain-int path (`api.service`), which has no bound.
+caller uses the plain-int path (`api.sums`), which has no bound.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from infraprism.core.cell import METRICS
+from infraprism.core.cell import COST, METRICS, Cell
 
 Matrix = npt.NDArray[np.int64]
+MemberIds = npt.NDArray[np.int64]
 
 EXACT_DOUBLE = 2**53
 # Buckets a bulk sum may add or subtract: 1,023 counters each below 2**53 sum below 2**63.
@@ -30,6 +32,7 @@ _COUNTERS = len(METRICS)
 # Every counter below 10**15 < 2**53.
 _COUNTER_LIMIT = 10**15
 _CELL_BYTES = b"0123456789 \n"
+_NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 def parse_cells(packed: list[str]) -> Matrix | None:
@@ -89,3 +92,50 @@ def mean_ms_column(latency_sum_us: Matrix, latency_count: Matrix) -> list[float 
 def within_exact_range(matrix: Matrix) -> bool:
     """Whether every value lies in (-2**53, 2**53), where the column functions above are exact."""
     return not matrix.size or bool(matrix.max() < EXACT_DOUBLE and matrix.min() > -EXACT_DOUBLE)
+
+
+def signed_sum(buckets: Sequence[tuple[MemberIds, Matrix]], signs: Sequence[int]) -> tuple[MemberIds, Matrix]:
+    """The members present in any bucket (sorted ids), and each one's counters summed over
+    the buckets, a bucket added or subtracted by its sign. At most `MAX_SUMMED_BUCKETS`
+    buckets of counters below 2**53: int64 cannot overflow."""
+    present = np.unique(np.concatenate([member_ids for member_ids, _ in buckets])) if buckets else _NO_IDS
+    sums = np.zeros((len(present), _COUNTERS), dtype=np.int64)
+    for (member_ids, counters), sign in zip(buckets, signs, strict=True):
+        rows = np.searchsorted(present, member_ids)
+        # Plain fancy-index addition is right: a bucket holds each member once.
+        if sign > 0:
+            sums[rows] += counters
+        else:
+            sums[rows] -= counters
+    return present, sums
+
+
+def column_totals(matrix: Matrix) -> Cell:
+    """The sum of each column, exact: in int64 where the bound of its values proves it cannot
+    overflow, else as Python ints."""
+    if not matrix.size:
+        return Cell([0] * matrix.shape[1])
+    bound = int(np.abs(matrix).max())
+    if bound * matrix.shape[0] < 2**63:
+        return Cell(int(value) for value in matrix.sum(axis=0))
+    return Cell(int(value) for value in matrix.sum(axis=0, dtype=object))
+
+
+def cost_descending_order(matrix: Matrix, groups: Sequence[tuple[str | None, ...]]) -> list[int]:
+    """Row positions by cost descending, equal costs by group (`api.shaping.sorted_groups`'
+    order for groups without a null). Sorted by numpy, and only the runs of equal costs
+    (rare but for zero) by Python."""
+    costs_nano = matrix[:, COST]
+    order = np.argsort(-costs_nano, kind="stable")
+    ordered = costs_nano[order]
+    order_list: list[int] = order.tolist()
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1]).tolist()
+    run_start = None
+    for position, next_position in itertools.zip_longest(tied, tied[1:]):
+        if run_start is None:
+            run_start = position
+        if next_position != position + 1:  # the run of equal costs ends at position + 1
+            run = slice(run_start, position + 2)
+            order_list[run] = sorted(order_list[run], key=groups.__getitem__)
+            run_start = None
+    return order_list

@@ -41,7 +41,6 @@ class InvalidParameter(ApiError):
 
     def __init__(self, parameter: str, problem: str) -> None:
         super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
 
 
 class Unauthorized(ApiError):

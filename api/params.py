@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import NamedTuple
 
 from infraprism.api.errors import InvalidParameter
 from infraprism.api.planner import Filters, GroupBy, Grouping
@@ -18,6 +19,13 @@ MAX_TAG_FILTERS = 32
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 _DATE_RE = re.compile(DATE_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class DateRange(NamedTuple):
+    """Both days inclusive, UTC."""
+
+    start: date
+    end: date
 
 
 def parse_date(name: str, value: str) -> date:
@@ -38,15 +46,14 @@ def parse_range(
     start_name: str = "start_date",
     end_name: str = "end_date",
     max_days: int = MAX_RANGE_DAYS,
-) -> tuple[date, date]:
-    """Both days inclusive, UTC."""
+) -> DateRange:
     start = parse_date(start_name, start_value)
     end = parse_date(end_name, end_value)
     if end < start:
         raise InvalidParameter(end_name, f"{end} is before {start_name} {start}")
     if (end - start).days + 1 > max_days:
         raise InvalidParameter(end_name, f"the range may span at most {max_days} days")
-    return start, end
+    return DateRange(start, end)
 
 
 def check_text(name: str, value: str | None) -> str | None:

@@ -2,8 +2,9 @@
 
 No Redis, no asyncio: the planner turns (filters, grouping, range) into a
 `Plan` naming one rollup dimension, the buckets to read and how each bucket
-maps to an output period; the service executes it. docs/query-planner.md
-states the rules; tests/api/test_planner.py pins them in tables.
+maps to an output period; `api.repository` reads it, `api.sums` sums it.
+docs/query-planner.md states the rules; tests/api/test_planner.py pins them
+in tables.
 
 Rules, smallest rollup first:
 
@@ -31,17 +32,16 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
+from infraprism.core import zones
 from infraprism.core.buckets import (
     Granularity,
     day_label,
     days,
-    hour_label,
-    hours,
     month_start,
-    parse_day_label,
     signed_cover,
     week_start,
 )
+from infraprism.core.cover import MS_PER_DAY, cover_ms
 from infraprism.core.keys import (
     ALL_ENTITY_TYPES,
     SEP,
@@ -69,9 +69,6 @@ class Interval(StrEnum):
     DAY = "day"
     WEEK = "week"
     MONTH = "month"
-
-
-TIME_GROUPS = {GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +100,8 @@ class BucketRead:
     label: str
     period: str | None = None
     sign: int = 1
+    # 1-3: not the hour's cell but that quarter hour's field of it (keys.quarter_member).
+    quarter: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,7 @@ class Plan:
     dimension: Dimension
     buckets: tuple[BucketRead, ...]
     # The one member to read with HMGET, or None: read whole hashes and keep
-    # the members `Plan.matches` accepts.
+    # the members the filters accept (`matches`).
     member: str | None
     filters: Filters
     grouping: Grouping
@@ -211,98 +210,132 @@ def choose_dimension(filters: Filters, grouping: Grouping) -> tuple[Dimension, s
     return Dimension.TOTAL, "", False
 
 
-def _day_iso(day: date) -> str:
-    return day.isoformat()
-
-
 def _period_of_day(kind: GroupBy | Interval, day: date) -> str | None:
     if kind in (GroupBy.DAY, Interval.DAY):
-        return _day_iso(day)
+        return day.isoformat()
     if kind in (GroupBy.WEEK, Interval.WEEK):
-        return _day_iso(week_start(day))
+        return week_start(day).isoformat()
     if kind in (GroupBy.MONTH, Interval.MONTH):
-        return _day_iso(month_start(day))
+        return month_start(day).isoformat()
     return None
 
 
-def _cover_reads(start: date, end: date, kind: GroupBy | Interval, *, years: bool = False) -> tuple[BucketRead, ...]:
-    """The signed month + day cover; each bucket tagged with its output period (month grouping or none)."""
-    reads = []
-    for granularity, label, sign in signed_cover(start, end, years=years):
-        if granularity is Granularity.YEAR:
-            first = date(int(label), 1, 1)
-        else:
-            first = parse_day_label(label + "01" if granularity is Granularity.MONTH else label)
-        reads.append(BucketRead(granularity, label, _period_of_day(kind, first), sign))
-    return tuple(reads)
+def _reads(start_ms: int, end_ms: int, period: str | None) -> list[BucketRead]:
+    """The cells whose signed sum is exactly [start_ms, end_ms) (core/cover.py), for `period`."""
+    return [
+        BucketRead(read.granularity, read.label, period, read.sign, read.quarter) for read in cover_ms(start_ms, end_ms)
+    ]
 
 
-def _day_reads(start: date, end: date, kind: GroupBy | Interval) -> tuple[BucketRead, ...]:
-    return tuple(BucketRead(Granularity.DAY, day_label(d), _period_of_day(kind, d)) for d in days(start, end))
+@dataclass(frozen=True, slots=True)
+class LocalPeriod:
+    """One output period of a range in a zone: its key, its local days and their instants."""
+
+    key: str  # the period's first day, YYYY-MM-DD; for an hour, its RFC 3339 local label
+    start_ms: int
+    end_ms: int
 
 
-def _hour_reads(start: date, end: date) -> tuple[BucketRead, ...]:
-    return tuple(BucketRead(Granularity.HOUR, hour_label(h), h.strftime("%Y-%m-%dT%H")) for h in hours(start, end))
+def local_periods(start: date, end: date, kind: GroupBy | Interval, tz: str) -> list[LocalPeriod]:
+    """The periods of [start, end] in zone `tz`: local days, ISO weeks (Monday) or months, each
+    cut to the range and keyed by its first day as `_period_of_day` names it; local hours
+    keyed by their labels. A DST day is 23 or 25 hours, so 23 or 25 hour periods."""
+    zone = zones.zone(tz)
+    if kind is Interval.HOUR:
+        start_ms, end_ms = zones.day_range_ms(zone, start, end)
+        return [
+            LocalPeriod(hour.label, hour.start_ms, hour.end_ms) for hour in zones.local_hours(zone, start_ms, end_ms)
+        ]
+    spans: dict[str, list[date]] = {}
+    for day in days(start, end):
+        key = _period_of_day(kind, day)
+        assert key is not None
+        spans.setdefault(key, []).append(day)
+    return [LocalPeriod(key, *zones.day_range_ms(zone, span[0], span[-1])) for key, span in spans.items()]
 
 
-def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping) -> Plan:
-    """The plan for `/costs` (and `/models`, `/compare`: the same rules)."""
+def period_label(period: LocalPeriod | str, tz: str) -> str:
+    """The RFC 3339 instant a time-series row is labelled with: local midnight of its first
+    day, with the zone's offset then (Z in UTC); an hour is labelled by its first instant."""
+    if isinstance(period, LocalPeriod):
+        if "T" in period.key:
+            return period.key
+        key = period.key
+    else:
+        key = period
+    zone = zones.zone(tz)
+    return zones.label_at(zone, zones.local_midnight_ms(zone, date.fromisoformat(key)))
+
+
+def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping, tz: str = "UTC") -> Plan:
+    """The plan for `/costs` (and `/models`, `/compare`: the same rules), over the local days
+    start..end of zone `tz`."""
     dimension, member, with_total = choose_dimension(filters, grouping)
-    if grouping.kind in (GroupBy.DAY, GroupBy.WEEK):
-        buckets = _day_reads(start, end, grouping.kind)
+    buckets: list[BucketRead] = []
+    if grouping.kind in (GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH):
+        for period in local_periods(start, end, grouping.kind, tz):
+            buckets.extend(_reads(period.start_ms, period.end_ms, period.key))
     else:
-        buckets = _cover_reads(start, end, grouping.kind)
-    return Plan(dimension, buckets, member, filters, grouping, with_total=with_total)
+        buckets = _reads(*zones.day_range_ms(zones.zone(tz), start, end), None)
+    return Plan(dimension, tuple(buckets), member, filters, grouping, with_total=with_total)
 
 
-def periods(start: date, end: date, interval: Interval) -> tuple[str, ...]:
-    """Every output bucket of a time series over [start, end], in time order."""
-    if interval is Interval.HOUR:
-        return tuple(h.strftime("%Y-%m-%dT%H") for h in hours(start, end))
-    seen: dict[str, None] = {}
-    for d in days(start, end):
-        label = _period_of_day(interval, d)
-        if label is not None:
-            seen[label] = None
-    return tuple(seen)
-
-
-def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval) -> Plan:
-    """The plan for `/costs/timeseries` (entity filters only)."""
+def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval, tz: str = "UTC") -> Plan:
+    """The plan for `/costs/timeseries` (entity filters only): every local period of the
+    range, in time order, keyed by its RFC 3339 label."""
     dimension, member, _ = choose_dimension(filters, Grouping())
-    if interval is Interval.HOUR:
-        buckets = _hour_reads(start, end)
-    elif interval in (Interval.DAY, Interval.WEEK):
-        buckets = _day_reads(start, end, interval)
-    else:
-        buckets = _cover_reads(start, end, interval)
-    return Plan(dimension, buckets, member, filters, Grouping(), periods=periods(start, end, interval))
+    buckets: list[BucketRead] = []
+    labels = []
+    for period in local_periods(start, end, interval, tz):
+        label = period_label(period, tz)
+        labels.append(label)
+        buckets.extend(_reads(period.start_ms, period.end_ms, label))
+    return Plan(dimension, tuple(buckets), member, filters, Grouping(), periods=tuple(labels))
 
 
 @dataclass(frozen=True, slots=True)
 class LeaderboardPlan:
-    """`/entities/top`: the boards whose signed union picks the candidates, and the
-    entity-rollup buckets that give the candidates' exact totals."""
+    """`/entities/top`: the boards whose signed union picks the candidates, the entity-rollup
+    cells that give the candidates' exact totals, and, for a range that does not start and end
+    on UTC midnights, the entity hashes of the UTC days it covers in part, whose members are
+    candidates too."""
 
     board_type: str
     boards: tuple[BucketRead, ...]
     rollups: tuple[BucketRead, ...]
+    edges: tuple[BucketRead, ...] = ()
 
 
-def plan_leaderboard(start: date, end: date, entity_type: str | None) -> LeaderboardPlan:
-    """Boards are kept per day, month and year, so their cover may use years; the
-    entity rollup has no year buckets."""
-    return LeaderboardPlan(
-        entity_type if entity_type is not None else ALL_ENTITY_TYPES,
-        _cover_reads(start, end, GroupBy.NONE, years=True),
-        _cover_reads(start, end, GroupBy.NONE),
+def plan_leaderboard(start: date, end: date, entity_type: str | None, tz: str = "UTC") -> LeaderboardPlan:
+    """Boards are kept per UTC day, month and year, so their cover may use years but holds
+    whole UTC days only: the range's edges (hours and quarters) come from the entity rollup."""
+    start_ms, end_ms = zones.day_range_ms(zones.zone(tz), start, end)
+    rollups = tuple(_reads(start_ms, end_ms, None))
+    first_midnight = -(-start_ms // MS_PER_DAY) * MS_PER_DAY
+    last_midnight = end_ms // MS_PER_DAY * MS_PER_DAY
+    boards: tuple[BucketRead, ...] = ()
+    if first_midnight < last_midnight:
+        inner_first = date(1970, 1, 1) + timedelta(days=first_midnight // MS_PER_DAY)
+        inner_last = date(1970, 1, 1) + timedelta(days=last_midnight // MS_PER_DAY - 1)
+        boards = _cover_reads(inner_first, inner_last, years=True)
+    # Every entity of the UTC days the range covers in part: a superset of those in its edges.
+    partial_days = sorted({ms // MS_PER_DAY for ms in (start_ms, end_ms) if ms % MS_PER_DAY})
+    edges = tuple(
+        BucketRead(Granularity.DAY, day_label(date(1970, 1, 1) + timedelta(days=day))) for day in partial_days
+    )
+    return LeaderboardPlan(entity_type if entity_type is not None else ALL_ENTITY_TYPES, boards, rollups, edges)
+
+
+def _cover_reads(start: date, end: date, *, years: bool = False) -> tuple[BucketRead, ...]:
+    """The signed month + day (+ year) cover of whole UTC days."""
+    return tuple(
+        BucketRead(granularity, label, None, sign) for granularity, label, sign in signed_cover(start, end, years=years)
     )
 
 
-def session_window_ms(start: date, end: date) -> tuple[int, int]:
-    """[start 00:00, day after end 00:00) in epoch milliseconds, UTC."""
-    epoch = date(1970, 1, 1)
-    return (start - epoch).days * 86_400_000, (end + timedelta(days=1) - epoch).days * 86_400_000
+def instant_range_ms(start: date, end: date, tz: str = "UTC") -> tuple[int, int]:
+    """[local midnight of start, local midnight after end) in epoch milliseconds."""
+    return zones.day_range_ms(zones.zone(tz), start, end)
 
 
 __all__ = [
@@ -318,9 +351,11 @@ __all__ = [
     "group_of",
     "matches",
     "member_info",
-    "periods",
+    "LocalPeriod",
+    "instant_range_ms",
+    "local_periods",
+    "period_label",
     "plan_costs",
     "plan_leaderboard",
     "plan_timeseries",
-    "session_window_ms",
 ]

@@ -1,26 +1,43 @@
-"""Response shapes, for the OpenAPI document (/docs) only.
+"""Response shapes, for the OpenAPI document (/docs) and the schemathesis test.
 
 Handlers build plain dicts and serialise them with orjson (validating a
 10,000-row response through pydantic would cost more than the query); these
 models describe exactly what they build, and the schemathesis test checks
-the two agree.
+the two agree. So that a wrong answer fails that check, every field a
+handler always writes is required, no model allows fields it does not name
+(`additionalProperties: false`), and /costs has one row shape per grouping.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from infraprism.stores.anomaly_store import AnomalyStatus, AnomalyType, Severity
 
 USD = "US dollars, the exact sum rounded to 6 decimals"
+DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# RFC 3339 UTC as the API writes it (infraprism.core.text): seconds, milliseconds only when non-zero.
+INSTANT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3})?Z$"
+# A bucket's first instant in local time: whole minutes (Lord Howe's shortened hour starts
+# at :30), with the zone's offset then, or Z in UTC.
+BUCKET_START = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00(Z|[+-][0-9]{2}:[0-9]{2})$"
+ZONE = Field(description="the IANA zone the days are local to", examples=["UTC", "America/Los_Angeles"], max_length=64)
 
 
-class ErrorBody(BaseModel):
+class Strict(BaseModel):
+    """A body or part of one with exactly the fields it names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Strict):
     code: str = Field(description="machine-readable code: invalid_parameter, unauthorized, not_found, ...")
     message: str = Field(description="what went wrong; names the parameter for a 422")
 
 
-class ErrorEnvelope(BaseModel):
+class ErrorEnvelope(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {"error": {"code": "invalid_parameter", "message": "end_date: before start_date"}}
@@ -29,35 +46,98 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
-class Period(BaseModel):
-    start: str = Field(description="YYYY-MM-DD", examples=["2025-01-01"])
-    end: str = Field(description="YYYY-MM-DD", examples=["2025-01-31"])
+class Period(Strict):
+    start: str = Field(description="YYYY-MM-DD", examples=["2025-01-01"], pattern=DAY)
+    end: str = Field(description="YYYY-MM-DD", examples=["2025-01-31"], pattern=DAY)
+    tz: str = ZONE
 
 
-class CostRow(BaseModel):
-    """One row of /costs. Which identifying fields appear depends on group_by."""
+class CostMetrics(Strict):
+    """The five metric fields every /costs row ends with."""
 
-    entity_type: str | None = Field(None, description="group_by=entity")
-    entity_id: str | None = Field(None, description="group_by=entity")
-    model: str | None = Field(None, description="group_by=model")
-    provider: str | None = Field(None, description="group_by=model")
-    period: str | None = Field(None, description="group_by=day|week|month: first day of the bucket, YYYY-MM-DD")
-    tag_key: str | None = Field(None, description="group_by=tags.{key}")
-    tag_value: str | None = Field(None, description="group_by=tags.{key}; null for cost without that tag")
-    total_cost: float = Field(description=USD)
-    total_events: int
-    total_input_tokens: int
-    total_output_tokens: int
-    avg_latency_ms: float | None = Field(description="mean over events that reported latency; null if none")
+    total_cost: float = Field(ge=0, description=USD)
+    total_events: int = Field(ge=0)
+    total_input_tokens: int = Field(ge=0)
+    total_output_tokens: int = Field(ge=0)
+    avg_latency_ms: float | None = Field(ge=0, description="mean over events that reported latency; null if none")
 
 
-class CostSummary(BaseModel):
-    total_cost: float = Field(description=USD)
-    total_events: int
+class TotalsRow(CostMetrics):
+    """No group_by: the one row of totals, no identifying field."""
+
+
+class PeriodRow(CostMetrics):
+    """group_by=day|week|month."""
+
+    period: str = Field(pattern=DAY, description="first day of the bucket, YYYY-MM-DD (weeks start on Monday)")
+
+
+class EntityRow(CostMetrics):
+    """group_by=entity."""
+
+    entity_type: str
+    entity_id: str
+
+
+class ModelCostRow(CostMetrics):
+    """group_by=model."""
+
+    model: str
+    provider: str
+
+
+class TagRow(CostMetrics):
+    """group_by=tags.{key}."""
+
+    tag_key: str = Field(description="the key of group_by=tags.{key}")
+    tag_value: str | None = Field(description="null for the cost without that tag")
+
+
+class CostSummary(Strict):
+    total_cost: float = Field(ge=0, description=USD)
+    total_events: int = Field(ge=0)
     period: Period
 
 
-class CostsResponse(BaseModel):
+class CostsTotals(Strict):
+    """/costs without group_by."""
+
+    data: list[TotalsRow] = Field(min_length=1, max_length=1)
+    summary: CostSummary
+
+
+class CostsByPeriod(Strict):
+    """/costs?group_by=day|week|month."""
+
+    data: list[PeriodRow]
+    summary: CostSummary
+
+
+class CostsByEntity(Strict):
+    """/costs?group_by=entity."""
+
+    data: list[EntityRow]
+    summary: CostSummary
+
+
+class CostsByModel(Strict):
+    """/costs?group_by=model."""
+
+    data: list[ModelCostRow]
+    summary: CostSummary
+
+
+class CostsByTag(Strict):
+    """/costs?group_by=tags.{key}."""
+
+    data: list[TagRow]
+    summary: CostSummary
+
+
+class CostsResponse(RootModel[CostsTotals | CostsByPeriod | CostsByEntity | CostsByModel | CostsByTag]):
+    """One of the groupings: every row of a response has the same shape, with the
+    identifying fields of its group_by, and no other."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
@@ -75,22 +155,24 @@ class CostsResponse(BaseModel):
                 "summary": {
                     "total_cost": 523.45,
                     "total_events": 15234,
-                    "period": {"start": "2025-01-01", "end": "2025-01-31"},
+                    "period": {"start": "2025-01-01", "end": "2025-01-31", "tz": "UTC"},
                 },
             }
         }
     )
-    data: list[CostRow]
-    summary: CostSummary
 
 
-class TimeseriesPoint(BaseModel):
-    timestamp: str = Field(description="first instant of the bucket, RFC 3339 UTC", examples=["2025-01-01T00:00:00Z"])
-    cost: float = Field(description=USD)
-    events: int
+class TimeseriesPoint(Strict):
+    timestamp: str = Field(
+        pattern=BUCKET_START,
+        description="first instant of the bucket, RFC 3339 with the zone's offset then (Z in UTC)",
+        examples=["2025-01-01T00:00:00Z", "2025-03-10T00:00:00-07:00"],
+    )
+    cost: float = Field(ge=0, description=USD)
+    events: int = Field(ge=0)
 
 
-class TimeseriesResponse(BaseModel):
+class TimeseriesResponse(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
@@ -99,25 +181,27 @@ class TimeseriesResponse(BaseModel):
                     {"timestamp": "2025-01-02T00:00:00Z", "cost": 15.67, "events": 612},
                 ],
                 "interval": "day",
+                "tz": "UTC",
             }
         }
     )
     data: list[TimeseriesPoint]
-    interval: str
+    interval: Literal["hour", "day", "week", "month"]
+    tz: str = ZONE
 
 
-class ModelRow(BaseModel):
+class ModelRow(Strict):
     model: str
     provider: str
-    total_cost: float = Field(description=USD)
-    total_events: int
-    total_input_tokens: int
-    total_output_tokens: int
-    avg_latency_ms: float | None
-    percentage_of_total: float = Field(description="share of the scope's total cost, 1 decimal")
+    total_cost: float = Field(ge=0, description=USD)
+    total_events: int = Field(ge=0)
+    total_input_tokens: int = Field(ge=0)
+    total_output_tokens: int = Field(ge=0)
+    avg_latency_ms: float | None = Field(ge=0)
+    percentage_of_total: float = Field(ge=0, le=100, description="share of the scope's total cost, 1 decimal")
 
 
-class ModelsResponse(BaseModel):
+class ModelsResponse(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
@@ -139,15 +223,15 @@ class ModelsResponse(BaseModel):
     data: list[ModelRow]
 
 
-class TopEntity(BaseModel):
+class TopEntity(Strict):
     entity_type: str
     entity_id: str
-    total_cost: float = Field(description=USD)
-    total_events: int
+    total_cost: float = Field(ge=0, description=USD)
+    total_events: int = Field(ge=0)
     rank: int = Field(ge=1)
 
 
-class TopEntitiesResponse(BaseModel):
+class TopEntitiesResponse(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
@@ -170,27 +254,27 @@ class TopEntitiesResponse(BaseModel):
             }
         }
     )
-    data: list[TopEntity]
+    data: list[TopEntity] = Field(max_length=100)
 
 
-class SessionRow(BaseModel):
+class SessionRow(Strict):
     session_id: str
     entity_type: str
     entity_id: str
-    started_at: str
-    ended_at: str
-    turn_count: int
-    total_cost: float = Field(description=USD)
-    total_tokens: int = Field(description="input plus output tokens")
+    started_at: str = Field(pattern=INSTANT)
+    ended_at: str = Field(pattern=INSTANT)
+    turn_count: int = Field(ge=1)
+    total_cost: float = Field(ge=0, description=USD)
+    total_tokens: int = Field(ge=0, description="input plus output tokens")
 
 
-class SessionSummary(BaseModel):
-    total_sessions: int
-    avg_turns_per_session: float | None = Field(description="1 decimal; null when no session matches")
-    avg_cost_per_session: float | None = Field(description="USD, 6 decimals; null when no session matches")
+class SessionSummary(Strict):
+    total_sessions: int = Field(ge=0)
+    avg_turns_per_session: float | None = Field(ge=0, description="1 decimal; null when no session matches")
+    avg_cost_per_session: float | None = Field(ge=0, description="USD, 6 decimals; null when no session matches")
 
 
-class SessionsResponse(BaseModel):
+class SessionsResponse(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
@@ -214,21 +298,21 @@ class SessionsResponse(BaseModel):
             }
         }
     )
-    data: list[SessionRow]
+    data: list[SessionRow] = Field(max_length=1000)
     summary: SessionSummary
 
 
-class Anomaly(BaseModel):
+class Anomaly(Strict):
     id: str
-    detected_at: str
+    detected_at: str = Field(pattern=INSTANT)
     entity_type: str
     entity_id: str
-    type: str
-    severity: str
+    type: AnomalyType
+    severity: Severity
     description: str
     expected_value: float
     actual_value: float
-    status: str
+    status: AnomalyStatus
 
 
 ANOMALY_EXAMPLE: dict[str, Any] = {
@@ -245,43 +329,46 @@ ANOMALY_EXAMPLE: dict[str, Any] = {
 }
 
 
-class AnomaliesResponse(BaseModel):
+class AnomaliesResponse(Strict):
     model_config = ConfigDict(json_schema_extra={"example": {"data": [ANOMALY_EXAMPLE]}})
     data: list[Anomaly]
 
 
-class DismissResponse(BaseModel):
+class DismissResponse(Strict):
     model_config = ConfigDict(json_schema_extra={"example": {"data": {**ANOMALY_EXAMPLE, "status": "dismissed"}}})
     data: Anomaly
 
 
-class ComparePeriod(BaseModel):
-    start: str
-    end: str
-    total_cost: float = Field(description=USD)
-    total_events: int
+class ComparePeriod(Strict):
+    start: str = Field(pattern=DAY)
+    end: str = Field(pattern=DAY)
+    tz: str = ZONE
+    total_cost: float = Field(ge=0, description=USD)
+    total_events: int = Field(ge=0)
 
 
-class Changes(BaseModel):
+class Changes(Strict):
     cost_change: float = Field(description="period1 minus period2, USD")
     cost_change_percent: float | None = Field(description="relative to period2, 1 decimal; null when period2 is 0")
     events_change: int
     events_change_percent: float | None
 
 
-class CompareResponse(BaseModel):
+class CompareResponse(Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
                 "period1": {
                     "start": "2025-01-01",
                     "end": "2025-01-15",
+                    "tz": "UTC",
                     "total_cost": 450.0,
                     "total_events": 12000,
                 },
                 "period2": {
                     "start": "2024-12-16",
                     "end": "2024-12-31",
+                    "tz": "UTC",
                     "total_cost": 380.0,
                     "total_events": 10500,
                 },
@@ -299,6 +386,6 @@ class CompareResponse(BaseModel):
     changes: Changes
 
 
-class Health(BaseModel):
-    status: str = Field(examples=["ok"])
-    redis: str = Field(examples=["ok"])
+class Health(Strict):
+    status: Literal["ok"] = Field(examples=["ok"])
+    redis: Literal["ok"] = Field(examples=["ok"])

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infraprism.core.keys import KeyLayout  # noqa: E402
 from infraprism.dev.local_services import start_redis  # noqa: E402
-from infraprism.pipeline.detector import Detector, thresholds_of  # noqa: E402
+from infraprism.pipeline.detection import Detector, thresholds_of  # noqa: E402
 from infraprism.pipeline.store import RollupStore  # noqa: E402
 from infraprism.settings import Settings  # noqa: E402
 from infraprism.stores import anomaly_store  # noqa: E402

@@ -127,18 +127,62 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---- projects ---------------------------------------------------------------------------------
+
+
+def _project_store(settings: Settings) -> Any:
+    import redis
+
+    from infraprism.core.keys import KeyLayout
+
+    return redis.Redis.from_url(settings.redis_dsn()), KeyLayout(settings.key_prefix)
+
+
+def cmd_projects_set_timezone(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.stores import projects
+
+    client, layout = _project_store(settings)
+    with client:
+        stored = projects.set_reporting_zone(client, layout, args.project, args.zone)
+    _out(f"project {stored.project}: reporting zone {stored.tz} (no data is rewritten)")
+    return 0
+
+
+def cmd_projects_show(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.core.zones import tzdata_version
+    from infraprism.stores import projects
+
+    client, layout = _project_store(settings)
+    with client:
+        shown = projects.project_settings(client, layout, args.project)
+    fields = {
+        "project": shown.project,
+        "timezone": shown.tz,
+        "timezone_set_at": shown.tz_set_at,
+        "tz_database": f"IANA {tzdata_version()} (the tzdata package)",
+    }
+    if args.json:
+        import orjson
+
+        _out(orjson.dumps(fields).decode())
+        return 0
+    for name, value in fields.items():
+        _out(f"{name + ':':<17} {_cell(value)}")
+    return 0
+
+
 # ---- anomalies --------------------------------------------------------------------------------
 
 
 def cmd_anomalies_dismiss(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
-    from infraprism.pipeline import detector
+    from infraprism.stores import anomaly_store
 
-    record = detector.dismiss_cli(settings, args.anomaly_id)
+    record = anomaly_store.dismiss_by_id(settings, args.anomaly_id)
     if record is None:
         raise CliError(f"no anomaly with id {args.anomaly_id!r}")
-    _out(orjson.dumps(record, default=str).decode())
+    _out(orjson.dumps({**record.public(), "project": record.project, "version": record.version}).decode())
     return 0
 
 
@@ -291,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = key_commands.add_parser("revoke", help="revoke a key by its id", description="revoke a key")
     sub.add_argument("key_id", metavar="ID", help="the key id shown by `keys create` and `keys list`")
     sub.set_defaults(handler=cmd_keys_revoke)
+
+    projects = commands.add_parser(
+        "projects", help="show or set a project's settings", description="show or set a project's settings"
+    )
+    project_commands = projects.add_subparsers(dest="projects_command", metavar="ACTION", required=True)
+    sub = project_commands.add_parser(
+        "set-timezone",
+        help="set the zone a project's analytics answer in when a request names no tz",
+        description="Set the project's reporting zone, an IANA name such as Europe/Berlin. Requests "
+        "without `tz` answer in it. Nothing stored is rewritten: the rollups are kept in UTC.",
+    )
+    sub.add_argument("project", metavar="PROJECT")
+    sub.add_argument("zone", metavar="ZONE", help="an IANA zone name, e.g. America/Los_Angeles or UTC")
+    sub.set_defaults(handler=cmd_projects_set_timezone)
+    sub = project_commands.add_parser("show", help="show a project's settings", description="show a project's settings")
+    sub.add_argument("project", metavar="PROJECT")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.set_defaults(handler=cmd_projects_show)
 
     anomalies = commands.add_parser("anomalies", help="manage anomalies", description="manage anomalies")
     anomaly_commands = anomalies.add_subparsers(dest="anomalies_command", metavar="ACTION", required=True)

@@ -1,7 +1,7 @@
 """Delivers anomaly changes from the Redis outbox to the anomalies topic and the webhook.
 
 Every new version of a record is appended to its project's outbox stream in
-the same atomic call that writes the record (infraprism/anomaly_store.py), so
+the same atomic call that writes the record (infraprism/stores/anomaly_store.py), so
 a change cannot be lost between Redis and the channels, and a restarted
 detector carries on where it stopped. Each channel keeps, in Redis, a cursor
 (the last outbox entry it delivered) and the last version it delivered per
@@ -23,15 +23,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
 import orjson
 import redis.asyncio as aioredis
 
+from infraprism.core.anomalies import AnomalyRecord, record_time
 from infraprism.core.keys import KeyLayout
-from infraprism.stores.anomaly_store import AnomalyRecord, outbox_key
+from infraprism.core.text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,12 @@ class RetryLater(Exception):  # noqa: N818 - a signal, not an error
     """The channel could not deliver now; try the same entry again after a backoff."""
 
 
-def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def alert_body(record: AnomalyRecord) -> bytes:
     """The JSON of one anomaly state: the API's fields plus project, version and updated_at."""
     body = record.public()
     body["project"] = record.project
     body["version"] = record.version
-    body["updated_at"] = rfc3339(record.updated_ms or record.detected_ms)
+    body["updated_at"] = record_time(record.updated_ms or record.detected_ms)
     return orjson.dumps(body)
 
 
@@ -154,16 +150,6 @@ class Backoff:
         self.not_before = 0.0
 
 
-def cursor_key(layout: KeyLayout, project: str) -> str:
-    """Hash: channel name -> id of the last outbox entry it delivered."""
-    return layout.detector_state(project, "outbox-cursor")
-
-
-def delivered_key(layout: KeyLayout, project: str, channel: str) -> str:
-    """Hash: anomaly id -> the last version this channel delivered."""
-    return layout.detector_state(project, f"delivered:{channel}")
-
-
 class Notifier:
     """Drains every project's outbox into its channels, in order, each channel at its own pace."""
 
@@ -183,15 +169,14 @@ class Notifier:
     async def drain(self) -> int:
         """Deliver what is pending now; returns how many entries were delivered."""
         delivered = 0
-        for project in sorted(_text(p) for p in await self._redis.smembers(self._layout.projects())):
+        for project in sorted(as_text(p) for p in await self._redis.smembers(self._layout.projects())):
             delivered += await self._drain_project(project)
         return delivered
 
     async def _drain_project(self, project: str) -> int:
-        outbox = outbox_key(self._layout, project)
-        cursors = {
-            _text(k): _text(v) for k, v in (await self._redis.hgetall(cursor_key(self._layout, project))).items()
-        }
+        outbox = self._layout.anomaly_outbox(project)
+        cursor_key = self._layout.alert_cursors(project)
+        cursors = {as_text(k): as_text(v) for k, v in (await self._redis.hgetall(cursor_key)).items()}
         delivered = 0
         for channel in self._channels:
             backoff = self._backoff[channel.name]
@@ -201,9 +186,9 @@ class Notifier:
             entries: list[Any] = (
                 await self._redis.xrange(outbox, min=f"({start}" if start else "-", count=READ_COUNT) or []
             )
-            done_key = delivered_key(self._layout, project, channel.name)
+            done_key = self._layout.alert_delivered(project, channel.name)
             for entry_id, fields in entries:
-                entry = _text(entry_id)
+                entry = as_text(entry_id)
                 record = AnomalyRecord.from_hash(fields)
                 last = await self._redis.hget(done_key, record.id)
                 if last is None or int(last) < record.version:
@@ -217,7 +202,7 @@ class Notifier:
                     delivered += 1
                 async with self._redis.pipeline(transaction=True) as pipe:
                     pipe.hset(done_key, record.id, record.version)
-                    pipe.hset(cursor_key(self._layout, project), channel.name, entry)
+                    pipe.hset(cursor_key, channel.name, entry)
                     await pipe.execute()
                 cursors[channel.name] = entry
         await self._trim(outbox, cursors)
@@ -234,7 +219,3 @@ class Notifier:
 def _entry_order(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -18,7 +18,7 @@ from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
 from infraprism.pipeline.decode import BatchEncoder, PartitionRange, Retention
 
-APPLY_SCRIPT = files("pipeline").joinpath("apply_batch.lua").read_text()
+APPLY_SCRIPT = files("infraprism.pipeline").joinpath("apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)

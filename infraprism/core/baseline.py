@@ -28,12 +28,13 @@ subjects are judged on the day so far alone.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+
+from infraprism.core.anomalies import AnomalyType
 
 HOURS_PER_DAY = 24
 MS_PER_HOUR = 3_600_000
@@ -54,11 +55,11 @@ class Window(StrEnum):
 
 
 class Kind(StrEnum):
-    """What is measured. Matches AnomalyType's values."""
+    """What is measured; its value is the type of the anomaly it raises."""
 
-    COST = "cost_spike"
-    VOLUME = "volume_spike"
-    LATENCY = "latency_spike"
+    COST = AnomalyType.COST_SPIKE.value
+    VOLUME = AnomalyType.VOLUME_SPIKE.value
+    LATENCY = AnomalyType.LATENCY_SPIKE.value
 
 
 class HourValues(NamedTuple):
@@ -189,6 +190,66 @@ class History:
 
     def get(self, hour: int) -> HourValues:
         return self.hours.get(hour, ZERO)
+
+    def record(self, hour: int, values: HourValues) -> None:
+        """Put an hour's current value; a history's first hour recorded is where it starts."""
+        if self.first_hour < 0:
+            self.first_hour = hour
+        self.put(hour, values)
+
+    def cover(self, start: int, cells: Mapping[int, HourValues]) -> None:
+        """Take the hours from `start` on that the history lacked (read from the rollups).
+
+        `cells` holds only hours with traffic. A subject found to be older than
+        thought starts earlier, and every cached baseline may have changed.
+        """
+        if cells and (self.first_hour < 0 or min(cells) < self.first_hour):
+            self.first_hour = min(cells)
+            self.stats_cache.clear()
+        for hour, values in cells.items():
+            self.put(hour, values)
+        self.covered_from = start
+
+    def drop_expired(self, baseline_days: int) -> tuple[list[int], list[int]]:
+        """Drop the hours no baseline of the newest hour needs; (dropped hours, those that were flagged)."""
+        if not self.hours:
+            return [], []
+        expired = self.expired(max(self.hours), baseline_days)
+        flagged = [hour for hour in expired if hour in self.flagged]
+        self.drop(expired)
+        return expired, flagged
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryWrite:
+    """One change to a subject's stored history, as a HistoryStore persists it."""
+
+    member: str  # the subject: its rollup member ("" for the project's total)
+    hours: Mapping[int, HourValues] = field(default_factory=dict)  # hours to set to these values
+    flagged: Collection[int] = ()  # hours to mark anomalous
+    dropped: Collection[int] = ()  # hours to remove
+    unflagged: Collection[int] = ()  # hours whose anomalous mark to remove
+    first_hour: int | None = None  # None: unchanged
+    covered_from: int | None = None  # None: unchanged
+
+
+class HistoryStore(Protocol):
+    """Where the detector keeps its subjects' histories between deltas.
+
+    Written through: every change the detector makes to a History from `load`
+    it also passes to `write`, so forgetting a History (a full cache, moved
+    partitions) loses nothing.
+    """
+
+    async def load(self, project: str, members: Collection[str]) -> dict[str, History]:
+        """The histories of these members (an empty one for a subject never seen)."""
+        ...
+
+    async def write(self, project: str, changes: Iterable[HistoryWrite]) -> None: ...
+
+    def forget(self) -> None:
+        """Drop what is held in memory: another worker may have changed the stored state."""
+        ...
 
 
 def measure(values: HourValues, kind: Kind) -> float | None:
@@ -362,58 +423,3 @@ def judge(
                 days = stats.samples
             return Finding(kind, window, stats.median, actual, bound, max(1, days))
     return None
-
-
-# --- what a finding means for an open anomaly ------------------------------------------------
-
-
-class Severity(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-def severity(ratio: float) -> Severity:
-    """By actual / expected: >= 10x critical, >= 5x high, >= 3x medium, else low."""
-    if ratio >= 10:
-        return Severity.CRITICAL
-    if ratio >= 5:
-        return Severity.HIGH
-    if ratio >= 3:
-        return Severity.MEDIUM
-    return Severity.LOW
-
-
-_LABELS = {Kind.COST: "Cost", Kind.VOLUME: "Request volume", Kind.LATENCY: "Average latency"}
-_UNITS = {
-    (Kind.COST, Window.HOUR): "median hourly cost",
-    (Kind.COST, Window.DAY): "median daily cost (day so far)",
-    (Kind.VOLUME, Window.HOUR): "median hourly requests",
-    (Kind.VOLUME, Window.DAY): "median daily requests (day so far)",
-    (Kind.LATENCY, Window.HOUR): "median hourly average latency",
-    (Kind.LATENCY, Window.DAY): "median daily average latency",
-}
-
-
-def describe(finding: Finding) -> str:
-    """E.g. "Cost increased 340% compared to 7-day median hourly cost"."""
-    label = _LABELS[finding.kind]
-    unit = _UNITS[(finding.kind, finding.window)]
-    if finding.expected <= 0:
-        return f"{label} rose from nothing compared to {finding.days}-day {unit}"
-    pct = round((finding.actual / finding.expected - 1.0) * 100)
-    return f"{label} increased {pct}% compared to {finding.days}-day {unit}"
-
-
-def anomaly_id(project: str, kind: Kind, entity_type: str, entity_id: str, first_hour: int) -> str:
-    """Deterministic: the same episode found again (a replayed delta) gets the same id."""
-    digest = hashlib.sha256(
-        "\x1f".join((project, kind.value, entity_type, entity_id, str(first_hour))).encode()
-    ).hexdigest()
-    return f"anomaly_{digest[:20]}"
-
-
-def event_time_of(watermark_ms: int, hour: int) -> int:
-    """When (event time) a cell of `hour` was seen: the watermark, kept inside the hour."""
-    return min(max(watermark_ms, hour * MS_PER_HOUR), (hour + 1) * MS_PER_HOUR - 1)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 MS_PER_HOUR = 3_600_000
+MS_PER_QUARTER = 900_000
 
 
 class Granularity(StrEnum):

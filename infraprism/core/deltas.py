@@ -14,10 +14,11 @@ at-least-once, so a consumer must be idempotent: re-reading a cell is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
-from infraprism.core.buckets import labels_for_hour
+from infraprism.core.buckets import MS_PER_HOUR, labels_for_hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +42,39 @@ def deltas_of_groups(groups: dict, max_ts_ms: dict[str, int]) -> list[Delta]:
     for project, etype, eid, _model, _provider, _tags, hour_index in groups:
         cells.setdefault(project, set()).add((etype, eid, labels_for_hour(hour_index)[0]))
     return [Delta(project, max_ts_ms[project], tuple(sorted(cells_of))) for project, cells_of in cells.items()]
+
+
+def hour_of_label(label: str) -> int:
+    """Epoch hours of a cell's hour label YYYYMMDDHH; ValueError when it is not one."""
+    moment = datetime(int(label[:4]), int(label[4:6]), int(label[6:8]), int(label[8:10]), tzinfo=UTC)
+    return int(moment.timestamp()) // 3600
+
+
+def merge(deltas: list[Delta]) -> list[Delta]:
+    """Merge a project's consecutive deltas whose watermarks lie in the same event hour.
+
+    The union of their cells with the newest watermark: each cell is read and
+    judged once. Deltas of different hours stay apart, so event-time decisions
+    (detected_at, recovery) keep their hourly resolution during a replay.
+    """
+    out: list[Delta] = []
+    open_groups: dict[str, tuple[int, int, set[tuple[str, str, str]]]] = {}  # project -> (hour, wm, cells)
+
+    def flush(project: str) -> None:
+        _, watermark, cells = open_groups.pop(project)
+        out.append(Delta(project, watermark, tuple(sorted(cells))))
+
+    for delta in deltas:
+        hour = delta.watermark_ms // MS_PER_HOUR
+        group = open_groups.get(delta.project)
+        if group is not None and group[0] != hour:
+            flush(delta.project)
+            group = None
+        if group is None:
+            open_groups[delta.project] = (hour, delta.watermark_ms, set(delta.cells))
+        else:
+            group[2].update(delta.cells)
+            open_groups[delta.project] = (hour, max(group[1], delta.watermark_ms), group[2])
+    for project in list(open_groups):
+        flush(project)
+    return out

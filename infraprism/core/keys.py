@@ -32,18 +32,22 @@ class Dimension(StrEnum):
     CUBE = "x"  # member entity_type SEP entity_id SEP model SEP provider SEP tag_set
 
 
-# Granularities each dimension is kept at. The cube is not kept per hour: no
-# query reads hours with a tag or model filter (only /costs/timeseries reads
-# hours, and it filters by entity alone), and per-hour cube cells would be the
-# largest set of keys by far.
+# Granularities each dimension is kept at. Every dimension has hours, the cube too,
+# and each hour hash also holds the cells of its last three quarter hours
+# (`quarter_member`), so that a range in any zone (core/zones.py) is a sum of whole
+# cells: every local midnight since 1972 falls on a UTC quarter hour. The cube's
+# hours are the largest set of keys by far; docs/query-planner.md weighs them.
 DIMENSION_GRANULARITIES: dict[Dimension, tuple[Granularity, ...]] = {
-    Dimension.TOTAL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-    Dimension.ENTITY: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-    Dimension.MODEL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-    Dimension.TAG: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-    Dimension.ENTITY_MODEL: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH),
-    Dimension.CUBE: (Granularity.DAY, Granularity.MONTH),
+    dimension: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH) for dimension in Dimension
 }
+QUARTER_SEP = "\x1c"  # between a member and the quarter (1-3) of its hour a field holds
+
+
+def quarter_member(member: str, quarter: int) -> str:
+    """The field of an hour hash holding `member`'s events of quarter `quarter` (1, 2 or 3) of
+    the hour. The first quarter has no field: it is the hour's cell minus the other three."""
+    return f"{member}{QUARTER_SEP}{quarter}"
+
 
 # Leaderboards (sorted sets of entities by cost) are kept per day, month and year: a
 # year's top entities read one year board (minus what lies outside the range), not
@@ -125,6 +129,10 @@ class KeyLayout:
     def projects(self) -> str:
         """Set of every project that has data."""
         return f"{self.root}:projects"
+
+    def project_settings(self, project: str) -> str:
+        """Hash: the project's settings, set by `infraprism projects` (stores/projects.py). Not derived."""
+        return f"{self.root}:{project}:settings"
 
     def data_version(self, project: str) -> str:
         """Counter bumped by every batch that changes the project's aggregates (API cache validation)."""
@@ -225,19 +233,36 @@ class KeyLayout:
         """Hash: key id -> key hash, for `keys list` and `keys revoke ID`."""
         return f"{self.root}:apikeys"
 
-    # --- anomalies (written by the detector, read by the API) ---
+    # --- anomalies (written by the detector, read by the API and alerts; dismissed by the API and CLI) ---
     def anomaly(self, project: str, anomaly_id: str) -> str:
-        """Hash: the anomaly record in the reference's shape."""
+        """Hash: the anomaly record in the reference's shape (core/anomalies.py)."""
         return f"{self.root}:{project}:an:{anomaly_id}"
 
     def anomaly_index(self, project: str) -> str:
         """Sorted set: member anomaly id, score detected_at epoch ms."""
         return f"{self.root}:{project}:ai"
 
-    def open_anomaly(self, project: str, subject: str, anomaly_type: str) -> str:
-        """String: the id of the one open anomaly for (project, subject, type)."""
-        return f"{self.root}:{project}:ao:{anomaly_type}:{subject}"
+    def anomaly_owners(self) -> str:
+        """Hash: anomaly id -> project, so a dismissal by id alone finds the record."""
+        return f"{self.root}:anomaly-owner"
 
-    def detector_state(self, project: str, name: str) -> str:
-        """Detector-owned state (baselines, episodes), one key per name."""
-        return f"{self.root}:{project}:det:{name}"
+    def anomaly_outbox(self, project: str) -> str:
+        """Stream: one entry per record version (the record's fields) that alerting has to deliver."""
+        return f"{self.root}:{project}:det:outbox"
+
+    def alert_cursors(self, project: str) -> str:
+        """Hash: alert channel name -> id of the last outbox entry it delivered."""
+        return f"{self.root}:{project}:det:outbox-cursor"
+
+    def alert_delivered(self, project: str, channel: str) -> str:
+        """Hash: anomaly id -> the last version this alert channel delivered."""
+        return f"{self.root}:{project}:det:delivered:{channel}"
+
+    # --- detector state (written and read by the detector only) ---
+    def detector_history(self, project: str, member: str) -> str:
+        """Hash: one subject's rolling hourly history (pipeline/detector_state.py); member "" is the total."""
+        return f"{self.root}:{project}:det:ht" if not member else f"{self.root}:{project}:det:h:{member}"
+
+    def detector_episodes(self, project: str) -> str:
+        """Hash: episode field (type SEP member) -> JSON of the project's open episode."""
+        return f"{self.root}:{project}:det:episodes"

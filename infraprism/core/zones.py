@@ -116,9 +116,12 @@ class LocalBucket:
 
 
 def label_at(tz: ZoneInfo, ms: int) -> str:
-    """RFC 3339 local wall time with offset, to the second: 2025-03-10T00:00:00-07:00."""
+    """RFC 3339 local wall time with offset, to the second: 2025-03-10T00:00:00-07:00, and
+    2025-03-10T00:00:00Z in the zone UTC (not in a zone whose offset is merely zero)."""
     local = _moment(ms).astimezone(tz)
     text = local.replace(microsecond=0).isoformat()
+    if tz.key == "UTC":
+        return text.replace("+00:00", "Z")
     return text
 
 

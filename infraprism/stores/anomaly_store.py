@@ -1,117 +1,52 @@
 """Anomaly records in Redis: written by the detector, read (and dismissed) by the API and CLI.
 
-One hash per anomaly (KeyLayout.anomaly) holding the reference's fields, an
+One hash per anomaly (KeyLayout.anomaly) holding the record's fields, an
 index per project by detected_at (KeyLayout.anomaly_index), and an owner map
-from id to project so `infraprism anomalies dismiss ID` needs no project.
+from id to project (KeyLayout.anomaly_owners) so `infraprism anomalies
+dismiss ID` needs no project. Every write also queues the record's new
+snapshot on the project's alert outbox (KeyLayout.anomaly_outbox), in the same
+atomic call, for pipeline/alerts.py to deliver.
+
+The record's type lives in the core (infraprism/core/anomalies.py); it is
+re-exported here because the API and the detector reach records through this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from typing import Any
+import asyncio
 
 import redis.asyncio as aioredis
 
+from infraprism.core.anomalies import AnomalyRecord, AnomalyStatus, AnomalyType, Severity
 from infraprism.core.keys import KeyLayout
+from infraprism.core.text import as_text
+from infraprism.settings import Settings
 
-
-class AnomalyStatus(StrEnum):
-    ACTIVE = "active"
-    RESOLVED = "resolved"
-    DISMISSED = "dismissed"
-
-
-class AnomalyType(StrEnum):
-    COST_SPIKE = "cost_spike"
-    VOLUME_SPIKE = "volume_spike"
-    LATENCY_SPIKE = "latency_spike"
-
-
-class Severity(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-@dataclass(slots=True)
-class AnomalyRecord:
-    """One anomaly in the reference's shape, plus what the store needs to index it.
-
-    `entity_type`/`entity_id` are "project"/<project id> for a project-wide spike.
-    `expected_value`/`actual_value` are USD for cost spikes, events for volume
-    spikes, milliseconds for latency spikes.
-    """
-
-    id: str
-    project: str
-    detected_at: str  # RFC 3339 with Z, in event time
-    detected_ms: int
-    entity_type: str
-    entity_id: str
-    type: str
-    severity: str
-    description: str
-    expected_value: float
-    actual_value: float
-    status: str
-    updated_ms: int = 0  # event time of the last change, for alert de-duplication
-    version: int = 1  # bumps on every change; a notification is sent once per version
-
-    def to_hash(self) -> dict[str, str]:
-        return {name: str(value) for name, value in asdict(self).items()}
-
-    @classmethod
-    def from_hash(cls, raw: dict[Any, Any]) -> AnomalyRecord:
-        text = {_s(k): _s(v) for k, v in raw.items()}
-        return cls(
-            id=text["id"],
-            project=text["project"],
-            detected_at=text["detected_at"],
-            detected_ms=int(text["detected_ms"]),
-            entity_type=text["entity_type"],
-            entity_id=text["entity_id"],
-            type=text["type"],
-            severity=text["severity"],
-            description=text["description"],
-            expected_value=float(text["expected_value"]),
-            actual_value=float(text["actual_value"]),
-            status=text["status"],
-            updated_ms=int(text.get("updated_ms", "0")),
-            version=int(text.get("version", "1")),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """The API's shape (analytics-api.txt, Anomalies)."""
-        return {
-            "id": self.id,
-            "detected_at": self.detected_at,
-            "entity_type": self.entity_type,
-            "entity_id": self.entity_id,
-            "type": self.type,
-            "severity": self.severity,
-            "description": self.description,
-            "expected_value": self.expected_value,
-            "actual_value": self.actual_value,
-            "status": self.status,
-        }
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def owners_key(layout: KeyLayout) -> str:
-    return f"{layout.root}:anomaly-owner"
+__all__ = [
+    "AnomalyRecord",
+    "AnomalyStatus",
+    "AnomalyType",
+    "Severity",
+    "create",
+    "dismiss",
+    "dismiss_by_id",
+    "get",
+    "list_range",
+    "save",
+    "transition",
+]
 
 
 async def save(redis: aioredis.Redis, layout: KeyLayout, record: AnomalyRecord) -> None:
-    """Write (or overwrite) a record and its indexes in one transaction."""
+    """Write (or overwrite) a record and its indexes, without queueing an alert.
+
+    For tests only, and going away: it skips the real write path. Seed records
+    with `create` instead (tests/api and tests/test_cli.py still call this).
+    """
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(layout.anomaly(record.project, record.id), mapping=dict(record.to_hash()))  # type: ignore[arg-type]
         pipe.zadd(layout.anomaly_index(record.project), {record.id: record.detected_ms})
-        pipe.hset(owners_key(layout), record.id, record.project)
+        pipe.hset(layout.anomaly_owners(), record.id, record.project)
         await pipe.execute()
 
 
@@ -136,7 +71,7 @@ async def list_range(
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for anomaly_id in ids:
-            pipe.hgetall(layout.anomaly(project, _s(anomaly_id)))
+            pipe.hgetall(layout.anomaly(project, as_text(anomaly_id)))
         raws = await pipe.execute()
     records = [AnomalyRecord.from_hash(raw) for raw in raws if raw]
     return [
@@ -144,15 +79,6 @@ async def list_range(
         for r in records
         if (entity_type is None or r.entity_type == entity_type) and (status is None or r.status == status)
     ]
-
-
-def outbox_key(layout: KeyLayout, project: str) -> str:
-    """Stream of record snapshots (one entry per new version) that alerting still has to deliver.
-
-    Written in the same atomic call as the record, so a change is never lost
-    between Redis and the alert channels; pipeline/alerts.py drains it.
-    """
-    return layout.detector_state(project, "outbox")
 
 
 # KEYS: record, index, owners, outbox. ARGV: id, project, detected_ms, then the record's pairs.
@@ -194,8 +120,8 @@ async def create(redis: aioredis.Redis, layout: KeyLayout, record: AnomalyRecord
         4,
         layout.anomaly(record.project, record.id),
         layout.anomaly_index(record.project),
-        owners_key(layout),
-        outbox_key(layout, record.project),
+        layout.anomaly_owners(),
+        layout.anomaly_outbox(record.project),
         record.id,
         record.project,
         str(record.detected_ms),
@@ -222,11 +148,11 @@ async def transition(
         _TRANSITION,
         2,
         layout.anomaly(project, anomaly_id),
-        outbox_key(layout, project),
+        layout.anomaly_outbox(project),
         ",".join(allowed),
         *pairs,
     )
-    status = _s(reply[0])
+    status = as_text(reply[0])
     if status == "missing":
         return False, None
     flat = reply[1:]
@@ -243,15 +169,31 @@ async def dismiss(
     alerting like any other. The detector never reopens a dismissed anomaly's
     episode: its update only applies while the status is active.
     """
-    owner = await redis.hget(owners_key(layout), anomaly_id)
-    if owner is None or (project is not None and _s(owner) != project):
+    owner = await redis.hget(layout.anomaly_owners(), anomaly_id)
+    if owner is None or (project is not None and as_text(owner) != project):
         return None
     _, record = await transition(
         redis,
         layout,
-        _s(owner),
+        as_text(owner),
         anomaly_id,
         (AnomalyStatus.ACTIVE, AnomalyStatus.RESOLVED),
         {"status": AnomalyStatus.DISMISSED},
     )
     return record
+
+
+def dismiss_by_id(settings: Settings, anomaly_id: str) -> AnomalyRecord | None:
+    """`infraprism anomalies dismiss ID`: `dismiss` with a client of its own; None when there is no such id.
+
+    Synchronous, for the CLI (like the API key functions of stores/apikeys.py).
+    """
+
+    async def run() -> AnomalyRecord | None:
+        redis = aioredis.Redis.from_url(settings.redis_dsn())
+        try:
+            return await dismiss(redis, KeyLayout(settings.key_prefix), anomaly_id)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())

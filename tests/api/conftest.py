@@ -1,4 +1,5 @@
-"""API test fixtures: a key for a fresh project, an in-process client over the ASGI app."""
+"""API test fixtures: a key for a fresh project, an in-process client over the ASGI app,
+and a repository of the project for the tests of the services."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from infraprism.api.app import create_app
+from infraprism.api.repository import Repository
+from infraprism.core.keys import KeyLayout
 from infraprism.settings import Settings
 from infraprism.stores import apikeys
+from tests.api.helpers import load_events, sample_events
 
 
 @pytest.fixture
@@ -39,3 +43,19 @@ async def api_client(settings: Settings, redis_client: aioredis.Redis) -> AsyncI
 async def authed(api_client: httpx.AsyncClient, api_key: str) -> httpx.AsyncClient:
     api_client.headers["Authorization"] = f"Bearer {api_key}"
     return api_client
+
+
+@pytest.fixture
+async def with_sample_events(
+    authed: httpx.AsyncClient, settings: Settings, project: str, redis_client: aioredis.Redis
+) -> httpx.AsyncClient:
+    """`authed`, over `helpers.sample_events` of its project."""
+    await load_events(redis_client, settings, sample_events(project))
+    return authed
+
+
+@pytest.fixture
+def repository(redis_client: aioredis.Redis, settings: Settings, project: str) -> Repository:
+    """The project's repository over the test's Redis client (no scripts loaded: the
+    repository loads them on its first NOSCRIPT)."""
+    return Repository(redis_client, KeyLayout(settings.key_prefix), project)

@@ -1,4 +1,4 @@
-"""Helpers for API tests: write events straight into the rollups, run a live uvicorn server."""
+"""Helpers for API tests: events written straight into the rollups, a live uvicorn server."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from infraprism.core.rollup import BatchRollup
 from infraprism.dev.local_services import free_port
 from infraprism.pipeline.store import Applied, RollupStore
 from infraprism.settings import Settings
+from infraprism.stores.anomaly_store import AnomalyRecord
 
 
 async def load_events(
@@ -40,6 +41,51 @@ async def load_events(
         result = await store.apply(rollup, [])
         assert isinstance(result, Applied), result
     return len(validated)
+
+
+RANGE = {"start_date": "2025-01-01", "end_date": "2025-01-31"}
+
+
+def sample_event(project: str, n: int, entity_id: str, cost: float, **extra: object) -> dict[str, object]:
+    """An event of January 2025 (the day and hour follow n), tagged feature=chat:bot."""
+    return {
+        "event_id": f"e{n}",
+        "timestamp": f"2025-01-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+        "project_id": project,
+        "entity_type": "customer",
+        "entity_id": entity_id,
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cost": cost,
+        "latency_ms": 1000 + n,
+        "tags": {"feature": "chat:bot"},
+        **extra,
+    }
+
+
+def sample_events(project: str) -> list[dict[str, object]]:
+    """Twelve events of January 1-12 over three customers, one with a comma in its id."""
+    return [sample_event(project, n, ["acme", "globex, inc", "initech"][n % 3], 0.5 + n) for n in range(12)]
+
+
+def anomaly_record(project: str, n: int, status: str, entity_type: str = "customer") -> AnomalyRecord:
+    """An anomaly of acme detected on January 10 + n, 2025."""
+    return AnomalyRecord(
+        id=f"an-{n}",
+        project=project,
+        detected_at=f"2025-01-{10 + n:02d}T10:30:00Z",
+        detected_ms=1736505000000 + n * 86_400_000,
+        entity_type=entity_type,
+        entity_id="acme",
+        type="cost_spike",
+        severity="high",
+        description=f"spike {n}",
+        expected_value=12.5,
+        actual_value=55.0,
+        status=status,
+    )
 
 
 class LiveServer:

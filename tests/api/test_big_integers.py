@@ -8,9 +8,8 @@ the product's own RollupStore.
 from __future__ import annotations
 
 import httpx
-import orjson
 
-from infraprism.api.routes import json_bytes
+from infraprism.core.cell import Cell
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
 from infraprism.pipeline.store import Applied, RollupStore
@@ -25,7 +24,7 @@ async def test_costs_prints_token_sums_past_64_bits_exactly(
 ):
     rollup = BatchRollup()
     key = (project, "customer", "acme", "gpt-4o", "openai", (), HOUR_2025_01_15_10)
-    rollup.groups[key] = [18_000_000, 10**22, BIG, 2 * BIG, 0, 0]
+    rollup.groups[key] = Cell([18_000_000, 10**22, BIG, 2 * BIG, 0, 0])
     rollup.events = 18_000_000
     store = RollupStore(redis_client, KeyLayout(settings.key_prefix), topic="t", group="g", dedupe_window_days=7)
     assert await store.apply(rollup, []) == Applied()
@@ -39,11 +38,3 @@ async def test_costs_prints_token_sums_past_64_bits_exactly(
         (row,) = body["data"]
         assert (row["total_input_tokens"], row["total_output_tokens"]) == (BIG, 2 * BIG)
         assert (body["summary"]["total_cost"], body["summary"]["total_events"]) == (10**13, 18_000_000)
-
-
-def test_json_bytes_falls_back_only_past_64_bits():
-    assert json_bytes({"a": 2**64 - 1}) == orjson.dumps({"a": 2**64 - 1})
-    assert (
-        json_bytes({"a": [2**64, -(2**70)], "b": 0.5})
-        == b'{"a":[18446744073709551616,-1180591620717411303424],"b":0.5}'
-    )

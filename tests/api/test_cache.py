@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
-from infraprism.api.cache import BucketCache, ResponseCache
-from infraprism.api.planner import Filters, GroupBy, Grouping
-from infraprism.api.service import Reader
+from infraprism.api.cache import AnswerScope, ResponseCache, cached_answer, range_version_fields
+from infraprism.api.repository import Repository
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import Dimension, KeyLayout
 from infraprism.settings import Settings
@@ -137,7 +137,7 @@ async def test_an_answer_over_changed_and_unchanged_buckets_reads_only_the_chang
     assert second["summary"] == {
         "total_cost": 3.75,
         "total_events": 3,
-        "period": {"start": "2025-01-01", "end": "2025-02-10"},
+        "period": {"start": "2025-01-01", "end": "2025-02-10", "tz": "UTC"},
     }
     assert [(row["entity_id"], row["total_cost"], row["total_events"]) for row in second["data"]] == [("acme", 3.75, 3)]
 
@@ -146,67 +146,6 @@ async def test_an_answer_over_changed_and_unchanged_buckets_reads_only_the_chang
     await load_events(redis_client, settings, [event(project, 4, 0.25, "2025-01-20T08:00:00Z")])
     third = (await authed.get("/v1/analytics/costs", params=span)).json()
     assert (third["summary"]["total_cost"], third["summary"]["total_events"]) == (2.75, 3)
-
-
-async def test_member_ids_renumbered_mid_read_fall_back_to_exact_ints(
-    redis_client: aioredis.Redis, settings: Settings, project: str
-):
-    """A bucket cache whose vocabulary fills up renumbers its members. A read that parsed
-    some buckets under the old numbers must not sum them with the new ones: it falls back
-    to the plain-int path and still gets the exact answer."""
-    entities = ["a", "b", "c", "d"]
-    events = [
-        {**event(project, n, 1.0 + n, "2025-01-15T10:00:00Z"), "entity_id": entity}
-        for n, entity in enumerate(entities[:3])
-    ] + [
-        {**event(project, 10 + n, 0.5 + n, "2025-02-03T10:00:00Z"), "entity_id": entity}
-        for n, entity in enumerate(entities[1:])
-    ]
-    await load_events(redis_client, settings, events)
-    layout = KeyLayout(settings.key_prefix)
-    read = (date(2025, 1, 1), date(2025, 2, 10), Filters(), Grouping(GroupBy.ENTITY))
-
-    roomy = await Reader(redis_client, layout, project, ResponseCache()).costs(*read)
-    cramped_cache = ResponseCache()
-    cramped_cache.buckets = BucketCache(max_members=4)  # January's 3 members + February's 3 overflow
-    cramped = await Reader(redis_client, layout, project, cramped_cache).costs(*read)
-
-    assert cramped == roomy
-    # a: 1.0; b: 2.0 + 0.5; c: 3.0 + 1.5; d: 2.5. Equal costs in entity order.
-    assert [(row["entity_id"], row["total_cost"]) for row in roomy["data"]] == [
-        ("c", 4.5),
-        ("b", 2.5),
-        ("d", 2.5),
-        ("a", 1.0),
-    ]
-
-
-async def test_cached_and_fresh_buckets_from_different_moments_are_not_mixed(
-    redis_client: aioredis.Redis, settings: Settings, project: str
-):
-    """The versions are read, then the missing buckets. When a batch lands in between, the
-    cached buckets show the data before it and the fresh ones after it: the read sees the
-    moved version and reads every bucket again, in one MULTI/EXEC."""
-    layout = KeyLayout(settings.key_prefix)
-    cache = ResponseCache()
-    read = (date(2025, 1, 1), date(2025, 2, 10), Filters(), Grouping(GroupBy.ENTITY))
-    await load_events(redis_client, settings, [event(project, 1, 1.25), event(project, 2, 2.0, "2025-02-05T08:00:00Z")])
-    first = Reader(redis_client, layout, project, cache)
-    assert (await first.costs(*read))["summary"]["total_cost"] == 3.25
-    tokens_before = dict(first.bucket_tokens)
-
-    # January's rollup removed behind Redis's back (its version stands, its parsed copy is
-    # cached), February 5's parsed copy evicted, then a batch into February 5.
-    await redis_client.delete(layout.rollup(project, Dimension.ENTITY, Granularity.MONTH, "202501"))
-    february_5 = layout.rollup(project, Dimension.ENTITY, Granularity.DAY, "20250205")
-    cache.buckets._entries.pop(february_5)
-    await load_events(redis_client, settings, [event(project, 3, 0.5, "2025-02-05T09:00:00Z")])
-
-    # A read whose versions were read before that batch: February 5 is read fresh and its
-    # version has moved, so January's cached copy (the moment before) is not used.
-    late = Reader(redis_client, layout, project, cache, bucket_tokens=tokens_before)
-    body = await Reader.costs.__wrapped__(late, *read)  # type: ignore[attr-defined]
-    assert (body["summary"]["total_cost"], body["summary"]["total_events"]) == (2.5, 2)
 
 
 async def test_ingest_into_a_day_outside_the_range_keeps_the_answer_even_when_its_buckets_change(
@@ -355,31 +294,51 @@ async def test_a_cancelled_leader_hands_over_to_a_waiter():
     assert leader.cancelled()
 
 
-async def test_a_recomputed_answer_reshapes_only_the_rows_whose_sums_changed(
-    redis_client: aioredis.Redis, settings: Settings, project: str
+class Counting:
+    """A service whose answers count their computations: `cached_answer` on a stand-in."""
+
+    def __init__(self, repository: Repository, cache: ResponseCache | None) -> None:
+        self.repository = repository
+        self.cache = cache
+        self.computed = 0
+
+    def _january(self, *_: Any) -> AnswerScope:
+        return AnswerScope(range_version_fields((date(2025, 1, 1), date(2025, 1, 31))))
+
+    @cached_answer(_january)
+    async def by_range(self, n: int) -> dict[str, Any]:
+        self.computed += 1
+        return {"data": [n]}
+
+    @cached_answer(None)
+    async def by_data_version(self, n: int) -> dict[str, Any]:
+        self.computed += 1
+        return {"data": [n]}
+
+
+async def test_cached_answer_is_kept_per_method_and_arguments_while_its_versions_stand(
+    repository: Repository, redis_client: aioredis.Redis, settings: Settings
 ):
-    """After a batch, costs by entity takes the rows of unchanged entities as they were
-    shaped (the same dicts) and shapes the changed and new ones: the answer is the one a
-    reader without any cache computes."""
-    layout = KeyLayout(settings.key_prefix)
-    cache = ResponseCache()
-    read = (date(2025, 1, 1), date(2025, 1, 31), Filters(), Grouping(GroupBy.ENTITY))
+    service = Counting(repository, ResponseCache())
+    answers = [await service.by_range(1), await service.by_range(1), await service.by_range(2)]
+    assert service.computed == 2
+    assert answers[0] is answers[1]
+    assert await service.by_data_version(1) is not answers[0]  # another method, another entry
+    assert service.computed == 3
 
-    def named(n: int, entity_id: str, cost: float) -> dict[str, object]:
-        return {**event(project, n, cost), "entity_id": entity_id}
+    # A batch in March moves the data version, not January's versions.
+    march = {**event(repository.project, 1, 1.0), "timestamp": "2025-03-02T08:00:00Z"}
+    await load_events(redis_client, settings, [march])
+    assert await service.by_range(1) is answers[0]
+    await service.by_data_version(1)
+    assert service.computed == 4
+    await load_events(redis_client, settings, [event(repository.project, 2, 1.0)])
+    await service.by_range(1)
+    assert service.computed == 5
 
-    await load_events(redis_client, settings, [named(1, "a", 1.0), named(2, "b", 2.0), named(3, "c", 3.0)])
-    first = await Reader(redis_client, layout, project, cache).costs(*read)
-    by_id = {row["entity_id"]: row for row in first["data"]}
 
-    await load_events(redis_client, settings, [named(4, "b", 5.0), named(5, "d", 0.5)])
-    second = await Reader(redis_client, layout, project, cache).costs(*read)
-    assert second is not first
-    assert second == await Reader(redis_client, layout, project, None).costs(*read)
-    rows = {row["entity_id"]: row for row in second["data"]}
-    assert [row["entity_id"] for row in second["data"]] == ["b", "c", "a", "d"]
-    assert rows["a"] is by_id["a"]
-    assert rows["c"] is by_id["c"]
-    assert rows["b"] is not by_id["b"]
-    assert (rows["b"]["total_cost"], rows["b"]["total_events"]) == (7.0, 2)
-    assert (rows["d"]["total_cost"], rows["d"]["total_events"]) == (0.5, 1)
+async def test_without_a_cache_every_answer_is_computed(repository: Repository):
+    service = Counting(repository, None)
+    await service.by_range(1)
+    await service.by_range(1)
+    assert service.computed == 2

@@ -1,4 +1,4 @@
-"""The bulk (numpy) arithmetic of api/columns against the plain-int functions it stands in for."""
+"""The bulk (numpy) arithmetic of api/columns against the plain-int code it stands in for."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infraprism.api.columns import EXACT_DOUBLE, mean_ms_column, parse_cells, usd_column, within_exact_range
-from infraprism.api.service import avg_latency_ms
+from infraprism.api.columns import (
+    EXACT_DOUBLE,
+    column_totals,
+    cost_descending_order,
+    mean_ms_column,
+    parse_cells,
+    signed_sum,
+    usd_column,
+    within_exact_range,
+)
+from infraprism.api.shaping import avg_latency_ms, sorted_groups
 from infraprism.core.cell import Cell
 from infraprism.core.money import nano_to_usd
 
@@ -74,7 +83,7 @@ def test_usd_column_is_nano_to_usd(costs_nano: list[int]) -> None:
 def test_mean_ms_column_is_avg_latency_ms(pairs: list[tuple[int, int]]) -> None:
     sums = np.array([latency_sum for latency_sum, _ in pairs], dtype=np.int64)
     counts = np.array([count for _, count in pairs], dtype=np.int64)
-    expected = [avg_latency_ms([0, 0, 0, 0, latency_sum, count]) for latency_sum, count in pairs]
+    expected = [avg_latency_ms(Cell([0, 0, 0, 0, latency_sum, count])) for latency_sum, count in pairs]
     assert mean_ms_column(sums, counts) == expected
 
 
@@ -92,11 +101,51 @@ def test_within_exact_range_bounds() -> None:
 
 
 def test_column_totals_are_exact_past_int64() -> None:
-    from infraprism.api.service import _column_totals
-
     big = np.full((2000, 6), EXACT_DOUBLE - 1, dtype=np.int64)
     big[:, 1] = 7
-    assert _column_totals(big) == [2000 * (EXACT_DOUBLE - 1), 14_000] + [2000 * (EXACT_DOUBLE - 1)] * 4
+    assert column_totals(big) == [2000 * (EXACT_DOUBLE - 1), 14_000] + [2000 * (EXACT_DOUBLE - 1)] * 4
     small = np.array([[1, -2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60]], dtype=np.int64)
-    assert _column_totals(small) == [11, 18, 33, 44, 55, 66]
-    assert _column_totals(np.zeros((0, 6), dtype=np.int64)) == [0] * 6
+    assert column_totals(small) == [11, 18, 33, 44, 55, 66]
+    assert column_totals(np.zeros((0, 6), dtype=np.int64)) == [0] * 6
+
+
+buckets = st.lists(
+    st.tuples(
+        st.dictionaries(st.integers(0, 30), st.lists(st.integers(0, 10**6), min_size=6, max_size=6), max_size=8),
+        st.sampled_from([1, -1]),
+    ),
+    max_size=6,
+)
+
+
+@given(buckets)
+def test_signed_sum_is_the_sum_of_cells_per_member(drawn: list[tuple[dict[int, list[int]], int]]) -> None:
+    parts = [
+        (np.array(list(cells), dtype=np.int64), np.array(list(cells.values()), dtype=np.int64).reshape(-1, 6))
+        for cells, _ in drawn
+    ]
+    present, sums = signed_sum(parts, [sign for _, sign in drawn])
+    expected: dict[int, Cell] = {}
+    for cells, sign in drawn:
+        for member, counters in cells.items():
+            expected.setdefault(member, Cell.zero()).add(counters, sign)
+    assert present.tolist() == sorted(expected)
+    assert sums.tolist() == [expected[member] for member in sorted(expected)]
+
+
+def test_signed_sum_of_no_buckets_is_empty() -> None:
+    present, sums = signed_sum([], [])
+    assert present.shape == (0,)
+    assert sums.shape == (0, 6)
+
+
+groups = st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from("xyz")), unique=True, max_size=9)
+
+
+@given(groups, st.data())
+def test_cost_descending_order_is_the_order_of_sorted_groups(drawn: list[tuple[str, str]], data) -> None:
+    costs = data.draw(st.lists(st.sampled_from([0, 1, 5, 10**12]), min_size=len(drawn), max_size=len(drawn)))
+    matrix = np.array([[1, cost, 0, 0, 0, 0] for cost in costs], dtype=np.int64).reshape(-1, 6)
+    order = cost_descending_order(matrix, drawn)
+    by_group = {group: Cell(row) for group, row in zip(drawn, matrix.tolist(), strict=True)}
+    assert [drawn[row] for row in order] == [group for group, _ in sorted_groups(by_group)]

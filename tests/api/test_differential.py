@@ -11,10 +11,12 @@ the event list: no planner, no rollups, no keys.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import redis.asyncio as aioredis
@@ -31,12 +33,24 @@ PROJECT = "p-main"
 OTHER = "p-other"
 DAY_MS = 86_400_000
 T0 = datetime(2024, 12, 20, tzinfo=UTC)
-T1 = datetime(2025, 3, 5, tzinfo=UTC)
+T1 = datetime(2025, 4, 10, tzinfo=UTC)  # past the DST changes of March and April
 ENTITIES = [("customer", "acme"), ("customer", "globex"), ("team", "a:b"), ("team", "acme")]
 MODELS = [("gpt-4o", "openai"), ("claude-3", "anthropic"), ("gpt-4o", "azure")]
 TAG_KEYS = ["env", "feature"]
 TAG_VALUES = ["prod", "a:b", "x:y:z"]
-DAYS = [date(2024, 12, 15) + timedelta(days=n) for n in range(90)]  # 2024-12-15 .. 2025-03-14
+DAYS = [date(2024, 12, 15) + timedelta(days=n) for n in range(125)]  # 2024-12-15 .. 2025-04-18
+# UTC, whole-hour zones with DST in either hemisphere, and the half- and quarter-hour ones.
+ZONES = [
+    "UTC",
+    "America/Los_Angeles",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Australia/Lord_Howe",
+    "Australia/Sydney",
+]
+QUARTER_MS = 900_000
 
 
 # --- the event stream --------------------------------------------------------------------------
@@ -102,12 +116,27 @@ def one_decimal(numerator: int, denominator: int) -> float | None:
     return round_half_even(numerator * 10, denominator) / 10
 
 
-def day_of(e: dict[str, Any]) -> date:
-    return date(1970, 1, 1) + timedelta(days=e["ts_ms"] // DAY_MS)
+def zone_of(p: dict[str, Any]) -> ZoneInfo:
+    return ZoneInfo(p.get("tz", "UTC"))
 
 
-def in_range(e: dict[str, Any], start: date, end: date) -> bool:
-    return e["project"] == PROJECT and start <= day_of(e) <= end
+def local(ts_ms: int, tz: ZoneInfo) -> datetime:
+    """The instant's local wall time, by the standard library alone."""
+    return datetime.fromtimestamp(ts_ms // 1000, tz=UTC).replace(microsecond=ts_ms % 1000 * 1000).astimezone(tz)
+
+
+def day_of(e: dict[str, Any], tz: ZoneInfo) -> date:
+    return local(e["ts_ms"], tz).date()
+
+
+def in_range(e: dict[str, Any], start: date, end: date, tz: ZoneInfo) -> bool:
+    return e["project"] == PROJECT and start <= day_of(e, tz) <= end
+
+
+def label(moment: datetime) -> str:
+    """RFC 3339 with the local offset, Z in the zone UTC."""
+    text = moment.replace(microsecond=0).isoformat()
+    return text.replace("+00:00", "Z") if moment.tzinfo == ZoneInfo("UTC") else text
 
 
 def passes(e: dict[str, Any], params: dict[str, Any]) -> bool:
@@ -146,7 +175,8 @@ def dimension_sorted(groups: dict[tuple[Any, ...], list[dict[str, Any]]]) -> lis
 
 def ref_costs(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
     start, end = date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
-    selected = [e for e in events if in_range(e, start, end) and passes(e, p)]
+    tz = zone_of(p)
+    selected = [e for e in events if in_range(e, start, end, tz) and passes(e, p)]
     group_by = p.get("group_by")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     rows: list[dict[str, Any]]
@@ -154,7 +184,7 @@ def ref_costs(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]
         rows = [row_metrics(selected)]
     elif group_by in ("day", "week", "month"):
         for e in selected:
-            d = day_of(e)
+            d = day_of(e, tz)
             if group_by == "week":
                 d = d - timedelta(days=d.weekday())
             elif group_by == "month":
@@ -183,56 +213,60 @@ def ref_costs(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]
         "summary": {
             "total_cost": usd(sum(e["cost_nano"] for e in selected)),
             "total_events": len(selected),
-            "period": {"start": p["start_date"], "end": p["end_date"]},
+            "period": {"start": p["start_date"], "end": p["end_date"], "tz": p.get("tz", "UTC")},
         },
     }
 
 
 def ref_timeseries(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
+    """Buckets found by walking the range a quarter hour at a time (every offset of these
+    zones is a whole number of quarter hours): an hour bucket is a run of local (date, hour,
+    offset), so a repeated hour is two buckets; a day, week or month is keyed by its first
+    local day and labelled with that day's local midnight."""
     start, end = date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
     interval = p.get("interval", "day")
-    selected = [e for e in events if in_range(e, start, end) and passes(e, p)]
+    tz = zone_of(p)
+    selected = [e for e in events if in_range(e, start, end, tz) and passes(e, p)]
 
-    def bucket(ts_ms: int) -> datetime:
-        moment = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+    def key(moment: datetime) -> tuple[Any, ...]:
         if interval == "hour":
-            return moment.replace(minute=0, second=0, microsecond=0)
+            return (moment.date(), moment.hour, moment.utcoffset())
         day = moment.date()
         if interval == "week":
             day -= timedelta(days=day.weekday())
         elif interval == "month":
             day = day.replace(day=1)
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return (day,)
 
-    every: list[datetime] = []
-    cursor = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    stop = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-    while cursor < stop:
-        b = bucket(int(cursor.timestamp() * 1000))
-        if not every or every[-1] != b:
-            every.append(b)
-        cursor += timedelta(hours=1)
-    sums: dict[datetime, list[int]] = {b: [0, 0] for b in every}
+    labels: dict[tuple[Any, ...], str] = {}
+    at = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000) - DAY_MS
+    stop = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp() * 1000) + 2 * DAY_MS
+    while at < stop:
+        moment = local(at, tz)
+        if start <= moment.date() <= end:
+            k = key(moment)
+            if k not in labels:
+                if interval == "hour":
+                    labels[k] = label(moment)
+                else:
+                    first = k[0]
+                    labels[k] = label(datetime(first.year, first.month, first.day, tzinfo=tz))
+        at += QUARTER_MS
+    sums: dict[tuple[Any, ...], list[int]] = {k: [0, 0] for k in labels}
     for e in selected:
-        cell = sums[bucket(e["ts_ms"])]
+        cell = sums[key(local(e["ts_ms"], tz))]
         cell[0] += e["cost_nano"]
         cell[1] += 1
     return {
-        "data": [
-            {
-                "timestamp": b.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "cost": usd(sums[b][0]),
-                "events": sums[b][1],
-            }
-            for b in every
-        ],
+        "data": [{"timestamp": labels[k], "cost": usd(sums[k][0]), "events": sums[k][1]} for k in labels],
         "interval": interval,
+        "tz": p.get("tz", "UTC"),
     }
 
 
 def ref_models(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
     start, end = date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
-    selected = [e for e in events if in_range(e, start, end) and passes(e, p)]
+    selected = [e for e in events if in_range(e, start, end, zone_of(p)) and passes(e, p)]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for e in selected:
         groups[e["model"]].append(e)
@@ -254,7 +288,7 @@ def ref_models(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any
 
 def ref_top(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
     start, end = date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
-    selected = [e for e in events if in_range(e, start, end) and passes(e, p)]
+    selected = [e for e in events if in_range(e, start, end, zone_of(p)) and passes(e, p)]
     costs: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for e in selected:
         costs[e["entity"]][0] += e["cost_nano"]
@@ -279,7 +313,7 @@ def ref_compare(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, An
     def totals(which: str) -> tuple[int, int]:
         s = date.fromisoformat(p[f"{which}_start"])
         e_ = date.fromisoformat(p[f"{which}_end"])
-        sel = [e for e in events if in_range(e, s, e_) and passes(e, p)]
+        sel = [e for e in events if in_range(e, s, e_, zone_of(p)) and passes(e, p)]
         return sum(e["cost_nano"] for e in sel), len(sel)
 
     c1, n1 = totals("period1")
@@ -288,12 +322,14 @@ def ref_compare(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, An
         "period1": {
             "start": p["period1_start"],
             "end": p["period1_end"],
+            "tz": p.get("tz", "UTC"),
             "total_cost": usd(c1),
             "total_events": n1,
         },
         "period2": {
             "start": p["period2_start"],
             "end": p["period2_end"],
+            "tz": p.get("tz", "UTC"),
             "total_cost": usd(c2),
             "total_events": n2,
         },
@@ -329,12 +365,11 @@ def ref_sessions(events: list[dict[str, Any]], wires: list[dict[str, Any]], p: d
         s["turns"] += 1
         s["cost"] += e["cost_nano"]
         s["tokens"] += e["input"] + e["output"]
-    lo = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000
-    hi = lo + ((end - start).days + 1) * DAY_MS
+    tz = zone_of(p)
     matching = [
         (s["start"], sid)
         for sid, s in sessions.items()
-        if lo <= s["start"] < hi
+        if start <= local(s["start"], tz).date() <= end
         and p.get("entity_type", s["entity"][0]) == s["entity"][0]
         and p.get("entity_id", s["entity"][1]) == s["entity"][1]
     ]
@@ -400,7 +435,7 @@ tag_filter = st.lists(st.tuples(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_V
 @st.composite
 def request_strategy(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     endpoint = draw(st.sampled_from(["costs", "costs", "costs", "timeseries", "models", "top", "compare", "sessions"]))
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = draw(optional("tz", ZONES))
     if endpoint == "compare":
         params.update(draw(date_range("period1")))
         params.update(draw(date_range("period2")))
@@ -490,7 +525,7 @@ async def _run(
 
 
 @hsettings(
-    max_examples=100,
+    max_examples=int(os.environ.get("INFRAPRISM_DIFFERENTIAL_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

@@ -11,15 +11,19 @@ from infraprism.api.planner import (
     GroupBy,
     Grouping,
     Interval,
+    MemberInfo,
     choose_dimension,
-    periods,
+    group_of,
+    matches,
+    member_info,
+    local_periods,
     plan_costs,
     plan_leaderboard,
     plan_timeseries,
-    session_window_ms,
+    instant_range_ms,
 )
 from infraprism.core.buckets import Granularity
-from infraprism.core.keys import ALL_ENTITY_TYPES, SEP, Dimension
+from infraprism.core.keys import ALL_ENTITY_TYPES, SEP, Dimension, tag_set_text
 
 E, M, T = "customer", "gpt-4o", (("env", "prod"),)
 
@@ -138,8 +142,8 @@ def test_hourly_series_reads_hours_and_zero_fills_every_hour():
     assert {b.granularity for b in plan.buckets} == {Granularity.HOUR}
     assert len(plan.buckets) == 48
     assert len(plan.periods) == 48
-    assert plan.periods[0] == "2025-01-01T00"
-    assert plan.periods[-1] == "2025-01-02T23"
+    assert plan.periods[0] == "2025-01-01T00:00:00Z"
+    assert plan.periods[-1] == "2025-01-02T23:00:00Z"
 
 
 @pytest.mark.parametrize(
@@ -151,7 +155,7 @@ def test_hourly_series_reads_hours_and_zero_fills_every_hour():
     ],
 )
 def test_periods(interval, expected):
-    assert list(periods(date(2025, 1, 30), date(2025, 2, 1), interval)) == expected
+    assert [period.key for period in local_periods(date(2025, 1, 30), date(2025, 2, 1), interval, "UTC")] == expected
 
 
 def test_leaderboard_plan_uses_the_all_types_board_without_a_filter():
@@ -174,5 +178,67 @@ def test_a_365_day_leaderboard_reads_a_year_board_and_exact_totals_from_months()
     assert sum(r.granularity is Granularity.MONTH for r in plan.rollups) == 12
 
 
-def test_session_window_is_end_exclusive_midnight():
-    assert session_window_ms(date(1970, 1, 1), date(1970, 1, 1)) == (0, 86_400_000)
+def test_instant_range_is_end_exclusive_local_midnight():
+    assert instant_range_ms(date(1970, 1, 1), date(1970, 1, 1)) == (0, 86_400_000)
+    # Los Angeles: 08:00 UTC in winter; the day clocks go forward is 23 hours.
+    assert instant_range_ms(date(2025, 3, 9), date(2025, 3, 9), "America/Los_Angeles") == (
+        1_741_507_200_000,
+        1_741_507_200_000 + 23 * 3_600_000,
+    )
+
+
+CUBE_MEMBER = SEP.join(["team", "a:b", "gpt-4o", "azure", tag_set_text((("env", "prod"), ("feature", "x:y")))])
+
+
+@pytest.mark.parametrize(
+    ("dimension", "member", "info"),
+    [
+        (Dimension.TOTAL, "", MemberInfo()),
+        (Dimension.ENTITY, f"team{SEP}a:b", MemberInfo(entity_type="team", entity_id="a:b")),
+        (Dimension.MODEL, f"gpt-4o{SEP}azure", MemberInfo(model="gpt-4o", provider="azure")),
+        (Dimension.TAG, f"feature{SEP}x:y", MemberInfo(tags={"feature": "x:y"})),
+        (
+            Dimension.ENTITY_MODEL,
+            f"team{SEP}a:b{SEP}gpt-4o{SEP}azure",
+            MemberInfo("team", "a:b", "gpt-4o", "azure"),
+        ),
+        (Dimension.CUBE, CUBE_MEMBER, MemberInfo("team", "a:b", "gpt-4o", "azure", {"env": "prod", "feature": "x:y"})),
+    ],
+)
+def test_member_info_splits_each_dimensions_members(dimension, member, info):
+    assert member_info(dimension, member) == info
+
+
+CUBE_INFO = member_info(Dimension.CUBE, CUBE_MEMBER)
+
+
+@pytest.mark.parametrize(
+    ("filters", "accepted"),
+    [
+        (Filters(), True),
+        (Filters(entity_type="team", entity_id="a:b"), True),
+        (Filters(entity_type="customer"), False),
+        (Filters(entity_id="a"), False),
+        (Filters(model="gpt-4o", tags=(("env", "prod"), ("feature", "x:y"))), True),
+        (Filters(model="claude-3"), False),
+        (Filters(tags=(("env", "prod"), ("feature", "x"))), False),  # every tag must match
+        (Filters(tags=(("region", "eu"),)), False),
+    ],
+)
+def test_matches_ands_every_filter(filters, accepted):
+    assert matches(filters, CUBE_INFO) is accepted
+
+
+@pytest.mark.parametrize(
+    ("grouping", "group"),
+    [
+        (Grouping(), ()),
+        (Grouping(GroupBy.ENTITY), ("team", "a:b")),
+        (Grouping(GroupBy.MODEL), ("gpt-4o", "azure")),
+        (Grouping(GroupBy.TAG, "feature"), ("x:y",)),
+        (Grouping(GroupBy.TAG, "absent"), (None,)),
+        (Grouping(GroupBy.DAY), ()),
+    ],
+)
+def test_group_of_a_member(grouping, group):
+    assert group_of(grouping, CUBE_INFO) == group

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from infraprism.core.baseline import (
     History,
     HourValues,
     Kind,
-    Severity,
     Stats,
     Thresholds,
     Window,
-    anomaly_id,
-    describe,
-    event_time_of,
     judge,
     robust_stats,
-    severity,
     threshold,
 )
+from infraprism.core.episodes import describe
 
 T = Thresholds()
 NANO = 1_000_000_000
@@ -44,22 +38,6 @@ def test_robust_stats(values: list[float], median: float, sigma: float, high: fl
     assert stats.sigma == pytest.approx(sigma)
     assert stats.high == pytest.approx(high)
     assert stats.samples == len(values)
-
-
-@pytest.mark.parametrize(
-    ("ratio", "level"),
-    [
-        (2.0, Severity.LOW),
-        (2.99, Severity.LOW),
-        (3.0, Severity.MEDIUM),
-        (5.0, Severity.HIGH),
-        (9.9, Severity.HIGH),
-        (10.0, Severity.CRITICAL),
-        (math.inf, Severity.CRITICAL),
-    ],
-)
-def test_severity(ratio: float, level: Severity) -> None:
-    assert severity(ratio) == level
 
 
 @pytest.mark.parametrize(
@@ -198,14 +176,6 @@ def test_late_data_refreshes_a_cached_baseline() -> None:
     assert judge(history, now, Kind.COST, T) is None
 
 
-def test_ids_are_deterministic_and_event_time_is_kept_inside_the_hour() -> None:
-    assert anomaly_id("p", Kind.COST, "customer", "a", 5) == anomaly_id("p", Kind.COST, "customer", "a", 5)
-    assert anomaly_id("p", Kind.COST, "customer", "a", 5) != anomaly_id("p", Kind.COST, "customer", "a", 6)
-    assert event_time_of(10 * 3_600_000 + 5, 10) == 10 * 3_600_000 + 5
-    assert event_time_of(99 * 3_600_000, 10) == 11 * 3_600_000 - 1
-    assert event_time_of(0, 10) == 10 * 3_600_000
-
-
 def test_an_anomalous_hour_does_not_raise_the_bar_for_the_next_spike() -> None:
     history = steady(8, 200, 20.0)
     spike = DAY0 + 8 * 24
@@ -230,3 +200,49 @@ def test_expired_hours_are_dropped() -> None:
     history.drop(expired)
     assert min(history.hours) == newest - 8 * 24
     assert not history.flagged
+
+
+@pytest.mark.parametrize(
+    ("first", "hour", "first_after"),
+    [
+        pytest.param(-1, DAY0 + 5, DAY0 + 5, id="a new history starts at its first hour"),
+        pytest.param(DAY0, DAY0 + 5, DAY0, id="a later hour"),
+        pytest.param(DAY0, DAY0 - 3, DAY0 - 3, id="a late event before the first hour"),
+    ],
+)
+def test_record(first: int, hour: int, first_after: int) -> None:
+    history = History(first_hour=first)
+    history.record(hour, cell(5, 1.0))
+    assert (history.first_hour, history.get(hour)) == (first_after, cell(5, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("first", "start", "cells", "first_after"),
+    [
+        pytest.param(-1, DAY0, {DAY0 + 2: cell(1, 1.0)}, DAY0 + 2, id="unknown subject: starts at its oldest cell"),
+        pytest.param(-1, DAY0, {}, -1, id="unknown subject, no traffic: still unknown"),
+        pytest.param(DAY0 + 9, DAY0, {DAY0 + 2: cell(1, 1.0)}, DAY0 + 2, id="older than thought"),
+        pytest.param(DAY0, DAY0 - 24, {DAY0 + 2: cell(1, 1.0)}, DAY0, id="hours after the first"),
+    ],
+)
+def test_cover(first: int, start: int, cells: dict[int, HourValues], first_after: int) -> None:
+    history = History(first_hour=first)
+    history.stats_cache[(Kind.COST, Window.HOUR)] = (DAY0 + 100, Stats(1.0, 0.0, 1.0, 1))
+    history.cover(start, cells)
+    assert history.first_hour == first_after
+    assert history.covered_from == start
+    assert all(history.get(hour) == values for hour, values in cells.items())
+    if first_after != first:
+        assert not history.stats_cache  # every baseline may have changed
+
+
+def test_drop_expired_says_what_went() -> None:
+    history = steady(10, 200, 20.0)
+    history.flag(DAY0 + 3)
+    newest = DAY0 + 10 * 24 - 1
+    dropped, unflagged = history.drop_expired(7)
+    assert sorted(dropped) == list(range(DAY0, newest - 8 * 24))
+    assert unflagged == [DAY0 + 3]
+    assert history.covered_from == newest - 8 * 24
+    assert history.drop_expired(7) == ([], [])
+    assert History(first_hour=-1).drop_expired(7) == ([], [])

@@ -9,7 +9,7 @@ import pytest
 from infraprism.core.buckets import Granularity
 from infraprism.core.cell import Cell
 from infraprism.core.events import validate_event
-from infraprism.core.keys import Dimension, parse_tag_set
+from infraprism.core.keys import QUARTER_SEP, Dimension, parse_tag_set, quarter_member
 from infraprism.core.rollup import BatchRollup, bucket_end, cell_increments, expire_at
 
 H, D, M, Y = Granularity.HOUR, Granularity.DAY, Granularity.MONTH, Granularity.YEAR
@@ -56,8 +56,11 @@ def test_one_event_touches_every_dimension_at_its_granularities():
             f"feature{US}chat": counters,
         }
         expected[("default", Dimension.ENTITY_MODEL, granularity, bucket)] = {f"{entity}{US}{model}": counters}
-        if granularity is not H:  # the cube is kept per day and month only
-            expected[("default", Dimension.CUBE, granularity, bucket)] = {cube: counters}
+        expected[("default", Dimension.CUBE, granularity, bucket)] = {cube: counters}
+    # 23:59:59.999 is in the hour's last quarter: each hour hash holds that quarter's cell too.
+    for dimension in Dimension:
+        hour = expected[("default", dimension, H, "2024022923")]
+        hour.update({quarter_member(member, 3): counters for member in list(hour)})
     assert cells == expected
     assert parse_tag_set(cube.split(US)[4]) == {"env": "prod", "feature": "chat"}
 
@@ -69,7 +72,10 @@ def test_events_sum_per_cell_and_split_by_hour():
         event("c", timestamp="2024-03-01T00:00:00Z", project_id="other"),
     ).cells()
     assert cells[("default", Dimension.TOTAL, H, "2024022922")] == {"": [1, 12_500_000, 100, 20, 0, 0]}
-    assert cells[("default", Dimension.TOTAL, H, "2024022923")] == {"": [1, 2, 100, 20, 250_500, 1]}
+    assert cells[("default", Dimension.TOTAL, H, "2024022923")] == {
+        "": [1, 2, 100, 20, 250_500, 1],
+        quarter_member("", 3): [1, 2, 100, 20, 250_500, 1],  # 23:59 is in the last quarter
+    }
     assert cells[("default", Dimension.TOTAL, D, "20240229")] == {"": [2, 12_500_002, 200, 40, 250_500, 1]}
     assert cells[("default", Dimension.TOTAL, M, "202402")] == {"": [2, 12_500_002, 200, 40, 250_500, 1]}
     assert cells[("other", Dimension.TOTAL, M, "202403")] == {"": [1, 12_500_000, 100, 20, 250_500, 1]}
@@ -197,3 +203,29 @@ def test_lanes_add_six_counters_at_once_exactly_at_their_largest():
     biggest = [200_000, 200_000 * 10**15, 200_000 * 10**12, 200_000 * 10**12, 200_000 * 86_400_000_000, 200_000]
     total = Cell(biggest).lanes() + Cell(biggest).lanes() + Cell([1, 2, 3, 4, 5, 6]).lanes()
     assert Cell.from_lanes(total) == [2 * b + extra for b, extra in zip(biggest, [1, 2, 3, 4, 5, 6], strict=True)]
+
+
+def test_an_hours_first_quarter_has_no_field_of_its_own():
+    # The first quarter is its hour minus the other three (keys.quarter_member).
+    cells = rollup_of(event(timestamp="2024-02-29T23:14:59.999Z")).cells()
+    assert all(QUARTER_SEP not in member for members in cells.values() for member in members)
+    assert ("default", Dimension.CUBE, H, "2024022923") in cells
+
+
+def test_quarter_fields_sum_what_each_quarter_holds():
+    events = [
+        event("a", timestamp="2024-02-29T23:15:00Z"),
+        event("b", timestamp="2024-02-29T23:29:59.999Z"),
+        event("c", timestamp="2024-02-29T23:30:00Z"),
+        event("d", timestamp="2024-02-29T23:00:00Z"),
+    ]
+    cells = rollup_of(*events).cells()
+    total = cells[("default", Dimension.TOTAL, H, "2024022923")]
+    assert {member: cell[0] for member, cell in total.items()} == {
+        "": 4,
+        quarter_member("", 1): 2,
+        quarter_member("", 2): 1,
+    }
+    entity = cells[("default", Dimension.ENTITY, H, "2024022923")]
+    assert entity[quarter_member(f"customer{US}acme", 1)][1] == 2 * 12_500_000
+    assert QUARTER_SEP not in "".join(cells[("default", Dimension.ENTITY, D, "20240229")])

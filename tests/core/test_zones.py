@@ -74,7 +74,8 @@ def reference_hours(name: str, day: date) -> list[tuple[int, int, str]]:
         if runs and runs[-1][3] == key and runs[-1][1] == ms:
             runs[-1][1] = ms + 60_000
         else:
-            runs.append([ms, ms + 60_000, local.isoformat(), key])
+            text = local.isoformat()
+            runs.append([ms, ms + 60_000, text.replace("+00:00", "Z") if name == "UTC" else text, key])
     return [(start, end, label) for start, end, label, _ in runs]
 
 

@@ -23,9 +23,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from infraprism.core.anomalies import AnomalyRecord
+from infraprism.core.cell import Cell
 from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.rollup import BatchRollup
-from infraprism.stores.anomaly_store import AnomalyRecord
 
 MS_PER_HOUR = 3_600_000
 QUARTER_MS = MS_PER_HOUR // 4
@@ -102,7 +103,9 @@ class Scenario:
             cost_usd = entity.cost_per_event_usd * events * max(0.0, rng.gauss(1.0, 0.5 / math.sqrt(events)))
             latency_us = entity.latency_ms * 1000 * events * max(0.0, rng.gauss(1.0, 0.3 / math.sqrt(events)))
             key = (self.project, self.entity_type, entity.entity_id, "gpt-4o", "openai", (), hour_index)
-            rollup.groups[key] = [events, int(cost_usd * NANO), events * 300, events * 200, int(latency_us), events]
+            rollup.groups[key] = Cell(
+                (events, int(cost_usd * NANO), events * 300, events * 200, int(latency_us), events)
+            )
             rollup.events += events
         if not rollup.groups:
             return rollup, None

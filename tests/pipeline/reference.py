@@ -26,15 +26,12 @@ RS = "\x1e"  # between a tag's key and value in a cube tag set
 GS = "\x1d"  # between pairs of a cube tag set
 
 HOUR, DAY, MONTH, YEAR = "h", "d", "m", "y"
-# dimension code -> granularities kept (the cube is not kept per hour)
-KEPT = {
-    "t": (HOUR, DAY, MONTH),
-    "e": (HOUR, DAY, MONTH),
-    "m": (HOUR, DAY, MONTH),
-    "g": (HOUR, DAY, MONTH),
-    "em": (HOUR, DAY, MONTH),
-    "x": (DAY, MONTH),
-}
+# dimension code -> granularities kept: every dimension has hours, days and months
+KEPT = {dim: (HOUR, DAY, MONTH) for dim in ("t", "e", "m", "g", "em", "x")}
+# Quarter hours 1-3 of an hour (minutes 15-29, 30-44, 45-59) are fields of the hour's hash,
+# the member followed by QS and the quarter's digit. Here they are the granularities h1-h3
+# with the hour's label; minutes 0-14 have no field of their own.
+QS = "\x1c"
 METRIC_CODES = ("e", "c", "i", "o", "l", "n")
 
 _RFC3339 = re.compile(
@@ -214,11 +211,12 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
             "l": ev.latency_us or 0,
             "n": 0 if ev.latency_us is None else 1,
         }
+        quarter = ev.ts_ms % 3_600_000 // 900_000
         for dim, dim_members in members.items():
-            for gran in KEPT[dim]:
+            for gran in KEPT[dim] + ((f"h{quarter}",) if quarter else ()):
                 for member in dim_members:
                     for metric, value in counters.items():
-                        where = (ev.project, dim, gran, bucket_of[gran], member, metric)
+                        where = (ev.project, dim, gran, bucket_of[gran[0]], member, metric)
                         cells[where] = cells.get(where, 0) + value
         for gran in (DAY, MONTH, YEAR):
             for board in (ev.entity_type, "*"):
@@ -312,12 +310,16 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             # A field is a member; its value the six counters in METRIC_CODES order,
             # space-separated decimal integers (docs/redis-keys.md).
             for member, packed in (await redis.hgetall(key)).items():
+                field_gran = gran
+                if gran == HOUR and member[-2:-1] == QS:
+                    assert member[-1] in "123", (key, member)
+                    member, field_gran = member[:-2], HOUR + member[-1]
                 counters = packed.split(" ")
                 assert len(counters) == len(METRIC_CODES), (key, packed)
                 assert all(c.isdigit() for c in counters), (key, packed)
                 for code, counter in zip(METRIC_CODES, counters, strict=True):
                     if int(counter):
-                        state["cells"][(project, dim, gran, bucket, _member(dim, member), code)] = int(counter)
+                        state["cells"][(project, dim, field_gran, bucket, _member(dim, member), code)] = int(counter)
         elif kind == "lb":
             gran, bucket, board = detail.split(":", 2)
             scores = {

@@ -7,10 +7,10 @@ from aiohttp import web
 
 from infraprism.core.keys import KeyLayout
 from infraprism.dev.local_services import free_port
-from infraprism.pipeline.alerts import Notifier, WebhookChannel, cursor_key
+from infraprism.pipeline.alerts import Notifier, WebhookChannel
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store
-from infraprism.stores.anomaly_store import AnomalyRecord, outbox_key
+from infraprism.stores.anomaly_store import AnomalyRecord
 
 
 def record(anomaly_id: str) -> AnomalyRecord:
@@ -61,7 +61,7 @@ async def test_refused_body_is_not_retried_and_others_go_on(redis_client: aiored
         await webhook.close()
         await runner.cleanup()
     assert seen == [("a-refused", 1), ("a-ok", 1), ("a-ok", 2)]
-    last = (await redis_client.xrevrange(outbox_key(layout, "acme"), count=1))[0][0]
-    assert (await redis_client.hgetall(cursor_key(layout, "acme"))) == {"webhook": last}
+    last = (await redis_client.xrevrange(layout.anomaly_outbox("acme"), count=1))[0][0]
+    assert (await redis_client.hgetall(layout.alert_cursors("acme"))) == {"webhook": last}
     # delivered entries are trimmed: only the cursor's own entry is left
-    assert await redis_client.xlen(outbox_key(layout, "acme")) == 1
+    assert await redis_client.xlen(layout.anomaly_outbox("acme")) == 1

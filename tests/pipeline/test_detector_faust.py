@@ -23,16 +23,17 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from infraprism.core.buckets import labels_for_hour
 from infraprism.core.deltas import Delta
+from infraprism.core.episodes import TOTAL
 from infraprism.core.keys import KeyLayout
 from infraprism.dev.local_services import free_port
-from infraprism.pipeline.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, cursor_key
-from infraprism.pipeline.detector import Detector, thresholds_of
+from infraprism.pipeline.alerts import DELIVERY_HEADER, SIGNATURE_HEADER
+from infraprism.pipeline.detection import Detector, thresholds_of
 from infraprism.pipeline.store import RollupStore
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store
-from infraprism.stores.anomaly_store import outbox_key
 from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.helpers import produce as produce_events
 from tests.pipeline.test_detector_lifecycle import HOUR0, PROJECT, hour_batch
@@ -73,7 +74,7 @@ async def reference(redis: aioredis.Redis, settings: Settings) -> tuple[list, li
     records = await anomaly_store.list_range(redis, layout, PROJECT, 0, 2**62)
     states = [
         (fields["id"], int(fields["version"]), fields["status"])
-        for _, fields in await redis.xrange(outbox_key(layout, PROJECT))
+        for _, fields in await redis.xrange(layout.anomaly_outbox(PROJECT))
     ]
     async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
         await redis.delete(key)
@@ -142,11 +143,11 @@ async def wait_for(check, what: str, worker: DetectorProcess, timeout_s: float =
 
 
 async def delivered_all(redis: aioredis.Redis, layout: KeyLayout, channels: tuple[str, ...]) -> bool:
-    entries = await redis.xrevrange(outbox_key(layout, PROJECT), count=1)
+    entries = await redis.xrevrange(layout.anomaly_outbox(PROJECT), count=1)
     if not entries:
         return False
     last = entries[0][0]
-    cursors = await redis.hgetall(cursor_key(layout, PROJECT))
+    cursors = await redis.hgetall(layout.alert_cursors(PROJECT))
     return all(cursors.get(channel) == last for channel in channels)
 
 
@@ -241,7 +242,7 @@ async def test_restart_loses_and_duplicates_nothing(
     await produce(settings, deltas[:cut])
     worker.start()
     try:
-        history = layout.detector_state(PROJECT, "ht")
+        history = layout.detector_history(PROJECT, TOTAL)
         await wait_for(lambda: _has_hour(redis_client, history, SPIKE_START + 1), "the first half", worker)
         await wait_for(lambda: delivered_all(redis_client, layout, ("kafka",)), "first alerts", worker)
         open_records = await anomaly_store.list_range(redis_client, layout, PROJECT, 0, 2**62)
@@ -265,9 +266,7 @@ async def test_restart_loses_and_duplicates_nothing(
 
 
 def _label(hour: int) -> str:
-    from infraprism.pipeline.detector import hour_label_of
-
-    return hour_label_of(hour)
+    return labels_for_hour(hour)[0]
 
 
 async def _has_hour(redis: aioredis.Redis, key: str, hour: int) -> bool:

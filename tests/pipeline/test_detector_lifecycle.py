@@ -12,18 +12,17 @@ import subprocess
 import sys
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
+from infraprism.core.cell import Cell
 from infraprism.core.deltas import Delta, deltas_of_groups
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import BatchRollup
-from infraprism.pipeline import detector as detector_module
-from infraprism.pipeline.detector import Detector, dismiss_cli, merge, thresholds_of
+from infraprism.pipeline.detection import Detector, thresholds_of
+from infraprism.pipeline.detector_state import RedisHistories
 from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store
-from infraprism.stores.anomaly_store import outbox_key
 
 MS_PER_HOUR = 3_600_000
 NANO = 1_000_000_000
@@ -37,25 +36,30 @@ def hour_batch(hour: int, cells: dict[str, tuple]) -> tuple[BatchRollup, Delta]:
     for entity_id, (events, cost_usd, *latency) in cells.items():
         latency_us = round((latency[0] if latency else 500) * 1000)
         key = (PROJECT, "customer", entity_id, "gpt-4o", "openai", (), hour)
-        rollup.groups[key] = [events, round(cost_usd * NANO), 0, 0, events * latency_us, events]
+        rollup.groups[key] = Cell((events, round(cost_usd * NANO), 0, 0, events * latency_us, events))
     (delta,) = deltas_of_groups(rollup.groups, {PROJECT: (hour + 1) * MS_PER_HOUR - 1})
     return rollup, delta
 
 
 class Feed:
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, max_cached: int | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.layout = KeyLayout(settings.key_prefix)
         self.store = RollupStore(redis, self.layout, topic="t", group="g", dedupe_window_days=3650)
+        self.max_cached = max_cached
         self.detector = self.new_detector()
 
     def new_detector(self) -> Detector:
+        histories = (
+            None if self.max_cached is None else RedisHistories(self.redis, self.layout, max_cached=self.max_cached)
+        )
         return Detector(
             self.redis,
             self.layout,
             thresholds_of(self.settings),
             recovery_ms=self.settings.detector_recovery_minutes * 60_000,
+            histories=histories,
         )
 
     async def hours(self, start: int, end: int, cells: dict[str, tuple]) -> None:
@@ -68,7 +72,7 @@ class Feed:
         return await anomaly_store.list_range(self.redis, self.layout, PROJECT, 0, 2**62)
 
     async def outbox(self) -> list[tuple[str, int, str]]:
-        entries = await self.redis.xrange(outbox_key(self.layout, PROJECT))
+        entries = await self.redis.xrange(self.layout.anomaly_outbox(PROJECT))
         return [(fields["id"], int(fields["version"]), fields["status"]) for _, fields in entries]
 
 
@@ -129,10 +133,10 @@ async def test_dismissed_is_not_raised_again_in_its_episode(redis_client: aiored
     await feed.hours(spike_start, spike_start + 1, {**NORMAL, "big": (600, 60.0)})
     (anomaly,) = [r for r in await feed.records() if r.entity_id == "big" and r.type == "cost_spike"]
 
-    dismissed = await asyncio.to_thread(dismiss_cli, settings, anomaly.id)
+    dismissed = await asyncio.to_thread(anomaly_store.dismiss_by_id, settings, anomaly.id)
     assert dismissed is not None
-    assert dismissed["status"] == "dismissed"
-    assert await asyncio.to_thread(dismiss_cli, settings, "anomaly_nope") is None
+    assert dismissed.status == "dismissed"
+    assert await asyncio.to_thread(anomaly_store.dismiss_by_id, settings, "anomaly_nope") is None
 
     # the spike goes on and grows: no new anomaly, the dismissed one is left as it is
     await feed.hours(spike_start + 1, spike_start + 4, {**NORMAL, "big": (2000, 200.0)})
@@ -214,31 +218,13 @@ async def test_cli_dismiss(redis_client: aioredis.Redis, settings: Settings, set
     assert "anomaly_unknown" in missing.stderr
 
 
-def test_merge_keeps_event_hours_apart() -> None:
-    h = 3_600_000
-    deltas = [
-        Delta("a", 10 * h + 1, (("customer", "x", "2024100110"),)),
-        Delta("b", 10 * h + 2, (("customer", "y", "2024100110"),)),
-        Delta("a", 10 * h + 9, (("customer", "z", "2024100110"), ("customer", "x", "2024100110"))),
-        Delta("a", 11 * h + 5, (("customer", "x", "2024100111"),)),
-        Delta("a", 11 * h + 3, (("customer", "x", "2024100110"),)),
-    ]
-    assert merge(deltas) == [
-        Delta("a", 10 * h + 9, (("customer", "x", "2024100110"), ("customer", "z", "2024100110"))),
-        Delta("b", 10 * h + 2, (("customer", "y", "2024100110"),)),
-        Delta("a", 11 * h + 5, (("customer", "x", "2024100110"), ("customer", "x", "2024100111"))),
-    ]
-
-
-async def test_a_tiny_cache_gives_the_same_records(
-    redis_client: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_tiny_cache_gives_the_same_records(redis_client: aioredis.Redis, settings: Settings) -> None:
     """Histories evicted from memory are read back from Redis: the outcome does not change."""
     spike_start = HOUR0 + 8 * 24 + 4
     outcomes = []
     for cache_size in (1_000, 1):
-        monkeypatch.setattr(detector_module, "MAX_CACHED_SUBJECTS", cache_size)
-        feed = Feed(redis_client, settings.model_copy(update={"key_prefix": f"{settings.key_prefix}-{cache_size}"}))
+        prefixed = settings.model_copy(update={"key_prefix": f"{settings.key_prefix}-{cache_size}"})
+        feed = Feed(redis_client, prefixed, max_cached=cache_size)
         await feed.hours(HOUR0, spike_start, NORMAL)
         await feed.hours(spike_start, spike_start + 2, {**NORMAL, "big": (900, 90.0), "small": (50, 0.5, 2600.0)})
         await feed.hours(spike_start + 2, spike_start + 7, NORMAL)

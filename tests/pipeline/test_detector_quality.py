@@ -14,7 +14,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from infraprism.core.keys import KeyLayout
-from infraprism.pipeline.detector import Detector, thresholds_of
+from infraprism.pipeline.detection import Detector, thresholds_of
 from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store

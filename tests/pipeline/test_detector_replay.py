@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 import orjson
 import redis.asyncio as aioredis
 
-from infraprism.core.deltas import Delta
+from infraprism.core.deltas import Delta, merge
+from infraprism.core.episodes import PROJECT_ENTITY_TYPE
 from infraprism.core.keys import KeyLayout
 from infraprism.dev.demo import SPIKE_CUSTOMER, SPIKE_USER, generate
-from infraprism.pipeline.detector import MERGE_MAX_DELTAS, PROJECT_ENTITY_TYPE, Detector, merge, thresholds_of
+from infraprism.pipeline.detection import Detector, thresholds_of
+from infraprism.pipeline.detector import MERGE_MAX_DELTAS
 from infraprism.pipeline.store import RollupStore
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store

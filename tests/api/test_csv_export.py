@@ -1,0 +1,98 @@
+"""CSV answers: a fixed header per endpoint, one line per row, nested objects flattened."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import pytest
+
+from infraprism.api import csv_export
+from infraprism.api.planner import GroupBy
+from tests.api.helpers import RANGE
+
+
+def test_render_quotes_flattens_and_writes_nulls_and_booleans():
+    text = csv_export.render(
+        ["name", "n", "missing", "flag", "nested.inner"],
+        [{"name": 'globex, "inc"', "n": 1.5, "missing": None, "flag": False, "nested": {"inner": 7}}],
+    )
+    assert text == 'name,n,missing,flag,nested.inner\r\n"globex, ""inc""",1.5,,false,7\r\n'
+    assert csv_export.render(["a", "b"], []) == "a,b\r\n"  # the header even without rows
+
+
+def test_flatten_joins_nested_names_with_dots():
+    assert csv_export.flatten({"period1": {"total_cost": 1, "x": {"y": 2}}, "z": 3}) == {
+        "period1.total_cost": 1,
+        "period1.x.y": 2,
+        "z": 3,
+    }
+
+
+def test_costs_columns_are_the_groupings_fields_then_the_metrics():
+    assert csv_export.costs_columns(GroupBy.NONE) == csv_export.METRIC_COLUMNS
+    assert csv_export.costs_columns(GroupBy.TAG)[:3] == ["tag_key", "tag_value", "total_cost"]
+    assert csv_export.costs_columns(GroupBy.WEEK)[0] == "period"
+
+
+def _csv(response: httpx.Response) -> list[list[str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+async def test_csv_costs_by_entity_has_a_header_and_one_line_per_row(with_sample_events: httpx.AsyncClient):
+    params = {**RANGE, "group_by": "entity"}
+    as_json = (await with_sample_events.get("/v1/analytics/costs", params=params)).json()
+    rows = _csv(await with_sample_events.get("/v1/analytics/costs", params={**params, "format": "csv"}))
+    assert rows[0] == [
+        "entity_type",
+        "entity_id",
+        "total_cost",
+        "total_events",
+        "total_input_tokens",
+        "total_output_tokens",
+        "avg_latency_ms",
+    ]
+    assert len(rows) == 1 + len(as_json["data"]) == 4
+    for line, row in zip(rows[1:], as_json["data"], strict=True):
+        assert line[1] == row["entity_id"]  # "globex, inc" survives quoting
+        assert float(line[2]) == row["total_cost"]
+        assert int(line[3]) == row["total_events"]
+
+
+async def test_csv_compare_flattens_nested_objects(with_sample_events: httpx.AsyncClient):
+    params = {
+        "period1_start": "2025-01-01",
+        "period1_end": "2025-01-15",
+        "period2_start": "2024-12-01",
+        "period2_end": "2024-12-31",
+        "format": "csv",
+    }
+    rows = _csv(await with_sample_events.get("/v1/analytics/compare", params=params))
+    assert len(rows) == 2
+    assert rows[0] == csv_export.COMPARE_COLUMNS
+    header = dict(zip(rows[0], rows[1], strict=True))
+    assert header["period1.start"] == "2025-01-01"
+    assert header["period2.total_cost"] == "0.0"
+    assert header["changes.cost_change_percent"] == ""  # null: period2 is 0
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "columns"),
+    [
+        ("/v1/analytics/costs/timeseries", {}, ["timestamp", "cost", "events"]),
+        ("/v1/analytics/entities/top", {}, ["entity_type", "entity_id", "total_cost", "total_events", "rank"]),
+        ("/v1/analytics/anomalies", {}, ["id", "detected_at", "entity_type", "entity_id", "type"]),
+        ("/v1/analytics/sessions", {}, ["session_id", "entity_type", "entity_id", "started_at"]),
+        ("/v1/analytics/models", {}, ["model", "provider", "total_cost"]),
+        ("/v1/analytics/costs", {"group_by": "tags.feature"}, ["tag_key", "tag_value", "total_cost"]),
+    ],
+)
+async def test_csv_on_every_endpoint(with_sample_events: httpx.AsyncClient, path, extra, columns):
+    params = {**RANGE, **extra}
+    as_json = (await with_sample_events.get(path, params=params)).json()
+    rows = _csv(await with_sample_events.get(path, params={**params, "format": "csv"}))
+    assert rows[0][: len(columns)] == columns
+    assert len(rows) - 1 == len(as_json["data"])
