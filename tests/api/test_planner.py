@@ -14,13 +14,13 @@ from infraprism.api.planner import (
     MemberInfo,
     choose_dimension,
     group_of,
+    instant_range_ms,
+    local_periods,
     matches,
     member_info,
-    local_periods,
     plan_costs,
     plan_leaderboard,
     plan_timeseries,
-    instant_range_ms,
 )
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import ALL_ENTITY_TYPES, SEP, Dimension, tag_set_text

@@ -9,7 +9,7 @@ from importlib.resources import files
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from infraprism.api.planner import Filters, GroupBy, Grouping, plan_costs, plan_leaderboard, instant_range_ms
+from infraprism.api.planner import Filters, GroupBy, Grouping, instant_range_ms, plan_costs, plan_leaderboard
 from infraprism.api.repository import HMGET_MANY, TOP_ENTITIES, Repository, load_scripts
 from infraprism.core.keys import KeyLayout
 from infraprism.dev.local_services import start_redis
