@@ -32,6 +32,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
+from infraprism.api.errors import InvalidParameter
 from infraprism.core import zones
 from infraprism.core.buckets import (
     Granularity,
@@ -41,7 +42,7 @@ from infraprism.core.buckets import (
     signed_cover,
     week_start,
 )
-from infraprism.core.cover import MS_PER_DAY, cover_ms
+from infraprism.core.cover import MS_PER_DAY, Misaligned, cover_ms
 from infraprism.core.keys import (
     ALL_ENTITY_TYPES,
     SEP,
@@ -222,9 +223,16 @@ def _period_of_day(kind: GroupBy | Interval, day: date) -> str | None:
 
 def _reads(start_ms: int, end_ms: int, period: str | None) -> list[BucketRead]:
     """The cells whose signed sum is exactly [start_ms, end_ms) (core/cover.py), for `period`."""
-    return [
-        BucketRead(read.granularity, read.label, period, read.sign, read.quarter) for read in cover_ms(start_ms, end_ms)
-    ]
+    try:
+        cover = cover_ms(start_ms, end_ms)
+    except Misaligned as exc:
+        # Only offsets of the early 1970s (Africa/Monrovia's -0:44:30) do this: refuse, never approximate.
+        raise InvalidParameter(
+            "tz",
+            f"{exc}: the rollups are kept in UTC quarter hours, so this zone's days on these dates "
+            "cannot be answered exactly; ask in UTC or in a zone whose offset then was whole quarter hours",
+        ) from None
+    return [BucketRead(read.granularity, read.label, period, read.sign, read.quarter) for read in cover]
 
 
 @dataclass(frozen=True, slots=True)

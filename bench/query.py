@@ -1,6 +1,6 @@
 """Query API benchmark: a year of synthetic data for 10,000 entities, the seven queries of issue 4.
 
-    .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5] [--workers 1]
+    .venv/bin/python bench/query.py [--events 300000] [--requests 300] [--seconds 5] [--workers 1] [--tz ZONE]
 
 What it does:
 1. starts its own redis-server (infraprism.dev.local_services.start_redis) on a free port;
@@ -450,8 +450,9 @@ async def run(args: argparse.Namespace) -> None:
 
         # Every query twice: over the year ending yesterday (the loaded data), and the same
         # query ending today, whose answer the live batches change.
-        yesterday = [(name, f"{path}?{urlencode(params)}") for name, path, params in queries(last)]
-        today = [f"{path}?{urlencode(params)}" for _, path, params in queries(last + timedelta(days=1))]
+        zone = {"tz": args.tz} if args.tz else {}
+        yesterday = [(name, f"{path}?{urlencode({**params, **zone})}") for name, path, params in queries(last)]
+        today = [f"{path}?{urlencode({**params, **zone})}" for _, path, params in queries(last + timedelta(days=1))]
         latency_rows, rate_rows = [], []
         for (name, target), target_today in zip(yesterday, today, strict=True):
             cold, size = await sequential("127.0.0.1", port, headers, target, args.requests, before=bump)
@@ -514,6 +515,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per query")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of concurrent load per query")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the API (default 1)")
+    parser.add_argument(
+        "--tz",
+        default=None,
+        help="answer every query in this zone (e.g. Asia/Kolkata: local days 18:30 to 18:30 UTC); default UTC",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -53,8 +53,18 @@ _DIMENSIONS = (
 _CELL_BUCKETS: tuple[tuple[Dimension, Granularity], ...] = tuple(
     (dimension, granularity) for dimension in _DIMENSIONS for granularity in DIMENSION_GRANULARITIES[dimension]
 )
-_PER_DIMENSION = len(_CELL_BUCKETS) // len(_DIMENSIONS)
-_HOUR_BUCKETS = slice(_CELL_BUCKETS.index((Dimension.TOTAL, Granularity.HOUR)), None, _PER_DIMENSION)
+
+# How `_add_members` walks a list of buckets in _CELL_BUCKETS order: the index of each non-tag
+# bucket's member (in _DIMENSIONS order), and where the tag buckets start.
+_MEMBER_OF = tuple(_DIMENSIONS.index(dimension) for dimension, _ in _CELL_BUCKETS if dimension is not Dimension.TAG)
+_FIRST_TAG = len(_MEMBER_OF)
+# The same for the hour buckets alone, which also hold the quarter-hour fields.
+_HOUR_BUCKETS = tuple(index for index, (_, granularity) in enumerate(_CELL_BUCKETS) if granularity is Granularity.HOUR)
+_HOUR_MEMBER_OF = tuple(
+    _DIMENSIONS.index(dimension)
+    for dimension in (_CELL_BUCKETS[index][0] for index in _HOUR_BUCKETS)
+    if dimension is not Dimension.TAG
+)
 _QUARTER_SUFFIX = ("",) + tuple(quarter_member("", quarter) for quarter in (1, 2, 3))
 
 
@@ -157,7 +167,8 @@ class BatchRollup:
         """
         out: dict[tuple[str, Dimension, Granularity, str], dict[str, int]] = {}
         buckets_of: dict[tuple[str, int], list[dict[str, int]]] = {}
-        for (project, etype, eid, model, provider, tags, hour_index), cell in self.groups.items():
+        for group, cell in self.groups.items():
+            project, hour_index = group[0], group[6]
             buckets = buckets_of.get((project, hour_index))
             if buckets is None:
                 labels = dict(
@@ -169,21 +180,15 @@ class BatchRollup:
                     out.setdefault((project, dimension, granularity, labels[granularity]), {})
                     for dimension, granularity in _CELL_BUCKETS
                 ]
-            _add_members(buckets, cell.lanes(), etype, eid, model, provider, tags)
+            _add_members(buckets, cell.lanes(), group)
         # A quarter's cells are fields of its hour's hashes (keys.quarter_member).
-        for (project, etype, eid, model, provider, tags, quarter_index), cell in self.quarter_groups.items():
-            buckets = buckets_of.get((project, quarter_index >> 2))
-            assert buckets is not None  # every quarter's event is in its hour's group too
+        hour_buckets_of = {where: [buckets[index] for index in _HOUR_BUCKETS] for where, buckets in buckets_of.items()}
+        for group, cell in self.quarter_groups.items():
+            quarter_index = group[6]
+            # Every quarter's event is in its hour's group too, so its buckets exist.
+            buckets = hour_buckets_of[(group[0], quarter_index >> 2)]
             _add_members(
-                buckets[_HOUR_BUCKETS],
-                cell.lanes(),
-                etype,
-                eid,
-                model,
-                provider,
-                tags,
-                1,
-                _QUARTER_SUFFIX[quarter_index & 3],
+                buckets, cell.lanes(), group, _HOUR_MEMBER_OF, len(_HOUR_MEMBER_OF), _QUARTER_SUFFIX[quarter_index & 3]
             )
         return out
 
@@ -227,16 +232,14 @@ class BatchRollup:
 def _add_members(
     buckets: list[dict[str, int]],
     lanes: int,
-    etype: str,
-    eid: str,
-    model: str,
-    provider: str,
-    tags: tuple[tuple[str, str], ...],
-    per_dimension: int = _PER_DIMENSION,
+    group: GroupKey,
+    member_of: tuple[int, ...] = _MEMBER_OF,
+    first_tag: int = _FIRST_TAG,
     suffix: str = "",
 ) -> None:
-    """Add a group's lanes to its member of each bucket: `per_dimension` buckets per dimension,
-    in _DIMENSIONS order, the tags' last."""
+    """Add a group's lanes to its member of each bucket: buckets[:first_tag] are of the
+    dimensions `member_of` names, the rest of TAG, one member per tag."""
+    _, etype, eid, model, provider, tags, _ = group
     entity = f"{etype}{SEP}{eid}"
     model_provider = f"{model}{SEP}{provider}"
     entity_model = f"{entity}{SEP}{model_provider}"
@@ -245,12 +248,12 @@ def _add_members(
         members = (suffix, entity + suffix, model_provider + suffix, entity_model + suffix, cube + suffix)
     else:
         members = ("", entity, model_provider, entity_model, cube)
-    for index, bucket in enumerate(buckets[:-per_dimension]):
-        member = members[index // per_dimension]
+    for bucket, which in zip(buckets, member_of, strict=False):
+        member = members[which]
         bucket[member] = bucket.get(member, 0) + lanes
     for key, value in tags:
         member = f"{key}{SEP}{value}{suffix}"
-        for bucket in buckets[-per_dimension:]:
+        for bucket in buckets[first_tag:]:
             bucket[member] = bucket.get(member, 0) + lanes
 
 
