@@ -10,7 +10,7 @@ from infraprism.api.cache import ResponseCache, cached_answer, range_scope
 from infraprism.api.planner import plan_leaderboard
 from infraprism.api.repository import Repository
 from infraprism.core.cell import COST, EVENTS, Cell
-from infraprism.core.keys import SEP
+from infraprism.core.keys import SEP, Dimension
 from infraprism.core.money import nano_to_usd
 
 
@@ -26,6 +26,7 @@ class LeaderboardService:
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity: they
         # only choose the candidates, and the entity rollups give the exact numbers and order.
         plan = plan_leaderboard(start, end, entity_type, tz)
+        await self.repository.require_quarter_layout(plan.rollups, Dimension.ENTITY)
         members, cells_by_rollup = await self.repository.top_entity_candidates(plan, limit, descending)
         totals = [Cell.zero() for _ in members]
         for read, cells in zip(plan.rollups, cells_by_rollup, strict=True):
@@ -37,6 +38,8 @@ class LeaderboardService:
             if not total[EVENTS]:
                 continue  # counted only in subtracted buckets: no events in the range
             member_type, member_id = member.split(SEP, 1)
+            if entity_type is not None and member_type != entity_type:
+                continue  # an edge candidate (any type: the entity rollup is not by type)
             ranked.append((total[COST], member_type, member_id, total[EVENTS]))
         ranked.sort(key=lambda row: (-row[0] if descending else row[0], row[1], row[2]))
         return {

@@ -18,8 +18,11 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from infraprism.api.planner import LeaderboardPlan, Plan
-from infraprism.core.keys import QUARTER_SEP, Dimension, KeyLayout, quarter_member
+from infraprism.api.errors import InvalidParameter
+from infraprism.api.planner import BucketRead, LeaderboardPlan, Plan
+from infraprism.core.buckets import Granularity
+from infraprism.core.keys import QUARTER_LAYOUT, QUARTER_SEP, Dimension, KeyLayout, quarter_member
+from infraprism.core.text import as_text
 from infraprism.stores import anomaly_store
 from infraprism.stores.anomaly_store import AnomalyRecord
 
@@ -65,6 +68,19 @@ class Repository:
     # key -> its bucket token, read along with the answer's version token (`range_versions`):
     # what the bucket cache checks its parsed copy of the key against.
     bucket_tokens: dict[str, BucketToken] = field(default_factory=dict)
+
+    async def require_quarter_layout(self, reads: Sequence[BucketRead], dimension: Dimension) -> None:
+        """Refuse a read of quarter-hour fields, or of the cube's hours, on a store an earlier
+        build wrote without them (KeyLayout.layout_marker): the sum would be wrong, not approximate."""
+        needed = any(
+            read.quarter or (dimension is Dimension.CUBE and read.granularity is Granularity.HOUR) for read in reads
+        )
+        if needed and as_text(await self.redis.get(self.layout.layout_marker()) or b"") != QUARTER_LAYOUT:
+            raise InvalidParameter(
+                "tz",
+                "this zone's days start inside UTC hours, and this store's hours were written by an earlier "
+                "build without their quarter-hour cells: run `infraprism rebuild` once, or ask with tz=UTC",
+            )
 
     def rollup_keys(self, plan: Plan) -> list[str]:
         return [self.layout.rollup(self.project, plan.dimension, r.granularity, r.label) for r in plan.buckets]

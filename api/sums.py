@@ -26,6 +26,7 @@ async def read_sums(repository: Repository, plans: Sequence[Plan]) -> list[Cells
     the same buckets, for its row of cost without the tag (`add_untagged`)."""
     executed: list[Plan] = []
     for plan in plans:
+        await repository.require_quarter_layout(plan.buckets, plan.dimension)
         executed.append(plan)
         if plan.with_total:
             executed.append(Plan(Dimension.TOTAL, plan.buckets, "", Filters(), Grouping()))

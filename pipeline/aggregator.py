@@ -130,6 +130,11 @@ class Aggregator:
             dedupe_window_days=s.dedupe_window_days,
             retention=Retention(s.retention_hour_days, s.retention_day_days, s.retention_month_days),
         )
+        if not await self._store.claim_layout():
+            log.warning(
+                "this store was written by an earlier build: hours lack their quarter-hour fields and the cube "
+                "its hours, so the API refuses answers that need them; run `infraprism rebuild` to recompute them"
+            )
         self._decoder = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),

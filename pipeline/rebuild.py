@@ -16,7 +16,7 @@ import logging
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from infraprism.core.keys import KeyLayout
+from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
 from infraprism.pipeline.aggregator import Aggregator
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
@@ -80,6 +80,8 @@ async def rebuild(settings: Settings) -> int:
             name = project.decode() if isinstance(project, bytes) else project
             await redis.incr(layout.data_version(name))
         deleted = await delete_derived(redis, layout, settings)
+        # Everything is recomputed in this build's layout, quarter hours included.
+        await redis.set(layout.layout_marker(), QUARTER_LAYOUT)
         await redis.incr(layout.generation())
         await redis.delete(offsets_key)
         if starts:

@@ -14,11 +14,16 @@ from importlib.resources import files
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from infraprism.core.keys import KeyLayout
+from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
 from infraprism.core.rollup import BatchRollup
 from infraprism.pipeline.decode import BatchEncoder, PartitionRange, Retention
 
 APPLY_SCRIPT = files("infraprism.pipeline").joinpath("apply_batch.lua").read_text()
+# Marks a store that holds nothing yet as written in the quarter-hour layout (KeyLayout.layout_marker).
+CLAIM_LAYOUT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('GET', KEYS[1])
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,8 @@ class RollupStore:
         )
         self.offsets_key = self.encoder.offsets_key
         self.halted_key = layout.halted_partitions(topic, group)
+        self._layout = layout
+        self._layout_claimed = False
 
     async def stored_offsets(self) -> dict[int, int]:
         raw = await self._redis.hgetall(self.offsets_key)
@@ -88,8 +95,20 @@ class RollupStore:
         """Apply a rollup and its offset ranges atomically."""
         return await self.apply_payload(self.encoder.encode(rollup, ranges))
 
+    async def claim_layout(self) -> bool:
+        """Whether every hour this store holds has its quarter-hour fields (and the cube its
+        hours). A store with no data yet is marked so here; one written by an earlier build
+        is not, until `infraprism rebuild` recomputes it (KeyLayout.layout_marker)."""
+        marker = await self._redis.eval(
+            CLAIM_LAYOUT, 2, self._layout.layout_marker(), self._layout.projects(), QUARTER_LAYOUT
+        )
+        self._layout_claimed = True
+        return _text(marker) == QUARTER_LAYOUT if marker is not None else False
+
     async def apply_payload(self, payload: bytes) -> ApplyResult:
         """Apply a batch already encoded by BatchEncoder (possibly in another process)."""
+        if not self._layout_claimed:
+            await self.claim_layout()
         try:
             reply = await self._script(keys=[], args=[payload])
         except ResponseError as exc:

@@ -40,6 +40,7 @@ class Dimension(StrEnum):
 DIMENSION_GRANULARITIES: dict[Dimension, tuple[Granularity, ...]] = {
     dimension: (Granularity.HOUR, Granularity.DAY, Granularity.MONTH) for dimension in Dimension
 }
+QUARTER_LAYOUT = "quarter-hours"  # the value of KeyLayout.layout_marker
 QUARTER_SEP = "\x1c"  # between a member and the quarter (1-3) of its hour a field holds
 
 
@@ -129,6 +130,13 @@ class KeyLayout:
     def projects(self) -> str:
         """Set of every project that has data."""
         return f"{self.root}:projects"
+
+    def layout_marker(self) -> str:
+        """String QUARTER_LAYOUT when every hour hash holds its quarter-hour fields and the cube
+        its hours: set by the first batch applied to an empty store, or by `infraprism rebuild`.
+        Absent on a store an earlier build wrote: the API then refuses the answers that need
+        those cells (docs/query-planner.md, "Time zones"). Not derived: a rebuild sets it."""
+        return f"{self.root}:layout"
 
     def project_settings(self, project: str) -> str:
         """Hash: the project's settings, set by `infraprism projects` (stores/projects.py). Not derived."""

@@ -300,6 +300,8 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             continue
         if rest == "generation":
             continue  # `infraprism rebuild`'s count of rebuilds: bookkeeping for the API cache
+        if rest == "layout":
+            continue  # the mark that hours hold their quarter-hour fields (KeyLayout.layout_marker)
         if rest == "projects":
             state["projects"] = set(await redis.smembers(key))
             continue

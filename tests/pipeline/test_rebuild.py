@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infraprism.core.keys import KeyLayout
+from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
 from infraprism.pipeline.rebuild import rebuild
 from tests.pipeline.helpers import produce, running_aggregator, wait_caught_up
 
@@ -56,8 +56,12 @@ async def test_rebuild_restores_exactly_the_same_aggregates(settings, redis_clie
     member = next(iter(before[rollup_keys[1]]))
     await redis_client.hset(rollup_keys[1], member, "1 999 0 0 0 0")
 
+    # As an earlier build left it: no mark that the hours hold their quarter-hour fields.
+    await redis_client.delete(layout.layout_marker())
+
     deleted = await rebuild(settings)
     assert deleted > 0
+    assert await redis_client.get(layout.layout_marker()) == QUARTER_LAYOUT
     # Moved before and after the deletion, so no cached API answer survives the rebuild.
     assert await redis_client.get(layout.generation()) == "2"
     assert await snapshot(redis_client, layout, settings) == before

@@ -1,0 +1,47 @@
+"""A store an earlier build wrote has hours without quarter-hour fields: answers that need them are refused."""
+
+from __future__ import annotations
+
+import httpx
+import redis.asyncio as aioredis
+
+from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
+from infraprism.pipeline.store import RollupStore
+from infraprism.settings import Settings
+from tests.api.helpers import load_events, sample_event
+
+DAY = {"start_date": "2025-01-15", "end_date": "2025-01-15"}
+
+
+def store(redis_client: aioredis.Redis, settings: Settings) -> RollupStore:
+    return RollupStore(redis_client, KeyLayout(settings.key_prefix), topic="t", group="g", dedupe_window_days=1)
+
+
+async def test_the_first_batch_on_an_empty_store_marks_it(redis_client: aioredis.Redis, settings: Settings) -> None:
+    layout = KeyLayout(settings.key_prefix)
+    assert await store(redis_client, settings).claim_layout()
+    assert await redis_client.get(layout.layout_marker()) == QUARTER_LAYOUT
+
+
+async def test_an_earlier_builds_store_is_not_marked_and_half_hour_zones_are_refused(
+    authed: httpx.AsyncClient, settings: Settings, project: str, redis_client: aioredis.Redis
+) -> None:
+    layout = KeyLayout(settings.key_prefix)
+    await load_events(redis_client, settings, [sample_event(project, 1, "acme", 1.0, timestamp="2025-01-15T12:00:00Z")])
+    # What an earlier build leaves: data, and no marker.
+    await redis_client.delete(layout.layout_marker())
+    assert not await store(redis_client, settings).claim_layout()
+
+    refused = await authed.get("/v1/analytics/costs", params={**DAY, "tz": "Asia/Kolkata"})
+    assert refused.status_code == 422
+    assert "infraprism rebuild" in refused.json()["error"]["message"]
+    # Whole-hour zones and UTC read only what earlier builds kept too.
+    for tz in ("UTC", "Europe/Berlin"):
+        answered = await authed.get("/v1/analytics/costs", params={**DAY, "tz": tz})
+        assert answered.json()["summary"]["total_events"] == 1, tz
+    # A cube filter at a sub-day edge needs the cube's hours, which earlier builds did not keep.
+    cube = {**DAY, "tz": "Europe/Berlin", "entity_type": "customer", "tags": "feature:chat:bot"}
+    assert (await authed.get("/v1/analytics/costs", params=cube)).status_code == 422
+
+    await redis_client.set(layout.layout_marker(), QUARTER_LAYOUT)  # what `infraprism rebuild` sets
+    assert (await authed.get("/v1/analytics/costs", params={**DAY, "tz": "Asia/Kolkata"})).status_code == 200
