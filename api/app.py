@@ -18,6 +18,7 @@ from infraprism.api.repository import load_scripts
 from infraprism.api.routes import router
 from infraprism.api.schemas import ErrorEnvelope, Health
 from infraprism.core.keys import KeyLayout
+from infraprism.core.rollup import Retention
 from infraprism.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ Aggregated views of LLM cost data, read from precomputed Redis rollups.
 Every endpoint under `/v1/analytics` needs `Authorization: Bearer ip-...`
 (a key from `infraprism keys create`), sees only its key's project, takes
 `format=csv`, and answers errors as `{"error": {"code": ..., "message": ...}}`.
-Dates are UTC calendar days, both inclusive. Costs are exact sums printed in
-USD rounded to 6 decimals.
+Dates are local calendar days, both inclusive, in the zone `tz` names (an IANA
+name; default: the project's reporting zone, UTC unless set). Costs are exact
+sums printed in USD rounded to 6 decimals.
 """
 
 
@@ -54,6 +56,9 @@ def create_app(settings: Settings) -> FastAPI:
         await load_scripts(client)
         app.state.redis = client
         app.state.layout = KeyLayout(settings.key_prefix)
+        app.state.retention = Retention(
+            settings.retention_hour_days, settings.retention_day_days, settings.retention_month_days
+        )
         app.state.response_cache = ResponseCache()
         log.info("api ready", extra={"key_prefix": settings.key_prefix})
         try:

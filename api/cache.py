@@ -42,6 +42,7 @@ import numpy as np
 from infraprism.api.columns import Matrix, MemberIds, parse_cells
 from infraprism.api.repository import Repository
 from infraprism.core.keys import SEP, KeyLayout
+from infraprism.core.zones import day_range_ms, zone
 
 
 @dataclass(slots=True)
@@ -287,11 +288,13 @@ def range_version_fields(*ranges: tuple[date, date]) -> list[str]:
 
 
 def utc_days(start: date, end: date, tz: str) -> tuple[date, date]:
-    """The UTC days the local days start..end of zone `tz` overlap: no zone is more than a day
-    from UTC, so one more day on each side, unless the zone is UTC."""
+    """The UTC days the local days start..end of zone `tz` overlap, from the first instant of
+    the range to its last: the days whose versions an answer over them depends on."""
     if tz == "UTC":
         return start, end
-    return start - timedelta(days=1), end + timedelta(days=1)
+    start_ms, end_ms = day_range_ms(zone(tz), start, end)
+    epoch = date(1970, 1, 1)
+    return epoch + timedelta(days=start_ms // 86_400_000), epoch + timedelta(days=(end_ms - 1) // 86_400_000)
 
 
 def range_scope(_service: object, start: date, end: date, *rest: Any) -> AnswerScope:

@@ -70,8 +70,8 @@ ProjectDep = Annotated[str, Depends(get_project)]
 # --- the services of the caller's project ----------------------------------------------------
 
 
-async def get_repository(redis: RedisDep, layout: LayoutDep, project: ProjectDep) -> Repository:
-    return Repository(redis, layout, project)
+async def get_repository(request: Request, redis: RedisDep, layout: LayoutDep, project: ProjectDep) -> Repository:
+    return Repository(redis, layout, project, retention=request.app.state.retention)
 
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]

@@ -16,21 +16,15 @@ from infraprism.api.columns import MAX_SUMMED_BUCKETS, Matrix, signed_sum, withi
 from infraprism.api.planner import Plan
 from infraprism.api.repository import Repository
 from infraprism.api.shaping import DIMENSION_FIELDS
-from infraprism.api.sums import Group, classifier, entities_by_entity
+from infraprism.api.sums import Group, classifier, entities_by_entity, fields_of
 from infraprism.core.buckets import Granularity
 from infraprism.core.cell import EVENTS
+from infraprism.core.keys import QUARTER_SEP
 
 
 def is_bulk_scan(plan: Plan) -> bool:
-    """Whether `/costs` may sum this plan column-wise: a whole-hash scan grouped by a dimension,
-    of day and month hashes only (an hour hash also holds quarter-hour fields, which a local
-    range's edges read apart: api.sums)."""
-    return (
-        plan.member is None
-        and not plan.with_total
-        and plan.grouping.kind in DIMENSION_FIELDS
-        and all(read.granularity is not Granularity.HOUR for read in plan.buckets)
-    )
+    """Whether `/costs` may sum this plan column-wise: a whole-hash scan grouped by a dimension."""
+    return plan.member is None and not plan.with_total and plan.grouping.kind in DIMENSION_FIELDS
 
 
 def _entity_type_of_scan(plan: Plan) -> str | None:
@@ -47,7 +41,7 @@ async def scan_dimension(repository: Repository, buckets: BucketCache, plan: Pla
     `api.columns`, or a group has a null value."""
     if len(plan.buckets) > MAX_SUMMED_BUCKETS:
         return None
-    parts = await _scanned_buckets(repository, buckets, repository.rollup_keys(plan))
+    parts = await _scanned_buckets(repository, buckets, plan)
     if parts is None:
         return None
     present, sums = signed_sum(parts, [read.sign for read in plan.buckets])
@@ -82,21 +76,36 @@ async def scan_dimension(repository: Repository, buckets: BucketCache, plan: Pla
     return list(group_rows), grouped
 
 
-async def _scanned_buckets(repository: Repository, buckets: BucketCache, keys: list[str]) -> list[ScannedBucket] | None:
-    """The keys' hashes parsed, numbered in one vocabulary, as one moment's data."""
+async def _scanned_buckets(repository: Repository, buckets: BucketCache, plan: Plan) -> list[ScannedBucket] | None:
+    """The plan's reads parsed, numbered in one vocabulary, as one moment's data. An hour
+    hash is parsed once per part read of it: its hour's cells, or one quarter hour's fields
+    (keys.quarter_member), each kept in the bucket cache apart."""
+    keys = repository.rollup_keys(plan)
+    reads = plan.buckets
+    part_keys = [
+        key if read.granularity is not Granularity.HOUR else f"{key}{QUARTER_SEP}{read.quarter}"
+        for key, read in zip(keys, reads, strict=True)
+    ]
     tokens = repository.bucket_tokens
     vocabulary = buckets.vocabulary
-    parts = [buckets.get(key, tokens[key]) if key in tokens else None for key in keys]
+    parts = [
+        buckets.get(part, tokens[key]) if key in tokens else None for part, key in zip(part_keys, keys, strict=True)
+    ]
     missing = [index for index, part in enumerate(parts) if part is None]
     if missing:
-        replies, fresh = await repository.read_hashes([keys[index] for index in missing])
+        wanted = list(dict.fromkeys(keys[index] for index in missing))
+        replies, fresh = await repository.read_hashes(wanted)
         if len(missing) < len(keys) and any(fresh[key] != tokens[key] for key in fresh):
             # A batch landed since the versions were read: the cached parts hold the data
             # as it was then, the fresh ones as it is now. Read all of them together instead.
             missing = list(range(len(keys)))
-            replies, fresh = await repository.read_hashes(keys)
-        for index, cells in zip(missing, replies, strict=True):
-            parts[index] = buckets.parse(keys[index], fresh[keys[index]], cells)
+            wanted = list(dict.fromkeys(keys))
+            replies, fresh = await repository.read_hashes(wanted)
+        hashes = dict(zip(wanted, replies, strict=True))
+        for index in missing:
+            key = keys[index]
+            cells = dict(fields_of(reads[index], hashes[key]))
+            parts[index] = buckets.parse(part_keys[index], fresh[key], cells)
             if parts[index] is None:
                 return None
     if buckets.vocabulary is not vocabulary:

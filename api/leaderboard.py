@@ -26,7 +26,7 @@ class LeaderboardService:
         # Scores are doubles, exact for sums below 2**53 nano-dollars ($9M) per entity: they
         # only choose the candidates, and the entity rollups give the exact numbers and order.
         plan = plan_leaderboard(start, end, entity_type, tz)
-        await self.repository.require_quarter_layout(plan.rollups, Dimension.ENTITY)
+        await self.repository.require_cells(plan.boards + plan.rollups + plan.edges, Dimension.ENTITY)
         members, cells_by_rollup = await self.repository.top_entity_candidates(plan, limit, descending)
         totals = [Cell.zero() for _ in members]
         for read, cells in zip(plan.rollups, cells_by_rollup, strict=True):

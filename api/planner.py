@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 from infraprism.api.errors import InvalidParameter
@@ -51,6 +52,10 @@ from infraprism.core.keys import (
     parse_tag_set,
     tag_member,
 )
+
+# Plans are pure functions of the request: a local hour series or a year by month takes a few
+# milliseconds to plan in a zone (its offsets, its hours), and the same dashboards ask again.
+PLAN_CACHE_SIZE = 4096
 
 
 class GroupBy(StrEnum):
@@ -275,6 +280,7 @@ def period_label(period: LocalPeriod | str, tz: str) -> str:
     return zones.label_at(zone, zones.local_midnight_ms(zone, date.fromisoformat(key)))
 
 
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
 def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping, tz: str = "UTC") -> Plan:
     """The plan for `/costs` (and `/models`, `/compare`: the same rules), over the local days
     start..end of zone `tz`."""
@@ -288,6 +294,7 @@ def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping, tz:
     return Plan(dimension, tuple(buckets), member, filters, grouping, with_total=with_total)
 
 
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
 def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval, tz: str = "UTC") -> Plan:
     """The plan for `/costs/timeseries` (entity filters only): every local period of the
     range, in time order, keyed by its RFC 3339 label."""
@@ -314,6 +321,7 @@ class LeaderboardPlan:
     edges: tuple[BucketRead, ...] = ()
 
 
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
 def plan_leaderboard(start: date, end: date, entity_type: str | None, tz: str = "UTC") -> LeaderboardPlan:
     """Boards are kept per UTC day, month and year, so their cover may use years but holds
     whole UTC days only: the range's edges (hours and quarters) come from the entity rollup."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -22,6 +23,7 @@ from infraprism.api.errors import InvalidParameter
 from infraprism.api.planner import BucketRead, LeaderboardPlan, Plan
 from infraprism.core.buckets import Granularity
 from infraprism.core.keys import QUARTER_LAYOUT, QUARTER_SEP, Dimension, KeyLayout, quarter_member
+from infraprism.core.rollup import Retention, is_kept
 from infraprism.core.text import as_text
 from infraprism.stores import anomaly_store
 from infraprism.stores.anomaly_store import AnomalyRecord
@@ -68,10 +70,23 @@ class Repository:
     # key -> its bucket token, read along with the answer's version token (`range_versions`):
     # what the bucket cache checks its parsed copy of the key against.
     bucket_tokens: dict[str, BucketToken] = field(default_factory=dict)
+    # How long the aggregator keeps each granularity's buckets (INFRAPRISM_RETENTION_*_DAYS).
+    retention: Retention = field(default_factory=Retention)
 
-    async def require_quarter_layout(self, reads: Sequence[BucketRead], dimension: Dimension) -> None:
-        """Refuse a read of quarter-hour fields, or of the cube's hours, on a store an earlier
-        build wrote without them (KeyLayout.layout_marker): the sum would be wrong, not approximate."""
+    async def require_cells(self, reads: Sequence[BucketRead], dimension: Dimension) -> None:
+        """Refuse a plan whose sum would be short rather than answer it: a bucket the retention
+        settings have let expire, or, on a store an earlier build wrote, a quarter hour's field
+        or a cube hour it never kept (KeyLayout.layout_marker)."""
+        now_s = int(time.time())
+        for read in reads:
+            if not is_kept(read.granularity, read.label, self.retention, now_s):
+                days = self.retention.days_for(read.granularity)
+                raise InvalidParameter(
+                    "start_date",
+                    f"the range needs {read.granularity.name.lower()} bucket {read.label}, and those are kept "
+                    f"{days} days after they end (INFRAPRISM_RETENTION_{read.granularity.name}_DAYS), so it "
+                    "cannot be answered exactly: ask for a later range",
+                )
         needed = any(
             read.quarter or (dimension is Dimension.CUBE and read.granularity is Granularity.HOUR) for read in reads
         )

@@ -26,7 +26,7 @@ async def read_sums(repository: Repository, plans: Sequence[Plan]) -> list[Cells
     the same buckets, for its row of cost without the tag (`add_untagged`)."""
     executed: list[Plan] = []
     for plan in plans:
-        await repository.require_quarter_layout(plan.buckets, plan.dimension)
+        await repository.require_cells(plan.buckets, plan.dimension)
         executed.append(plan)
         if plan.with_total:
             executed.append(Plan(Dimension.TOTAL, plan.buckets, "", Filters(), Grouping()))
@@ -65,7 +65,7 @@ def sum_replies(plan: Plan, replies: Sequence[Any]) -> CellsByPeriodGroup:
     groups: dict[str, Any] = {}
     for read, cells_of_bucket in zip(plan.buckets, replies, strict=True):
         period, sign = read.period, read.sign
-        for member, packed in _fields_of(read, cells_of_bucket):
+        for member, packed in fields_of(read, cells_of_bucket):
             found: Any = groups.get(member, _UNSEEN)
             if found is _UNSEEN:
                 found = groups[member] = classify(member)
@@ -82,7 +82,7 @@ def sum_replies(plan: Plan, replies: Sequence[Any]) -> CellsByPeriodGroup:
     return {key: cell for key, cell in sums.items() if cell[EVENTS]}
 
 
-def _fields_of(read: BucketRead, cells_of_bucket: dict[str, str]) -> Iterable[tuple[str, str]]:
+def fields_of(read: BucketRead, cells_of_bucket: dict[str, str]) -> Iterable[tuple[str, str]]:
     """(member, packed cell) of what `read` names in its hash: an hour hash also holds its
     quarter hours' fields (keys.quarter_member), which are either what is read or left out."""
     if read.granularity is not Granularity.HOUR:
@@ -177,6 +177,7 @@ __all__ = [
     "by_period",
     "classifier",
     "entities_by_entity",
+    "fields_of",
     "grand_total",
     "read_sums",
     "sum_replies",

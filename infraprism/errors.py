@@ -1,6 +1,6 @@
 """The root of every error InfraPrism raises on purpose.
 
-Each package has one base below it (`core.PricingError`, `stores.StoreError`,
+Each package has one base below it (`core.CoreError`, `stores.StoreError`,
 `pipeline.PipelineError`, `api.errors.ApiError`, `dev.DevError`, `cli.CliError`),
 and the CLI reports any of them as one line and exit code 1, never a traceback.
 This module imports nothing, so every layer may use it.

@@ -10,7 +10,7 @@
 -- returned before the first write.
 --
 -- Money stays exact. A rollup cell packs six non-negative integer counters as
--- decimal text (KeyLayout / keys.pack_cell); two counters below 10^15 add exactly
+-- decimal text (core/cell.py: Cell.pack); two counters below 10^15 add exactly
 -- in a Lua double (the sum stays below 2^53), and longer ones are added digit
 -- by digit, so no counter is ever rounded, however large it grows. Session
 -- counters are added the same way (HINCRBY would fail past 2^63).

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from infraprism.core.buckets import Granularity
 from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.deltas import deltas_of_groups
 from infraprism.core.events import CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout
-from infraprism.core.rollup import BatchRollup, cell_increments, expire_at
+from infraprism.core.rollup import BatchRollup, Retention, cell_increments, expire_at
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +30,6 @@ class PartitionRange:
     partition: int
     from_offset: int
     to_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Days each granularity's buckets are kept after they end; None keeps them forever.
-
-    Year buckets (leaderboards only) follow the month retention.
-    """
-
-    hour_days: int | None = None
-    day_days: int | None = None
-    month_days: int | None = None
-
-    def days_for(self, granularity: Granularity) -> int | None:
-        return {
-            Granularity.HOUR: self.hour_days,
-            Granularity.DAY: self.day_days,
-            Granularity.MONTH: self.month_days,
-            Granularity.YEAR: self.month_days,
-        }[granularity]
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,7 +341,7 @@ async def test_anomalies_dismiss_marks_the_record_dismissed(settings, settings_e
         actual_value=44.0,
         status="active",
     )
-    await anomaly_store.save(redis_client, layout, record)
+    await anomaly_store.create(redis_client, layout, record)
 
     done = cli("anomalies", "dismiss", "anomaly_cli_test", env=settings_env)
 

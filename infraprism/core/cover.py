@@ -19,13 +19,13 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
+from infraprism.core import CoreError
 from infraprism.core.buckets import MS_PER_HOUR, MS_PER_QUARTER, Granularity, day_label, labels_for_hour, signed_cover
-from infraprism.errors import InfraprismError
 
 MS_PER_DAY = 86_400_000
 
 
-class Misaligned(InfraprismError, ValueError):
+class Misaligned(CoreError, ValueError):
     """A range end that is not on a UTC quarter hour: no sum of stored cells is exactly that range."""
 
 

@@ -46,8 +46,8 @@ from genai_prices.types import (
     TimeOfDateConstraint,
 )
 
+from infraprism.core import CoreError
 from infraprism.core.money import div_round_half_even, usd_to_nano
-from infraprism.errors import InfraprismError
 
 # Rates are integer yocto-dollars (10**-24 USD) a token: the catalog's finest
 # $/Mtok values carry 18 decimals (float artefacts such as 0.04166666666666665),
@@ -68,7 +68,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = _EPOCH.date()
 
 
-class PricingError(InfraprismError, ValueError):
+class PricingError(CoreError, ValueError):
     """The catalog cannot price this event."""
 
 

@@ -266,6 +266,26 @@ def cell_increments(members: dict[str, int]) -> list[str]:
     return flat
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Days each granularity's buckets are kept after they end; None keeps them forever.
+
+    Year buckets (leaderboards only) follow the month retention.
+    """
+
+    hour_days: int | None = None
+    day_days: int | None = None
+    month_days: int | None = None
+
+    def days_for(self, granularity: Granularity) -> int | None:
+        return {
+            Granularity.HOUR: self.hour_days,
+            Granularity.DAY: self.day_days,
+            Granularity.MONTH: self.month_days,
+            Granularity.YEAR: self.month_days,
+        }[granularity]
+
+
 def bucket_end(granularity: Granularity, bucket: str) -> datetime:
     """The first instant after a bucket, UTC."""
     if granularity is Granularity.HOUR:
@@ -289,4 +309,11 @@ def expire_at(granularity: Granularity, bucket: str, retention_days: int | None)
     return int(bucket_end(granularity, bucket).timestamp()) + retention_days * 86_400
 
 
-__all__ = ["BatchRollup", "SessionDelta", "bucket_end", "expire_at", "cell_increments"]
+__all__ = ["BatchRollup", "Retention", "SessionDelta", "bucket_end", "cell_increments", "expire_at", "is_kept"]
+
+
+def is_kept(granularity: Granularity, bucket: str, retention: Retention, now_s: int) -> bool:
+    """Whether a bucket's keys are still there at `now_s` under `retention` (they expire at
+    `expire_at`): a read of one that is not would sum to less than its events."""
+    days = retention.days_for(granularity)
+    return days is None or now_s < expire_at(granularity, bucket, days)

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 from zoneinfo import ZoneInfo
 
-from infraprism.errors import InfraprismError
+from infraprism.core import CoreError
 
 MS_PER_MINUTE = 60_000
 # Offsets change at most twice a year; stepping by this finds every change in a
@@ -26,7 +26,7 @@ MS_PER_MINUTE = 60_000
 _SCAN_STEP_MS = 15 * MS_PER_MINUTE
 
 
-class UnknownZone(InfraprismError, ValueError):
+class UnknownZone(CoreError, ValueError):
     """A name that is not a zone of the pinned IANA database."""
 
 

@@ -32,22 +32,8 @@ __all__ = [
     "dismiss_by_id",
     "get",
     "list_range",
-    "save",
     "transition",
 ]
-
-
-async def save(redis: aioredis.Redis, layout: KeyLayout, record: AnomalyRecord) -> None:
-    """Write (or overwrite) a record and its indexes, without queueing an alert.
-
-    For tests only, and going away: it skips the real write path. Seed records
-    with `create` instead (tests/api and tests/test_cli.py still call this).
-    """
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(layout.anomaly(record.project, record.id), mapping=dict(record.to_hash()))  # type: ignore[arg-type]
-        pipe.zadd(layout.anomaly_index(record.project), {record.id: record.detected_ms})
-        pipe.hset(layout.anomaly_owners(), record.id, record.project)
-        await pipe.execute()
 
 
 async def get(redis: aioredis.Redis, layout: KeyLayout, project: str, anomaly_id: str) -> AnomalyRecord | None:

@@ -20,7 +20,7 @@ async def test_anomalies_newest_first_filters_and_dismiss(
 ):
     layout = KeyLayout(settings.key_prefix)
     for n, status, etype in [(0, "active", "customer"), (1, "resolved", "team"), (2, "active", "customer")]:
-        await anomaly_store.save(redis_client, layout, anomaly_record(project, n, status, etype))
+        await anomaly_store.create(redis_client, layout, anomaly_record(project, n, status, etype))
     body = (await authed.get("/v1/analytics/anomalies", params=RANGE)).json()
     assert [a["id"] for a in body["data"]] == ["an-2", "an-1", "an-0"]
     assert body["data"][0] == {
@@ -60,7 +60,7 @@ async def test_the_service_reads_the_range_end_inclusive_and_answers_none_for_no
     repository: Repository, redis_client: aioredis.Redis, settings: Settings
 ):
     layout = KeyLayout(settings.key_prefix)
-    await anomaly_store.save(redis_client, layout, anomaly_record(repository.project, 1, "active"))  # January 11
+    await anomaly_store.create(redis_client, layout, anomaly_record(repository.project, 1, "active"))  # January 11
     service = AnomaliesService(repository)
     for end, ids in ((date(2025, 1, 10), []), (date(2025, 1, 11), ["an-1"])):
         assert [a["id"] for a in (await service.anomalies(date(2025, 1, 1), end, None, None, "UTC"))["data"]] == ids

@@ -142,7 +142,7 @@ async def test_a_key_never_sees_another_projects_data(
     )
     layout = KeyLayout(settings.key_prefix)
     for project, value in (("alpha", 1.0), ("beta", 777.123457)):
-        await anomaly_store.save(
+        await anomaly_store.create(
             redis_client,
             layout,
             AnomalyRecord(

@@ -34,11 +34,22 @@ OTHER = "p-other"
 DAY_MS = 86_400_000
 T0 = datetime(2024, 12, 20, tzinfo=UTC)
 T1 = datetime(2025, 4, 10, tzinfo=UTC)  # past the DST changes of March and April
+# Two more windows of events: 29 February, and the autumn changes of the north (EU October 27,
+# US November 3) with the southern spring (Sydney and Lord Howe, October 6).
+WINDOWS = [
+    (datetime(2024, 2, 26, tzinfo=UTC), datetime(2024, 3, 3, tzinfo=UTC)),
+    (datetime(2024, 10, 3, tzinfo=UTC), datetime(2024, 11, 5, tzinfo=UTC)),
+    (T0, T1),
+]
 ENTITIES = [("customer", "acme"), ("customer", "globex"), ("team", "a:b"), ("team", "acme")]
 MODELS = [("gpt-4o", "openai"), ("claude-3", "anthropic"), ("gpt-4o", "azure")]
 TAG_KEYS = ["env", "feature"]
 TAG_VALUES = ["prod", "a:b", "x:y:z"]
-DAYS = [date(2024, 12, 15) + timedelta(days=n) for n in range(125)]  # 2024-12-15 .. 2025-04-18
+DAYS = (
+    [date(2024, 2, 25) + timedelta(days=n) for n in range(9)]  # 2024-02-25 .. 2024-03-04
+    + [date(2024, 10, 2) + timedelta(days=n) for n in range(35)]  # 2024-10-02 .. 2024-11-05
+    + [date(2024, 12, 15) + timedelta(days=n) for n in range(125)]  # 2024-12-15 .. 2025-04-18
+)
 # UTC, whole-hour zones with DST in either hemisphere, and the half- and quarter-hour ones.
 ZONES = [
     "UTC",
@@ -60,7 +71,9 @@ event_strategy = st.fixed_dictionaries(
         "project": st.sampled_from([PROJECT, PROJECT, PROJECT, OTHER]),
         "entity": st.sampled_from(ENTITIES),
         "model": st.sampled_from(MODELS),
-        "ts_ms": st.integers(int(T0.timestamp() * 1000), int(T1.timestamp() * 1000)),
+        "ts_ms": st.sampled_from(WINDOWS).flatmap(
+            lambda window: st.integers(int(window[0].timestamp() * 1000), int(window[1].timestamp() * 1000))
+        ),
         "cost_nano": st.one_of(st.just(0), st.sampled_from([1_000_000, 250_000_000]), st.integers(1, 5_000_000_000)),
         "input": st.integers(0, 10_000),
         "output": st.integers(0, 10_000),

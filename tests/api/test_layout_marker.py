@@ -45,3 +45,27 @@ async def test_an_earlier_builds_store_is_not_marked_and_half_hour_zones_are_ref
 
     await redis_client.set(layout.layout_marker(), QUARTER_LAYOUT)  # what `infraprism rebuild` sets
     assert (await authed.get("/v1/analytics/costs", params={**DAY, "tz": "Asia/Kolkata"})).status_code == 200
+
+
+async def test_a_range_needing_expired_buckets_is_refused_not_answered_short(
+    settings: Settings, project: str, redis_client: aioredis.Redis
+) -> None:
+    from infraprism.api.app import create_app
+    from infraprism.stores import apikeys
+
+    kept = settings.model_copy(update={"retention_hour_days": 30})
+    key = apikeys.create_key(kept, project, "retention")[1]
+    app = create_app(kept)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            old_day = {"start_date": "2025-01-15", "end_date": "2025-01-15"}
+            # In UTC the day is its day bucket, kept forever; in Berlin its edges are hours, gone.
+            assert (await client.get("/v1/analytics/costs", params=old_day)).status_code == 200
+            refused = await client.get("/v1/analytics/costs", params={**old_day, "tz": "Europe/Berlin"})
+            assert refused.status_code == 422
+            assert "INFRAPRISM_RETENTION_HOUR_DAYS" in refused.json()["error"]["message"]
+            series = {**old_day, "interval": "hour"}
+            assert (await client.get("/v1/analytics/costs/timeseries", params=series)).status_code == 422

@@ -142,8 +142,8 @@ async def test_a_batch_between_the_session_index_and_the_records_reads_both_agai
 
 async def test_anomalies_and_dismissals_stay_in_the_project(repository: Repository, redis_client, settings: Settings):
     layout = KeyLayout(settings.key_prefix)
-    await anomaly_store.save(redis_client, layout, anomaly_record(repository.project, 1, "active"))
-    await anomaly_store.save(redis_client, layout, anomaly_record("another-project", 2, "active"))
+    await anomaly_store.create(redis_client, layout, anomaly_record(repository.project, 1, "active"))
+    await anomaly_store.create(redis_client, layout, anomaly_record("another-project", 2, "active"))
     start_ms, end_ms = instant_range_ms(*JANUARY)
     assert [record.id for record in await repository.anomalies(start_ms, end_ms, None, None)] == ["an-1"]
     assert await repository.anomalies(start_ms, end_ms, None, "resolved") == []

@@ -50,7 +50,7 @@ async def test_a_cached_answer_is_rendered_once_per_format():
 
 
 async def test_dismissing_in_csv(authed: httpx.AsyncClient, settings: Settings, project: str, redis_client):
-    await anomaly_store.save(redis_client, KeyLayout(settings.key_prefix), anomaly_record(project, 1, "active"))
+    await anomaly_store.create(redis_client, KeyLayout(settings.key_prefix), anomaly_record(project, 1, "active"))
     response = await authed.post("/v1/analytics/anomalies/an-1/dismiss", params={"format": "csv"})
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     header, line = response.text.splitlines()

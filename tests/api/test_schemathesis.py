@@ -125,7 +125,7 @@ async def _seed(settings: Settings, project: str) -> None:
             for n in range(20)
         ]
         await load_events(redis, settings, [{k: v for k, v in e.items() if v is not None} for e in events])
-        await anomaly_store.save(
+        await anomaly_store.create(
             redis,
             KeyLayout(settings.key_prefix),
             AnomalyRecord(
