@@ -310,10 +310,10 @@ def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval
 
 @dataclass(frozen=True, slots=True)
 class LeaderboardPlan:
-    """`/entities/top`: the boards whose signed union picks the candidates, the entity-rollup
-    cells that give the candidates' exact totals, and, for a range that does not start and end
-    on UTC midnights, the entity hashes of the UTC days it covers in part, whose members are
-    candidates too."""
+    """`/entities/top`: the boards whose signed union scores the whole UTC days of the range,
+    the entity-rollup cells that give the candidates' exact totals, and, for a range that does
+    not start and end on UTC midnights, the signed entity-rollup reads of the UTC days it
+    covers in part, whose costs are added to those scores."""
 
     board_type: str
     boards: tuple[BucketRead, ...]
@@ -334,10 +334,14 @@ def plan_leaderboard(start: date, end: date, entity_type: str | None, tz: str = 
         inner_first = date(1970, 1, 1) + timedelta(days=first_midnight // MS_PER_DAY)
         inner_last = date(1970, 1, 1) + timedelta(days=last_midnight // MS_PER_DAY - 1)
         boards = _cover_reads(inner_first, inner_last, years=True)
-    # Every entity of the UTC days the range covers in part: a superset of those in its edges.
-    partial_days = sorted({ms // MS_PER_DAY for ms in (start_ms, end_ms) if ms % MS_PER_DAY})
+    # The reads of the UTC days the range covers in part: what the range adds to the boards.
+    partial_days = {
+        day_label(date(1970, 1, 1) + timedelta(days=ms // MS_PER_DAY)) for ms in (start_ms, end_ms) if ms % MS_PER_DAY
+    }
     edges = tuple(
-        BucketRead(Granularity.DAY, day_label(date(1970, 1, 1) + timedelta(days=day))) for day in partial_days
+        read
+        for read in rollups
+        if read.granularity in (Granularity.DAY, Granularity.HOUR) and read.label[:8] in partial_days
     )
     return LeaderboardPlan(entity_type if entity_type is not None else ALL_ENTITY_TYPES, boards, rollups, edges)
 

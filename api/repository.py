@@ -22,7 +22,15 @@ from redis.exceptions import NoScriptError
 from infraprism.api.errors import InvalidParameter
 from infraprism.api.planner import BucketRead, LeaderboardPlan, Plan
 from infraprism.core.buckets import Granularity
-from infraprism.core.keys import QUARTER_LAYOUT, QUARTER_SEP, Dimension, KeyLayout, quarter_member
+from infraprism.core.keys import (
+    ALL_ENTITY_TYPES,
+    QUARTER_LAYOUT,
+    QUARTER_SEP,
+    Dimension,
+    KeyLayout,
+    entity_member,
+    quarter_member,
+)
 from infraprism.core.rollup import Retention, is_kept
 from infraprism.core.text import as_text
 from infraprism.stores import anomaly_store
@@ -198,6 +206,8 @@ class Repository:
             QUARTER_SEP,
             *(r.sign for r in plan.boards),
             *(quarter_member("", r.quarter) if r.quarter else "" for r in plan.rollups),
+            "" if plan.board_type == ALL_ENTITY_TYPES else entity_member(plan.board_type, ""),
+            *(item for r in plan.edges for item in (quarter_member("", r.quarter) if r.quarter else "", r.sign)),
         ]
         try:
             members, *cells = await self.redis.evalsha_ro(TOP_ENTITIES.sha, numkeys, *args)

@@ -1,42 +1,31 @@
 -- /entities/top in one atomic, read-only call.
 --
--- KEYS: ARGV[3] leaderboards, ARGV[4] entity rollups of the range, then the entity hashes of
--- the range's edges (the hours it covers in part, when it does not start and end at UTC
--- midnight: the boards hold whole UTC days only).
+-- KEYS: ARGV[3] leaderboards, ARGV[4] entity rollups of the range, then the entity-rollup
+-- hashes of the range's edges: the reads of the UTC days it covers in part, when it does not
+-- start and end at UTC midnight (the boards hold whole UTC days only).
 -- ARGV: [1] the limit, [2] "desc" or "asc", [3] the number of boards, [4] the number of
--- rollups, [5] the quarter-hour separator (keys.QUARTER_SEP), then each board's weight (1, or
--- -1 for a subtracted bucket), then each rollup's field suffix ("" for the member's cell, or
--- a quarter hour's: keys.quarter_member).
+-- rollups, [5] the quarter-hour separator (keys.QUARTER_SEP), then each board's weight (1,
+-- or -1 for a subtracted bucket), then each rollup's field suffix ("" for the member's cell,
+-- or a quarter hour's: keys.quarter_member), then the entity-type prefix the members must
+-- have ("" for any), then for each edge hash its field suffix and its sign.
 --
--- The candidates are every entity of the edges, and the first places of the boards' signed
--- union, as many more as there are edge entities, plus every member tied with the last of
--- them. An entity outside the edges totals its board score, so no true place is missed; the
--- caller settles the exact order from the integer counters. Only the candidates travel, with
--- their cells from every rollup, read in the same call, so the candidates and their numbers
--- are one moment's data. A member counted only in subtracted boards scores 0 with no events
--- in the range and the caller drops it: so ascending keeps every score <= 0 and the first
--- places after them, and descending reaches zero scores only when it takes all of them.
+-- A member's score is its signed board score plus its signed edge costs: its cost over the
+-- range, as a double. The first `limit` places by score, and every member tied with the last
+-- of them, are the candidates; the caller settles the exact order from the integer counters.
+-- Only they travel, with their cells from every rollup, read in the same call, so the
+-- candidates and their numbers are one moment's data. A member counted only in subtracted
+-- buckets scores 0 with no events in the range and the caller drops it: so ascending keeps
+-- every score <= 0 and the first places after them, and descending reaches zero scores only
+-- when it takes all of them.
 --
 -- Returns {candidates, {their cells in rollup 1}, {... rollup 2}, ...}.
 local limit = tonumber(ARGV[1])
 local boards = tonumber(ARGV[3])
 local rollups = tonumber(ARGV[4])
 local quarter_sep = ARGV[5]
-
-local candidates, seen = {}, {}
-local function add(member)
-  if not seen[member] then
-    seen[member] = true
-    candidates[#candidates + 1] = member
-  end
-end
-for k = boards + rollups + 1, #KEYS do
-  for _, field in ipairs(redis.call('HKEYS', KEYS[k])) do
-    local cut = string.find(field, quarter_sep, 1, true)
-    add(cut and string.sub(field, 1, cut - 1) or field)
-  end
-end
-limit = limit + #candidates
+local at = 5 + boards + rollups
+local type_prefix = ARGV[at + 1]
+local edges = #KEYS - boards - rollups
 
 local flat = {}
 if boards > 0 then
@@ -47,6 +36,41 @@ if boards > 0 then
   args[#args + 1] = 'WITHSCORES'
   flat = redis.call(unpack(args))
 end
+
+if edges > 0 then
+  -- Add the edges' costs to the board scores, then order all members by the sum.
+  local scores = {}
+  for i = 1, #flat, 2 do scores[flat[i]] = tonumber(flat[i + 1]) end
+  for e = 1, edges do
+    local key = KEYS[boards + rollups + e]
+    local suffix, sign = ARGV[at + 2 * e], tonumber(ARGV[at + 2 * e + 1])
+    local fields = redis.call('HGETALL', key)
+    for i = 1, #fields, 2 do
+      local field, member = fields[i], nil
+      if suffix == '' then
+        if not string.find(field, quarter_sep, 1, true) then member = field end
+      elseif string.sub(field, -#suffix) == suffix then
+        member = string.sub(field, 1, #field - #suffix)
+      end
+      if member and (type_prefix == '' or string.sub(member, 1, #type_prefix) == type_prefix) then
+        local cost = tonumber(string.match(fields[i + 1], '^%d+ (%d+)'))
+        scores[member] = (scores[member] or 0) + sign * cost
+      end
+    end
+  end
+  local members = {}
+  for member in pairs(scores) do members[#members + 1] = member end
+  table.sort(members, function(a, b)
+    if scores[a] ~= scores[b] then return scores[a] < scores[b] end
+    return a < b
+  end)
+  flat = {}
+  for _, member in ipairs(members) do
+    flat[#flat + 1] = member
+    flat[#flat + 1] = scores[member]
+  end
+end
+
 local n = #flat / 2
 local first, last = 1, n
 if ARGV[2] == 'desc' then
@@ -64,7 +88,8 @@ else
     while last < n and tonumber(flat[2 * (last + 1)]) == boundary do last = last + 1 end
   end
 end
-for i = first, last do add(flat[2 * i - 1]) end
+local candidates = {}
+for i = first, last do candidates[#candidates + 1] = flat[2 * i - 1] end
 
 local out = {candidates}
 for k = 1, rollups do
