@@ -267,17 +267,13 @@ def local_periods(start: date, end: date, kind: GroupBy | Interval, tz: str) -> 
     return [LocalPeriod(key, *zones.day_range_ms(zone, span[0], span[-1])) for key, span in spans.items()]
 
 
-def period_label(period: LocalPeriod | str, tz: str) -> str:
-    """The RFC 3339 instant a time-series row is labelled with: local midnight of its first
-    day, with the zone's offset then (Z in UTC); an hour is labelled by its first instant."""
-    if isinstance(period, LocalPeriod):
-        if "T" in period.key:
-            return period.key
-        key = period.key
-    else:
-        key = period
+def period_label(period: LocalPeriod, tz: str) -> str:
+    """The RFC 3339 instant a time-series row is labelled with: an hour's own label, else local
+    midnight of the period's key day (a week's Monday, a month's first) with the offset then."""
+    if "T" in period.key:
+        return period.key
     zone = zones.zone(tz)
-    return zones.label_at(zone, zones.local_midnight_ms(zone, date.fromisoformat(key)))
+    return zones.label_at(zone, zones.local_midnight_ms(zone, date.fromisoformat(period.key)))
 
 
 @lru_cache(maxsize=PLAN_CACHE_SIZE)
