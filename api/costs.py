@@ -66,6 +66,7 @@ class CostsService:
     async def costs(self, start: date, end: date, filters: Filters, grouping: Grouping, tz: str) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, grouping, tz)
         if is_bulk_scan(plan):
+            await self.repository.require_cells(plan.buckets, plan.dimension)  # read_sums checks the other path
             body = await self._costs_by_columns(plan, start, end, tz)
             if body is not None:
                 return body

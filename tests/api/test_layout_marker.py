@@ -32,9 +32,10 @@ async def test_an_earlier_builds_store_is_not_marked_and_half_hour_zones_are_ref
     await redis_client.delete(layout.layout_marker())
     assert not await store(redis_client, settings).claim_layout()
 
-    refused = await authed.get("/v1/analytics/costs", params={**DAY, "tz": "Asia/Kolkata"})
-    assert refused.status_code == 422
-    assert "infraprism rebuild" in refused.json()["error"]["message"]
+    for extra in ({}, {"group_by": "entity"}):  # the plain sums and the column path
+        refused = await authed.get("/v1/analytics/costs", params={**DAY, "tz": "Asia/Kolkata", **extra})
+        assert refused.status_code == 422, extra
+        assert "infraprism rebuild" in refused.json()["error"]["message"]
     # Whole-hour zones and UTC read only what earlier builds kept too.
     for tz in ("UTC", "Europe/Berlin"):
         answered = await authed.get("/v1/analytics/costs", params={**DAY, "tz": tz})
