@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
+from infraprism.core.text import as_text
 from infraprism.pipeline.aggregator import Aggregator
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
@@ -77,8 +78,7 @@ async def rebuild(settings: Settings) -> int:
         # `bv` hashes, so no answer cached before or during the deletion may match again.
         await redis.incr(layout.generation())
         for project in await redis.smembers(layout.projects()):
-            name = project.decode() if isinstance(project, bytes) else project
-            await redis.incr(layout.data_version(name))
+            await redis.incr(layout.data_version(as_text(project)))
         deleted = await delete_derived(redis, layout, settings)
         # Everything is recomputed in this build's layout, quarter hours included.
         await redis.set(layout.layout_marker(), QUARTER_LAYOUT)

@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from infraprism.core.keys import QUARTER_LAYOUT, KeyLayout
 from infraprism.core.rollup import BatchRollup
+from infraprism.core.text import as_text
 from infraprism.pipeline.decode import BatchEncoder, PartitionRange, Retention
 
 APPLY_SCRIPT = files("infraprism.pipeline").joinpath("apply_batch.lua").read_text()
@@ -103,7 +104,7 @@ class RollupStore:
             CLAIM_LAYOUT, 2, self._layout.layout_marker(), self._layout.projects(), QUARTER_LAYOUT
         )
         self._layout_claimed = True
-        return _text(marker) == QUARTER_LAYOUT if marker is not None else False
+        return as_text(marker) == QUARTER_LAYOUT if marker is not None else False
 
     async def apply_payload(self, payload: bytes) -> ApplyResult:
         """Apply a batch already encoded by BatchEncoder (possibly in another process)."""
@@ -115,17 +116,13 @@ class RollupStore:
             if str(exc).startswith(REFUSED_PREFIX):
                 return Refused(str(exc)[len(REFUSED_PREFIX) :])
             raise
-        status = _text(reply[0])
+        status = as_text(reply[0])
         if status == "ok":
             return Applied()
         if status == "fenced":
             return Fenced(int(reply[1]), int(reply[2]))
         pairs = reply[1:]
-        return Duplicates(frozenset((_text(pairs[i]), _text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return Duplicates(frozenset((as_text(pairs[i]), as_text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
 
 
 __all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Refused", "Retention", "RollupStore"]

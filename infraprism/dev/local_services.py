@@ -144,12 +144,7 @@ def start_redis(port: int | None = None, *, timeout_s: float = 20.0) -> Service:
         log_path,
     )
     service = Service("redis", process, f"redis://127.0.0.1:{port}/0", workdir, log_path)
-    try:
-        _wait_until(lambda: _redis_ping(port), process, "redis-server", log_path, timeout_s)
-    except LocalServiceError:
-        service.stop()
-        raise
-    return service
+    return _ready(service, log_path, lambda: _redis_ping(port), "redis-server", timeout_s)
 
 
 def tansu_binary() -> str:
@@ -171,8 +166,13 @@ def start_broker(port: int | None = None, *, timeout_s: float = 30.0) -> Service
         log_path,
     )
     service = Service("kafka", process, f"127.0.0.1:{port}", workdir, log_path)
+    return _ready(service, log_path, lambda: _kafka_api_versions(port), "tansu broker", timeout_s)
+
+
+def _ready(service: Service, log_path: str, probe: Callable[[], bool], what: str, timeout_s: float) -> Service:
+    """`service` once `probe` answers; stopped, and the error raised, if it never does."""
     try:
-        _wait_until(lambda: _kafka_api_versions(port), process, "tansu broker", log_path, timeout_s)
+        _wait_until(probe, service.process, what, log_path, timeout_s)
     except LocalServiceError:
         service.stop()
         raise

@@ -15,13 +15,12 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from infraprism.core.keys import KeyLayout
+from infraprism.core.text import as_text, rfc3339_now
 from infraprism.settings import Settings
 from infraprism.stores import StoreError
 
@@ -51,14 +50,6 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _sync_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_dsn(), decode_responses=True)
 
@@ -80,7 +71,7 @@ def create_key(settings: Settings, project: str, name: str | None = None) -> tup
                     "id": key_id,
                     "project": project,
                     "name": name or "",
-                    "created_at": _now(),
+                    "created_at": rfc3339_now(),
                     "revoked_at": "",
                     "key_hash": key_hash,
                 },
@@ -101,7 +92,7 @@ def list_keys(settings: Settings) -> list[dict[str, str | None]]:
         ids = client.hgetall(layout.api_key_ids())
         with client.pipeline(transaction=False) as pipe:
             for key_hash in ids.values():
-                pipe.hgetall(layout.api_key(_text(key_hash)))
+                pipe.hgetall(layout.api_key(as_text(key_hash)))
             records = pipe.execute()
     finally:
         client.close()
@@ -130,11 +121,11 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         key_hash = client.hget(layout.api_key_ids(), key_id)
         if key_hash is None:
             return False
-        record_key = layout.api_key(_text(key_hash))
+        record_key = layout.api_key(as_text(key_hash))
         if not client.exists(record_key):
             return False
         if not client.hget(record_key, "revoked_at"):
-            client.hset(record_key, "revoked_at", _now())
+            client.hset(record_key, "revoked_at", rfc3339_now())
     finally:
         client.close()
     log.info("api key revoked", extra={"key_id": key_id})
@@ -149,17 +140,17 @@ async def lookup(client: aioredis.Redis, layout: KeyLayout, key: str) -> ApiKey 
     record = await client.hgetall(layout.api_key(key_hash))
     if not record:
         return None
-    stored = _text(record.get("key_hash", ""))
+    stored = as_text(record.get("key_hash", ""))
     # The record is found by its hash; compare in constant time anyway so
     # nothing about a near-miss key leaks through timing.
     if not hmac.compare_digest(stored.encode(), key_hash.encode()):
         return None
-    if _text(record.get("revoked_at", "")):
+    if as_text(record.get("revoked_at", "")):
         return None
-    project = _text(record.get("project", ""))
+    project = as_text(record.get("project", ""))
     if not project:
         return None
-    return ApiKey(key_id=_text(record.get("id", "")), project=project, name=_text(record.get("name", "")))
+    return ApiKey(key_id=as_text(record.get("id", "")), project=project, name=as_text(record.get("name", "")))
 
 
 __all__ = ["ApiKey", "ApiKeyError", "create_key", "hash_key", "list_keys", "lookup", "revoke_key"]
