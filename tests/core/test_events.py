@@ -136,6 +136,7 @@ FIELD_REJECTIONS = [
     ({"event_id": "a\x1fb"}, "event_id: control characters are not allowed"),
     ({"entity_type": "t" * 65}, "entity_type: length must be 1-64, got 65"),
     ({"entity_type": ["customer"]}, "entity_type: must be a string"),
+    ({"entity_type": "*"}, "entity_type: '*' is reserved (the all-types leaderboard)"),
     ({"entity_id": "i" * 257}, "entity_id: length must be 1-256, got 257"),
     ({"entity_id": "acme\ncorp"}, "entity_id: control characters are not allowed"),
     ({"model": "m" * 129}, "model: length must be 1-128, got 129"),
@@ -388,6 +389,9 @@ ACCEPTED = [
     ({"input_tokens": 0, "output_tokens": 0}, "input_tokens", 0),
     ({"entity_id": "é-ünïcode-客户"}, "entity_id", "é-ünïcode-客户"),
     ({"entity_type": "t" * 64}, "entity_type", "t" * 64),
+    ({"entity_type": "**"}, "entity_type", "**"),  # only `*` itself names the all-types board
+    ({"entity_type": " *"}, "entity_type", " *"),
+    ({"entity_id": "*"}, "entity_id", "*"),
     ({"event_id": "e" * 128}, "event_id", "e" * 128),
     ({"reasoning_tokens": 1730}, "output_tokens", 1730),
     ({"cache_read_tokens": 500, "cache_write_tokens": 12}, "input_tokens", 512),
@@ -445,6 +449,7 @@ FIELD_VALUES = st.one_of(
             "2025-01-15T10:00:00+05:30",
             "9999-12-31T23:00:00-05:00",
             "acme\x1f",
+            "*",
         ]
     ),
     st.lists(st.integers(), max_size=2),
@@ -467,6 +472,21 @@ def test_the_fast_path_accepts_only_what_the_full_path_accepts_and_alike(changes
     fast = _fast_event(obj)
     if fast is not None:
         assert fast == _judged(_validate_fully, obj)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"entity_type": "*"},
+        {"entity_type": "*", "cost": ...},
+        {"entity_type": "*", "timestamp": T0_MS, "session_id": ..., "tags": ...},
+    ],
+)
+def test_both_paths_refuse_the_entity_type_of_the_all_types_leaderboard(changes):
+    obj = event(**changes)
+    assert _fast_event(obj) is None
+    assert _judged(_validate_fully, obj) == "refused"
+    assert reason_of(obj) == "entity_type: '*' is reserved (the all-types leaderboard)"
 
 
 @pytest.mark.parametrize(

@@ -67,4 +67,10 @@ WHAT_WAS_SEEN: list[Poison] = [
     Poison("non-UTF-8 line of 800 kB", non_utf8_line(800_000), "not valid UTF-8 JSON"),
     Poison("input_tokens 2**64-1", encode(valid_event(7, input_tokens=2**64 - 1)), "input_tokens: must be 0-"),
     Poison("cost 1e300", encode(valid_event(8, cost=1e300)), "cost: must be 0-1000000"),
+    # Not a crash: the all-types leaderboard is named `*`, so this entity was counted there twice.
+    Poison(
+        "entity_type *",
+        encode(valid_event(9, entity_type="*")),
+        "entity_type: '*' is reserved (the all-types leaderboard)",
+    ),
 ]
