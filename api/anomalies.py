@@ -16,10 +16,10 @@ class AnomaliesService:
     repository: Repository
 
     async def anomalies(
-        self, start: date, end: date, entity_type: str | None, status: str | None, tz: str
+        self, start: date, end: date, entity_type: str | None, entity_id: str | None, status: str | None, tz: str
     ) -> dict[str, Any]:
         start_ms, end_ms = instant_range_ms(start, end, tz)
-        records = await self.repository.anomalies(start_ms, end_ms, entity_type, status)
+        records = await self.repository.anomalies(start_ms, end_ms, entity_type, entity_id, status)
         return {"data": [record.public() for record in records]}
 
     async def dismiss(self, anomaly_id: str) -> dict[str, Any] | None:

@@ -12,14 +12,16 @@ from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from infraprism.api import errors
+from infraprism.api import errors, rate_gate, request_limits
 from infraprism.api.cache import ResponseCache
+from infraprism.api.key_routes import router as key_router
 from infraprism.api.repository import load_scripts
 from infraprism.api.routes import router
 from infraprism.api.schemas import ErrorEnvelope, Health
 from infraprism.core.keys import KeyLayout
 from infraprism.core.rollup import Retention
 from infraprism.settings import Settings
+from infraprism.stores.apikeys import KeyStore, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ DESCRIPTION = """\
 Aggregated views of LLM cost data, read from precomputed Redis rollups.
 
 Every endpoint under `/v1/analytics` needs `Authorization: Bearer ip-...`
-(a key from `infraprism keys create`), sees only its key's project, takes
+(a key from `infraprism keys create`), sees only its key's project (a scoped key:
+only its one entity, as if the project held nothing else), takes
 `format=csv`, and answers errors as `{"error": {"code": ..., "message": ...}}`.
 Dates are local calendar days, both inclusive, in the zone `tz` names (an IANA
 name; default: the project's reporting zone, UTC unless set). Costs are exact
@@ -60,6 +63,14 @@ def create_app(settings: Settings) -> FastAPI:
             settings.retention_hour_days, settings.retention_day_days, settings.retention_month_days
         )
         app.state.response_cache = ResponseCache()
+        app.state.key_store = KeyStore(
+            client,
+            app.state.layout,
+            RateLimit(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+        )
+        indexed = await app.state.key_store.index_existing()
+        if indexed:
+            log.info("indexed the keys of an earlier build by project", extra={"keys": indexed})
         log.info("api ready", extra={"key_prefix": settings.key_prefix})
         try:
             yield
@@ -73,7 +84,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.state.refused_keys = rate_gate.install(app)
+    request_limits.install(app)
     app.include_router(router)
+    app.include_router(key_router)
 
     @app.get(
         "/healthz",

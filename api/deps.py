@@ -11,17 +11,26 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from infraprism.api.anomalies import AnomaliesService
+from infraprism.api.bounds import MAX_HOURLY_RANGE_DAYS
 from infraprism.api.cache import ResponseCache
 from infraprism.api.costs import CostsService
-from infraprism.api.errors import InvalidParameter, Unauthorized
+from infraprism.api.errors import Forbidden, ForbiddenScope, InvalidParameter, Unauthorized
 from infraprism.api.leaderboard import LeaderboardService
-from infraprism.api.params import DATE_PATTERN, MAX_HOURLY_RANGE_DAYS, MAX_RANGE_DAYS, DateRange, parse_range
+from infraprism.api.params import (
+    DATE_PATTERN,
+    MAX_RANGE_DAYS,
+    DateRange,
+    check_entity_type,
+    check_text,
+    parse_range,
+)
 from infraprism.api.planner import Interval
+from infraprism.api.rate_gate import hold_then_refuse
 from infraprism.api.repository import Repository
 from infraprism.api.sessions import SessionsService
 from infraprism.core.keys import KeyLayout
 from infraprism.core.zones import UnknownZone, zone
-from infraprism.stores import apikeys
+from infraprism.stores.apikeys import ApiKey, KeyStore, Scope
 from infraprism.stores.projects import reporting_zone
 
 # The dependencies are coroutines: FastAPI runs a plain function in its thread pool.
@@ -50,17 +59,52 @@ _bearer = HTTPBearer(
 )
 
 
-async def get_project(
-    redis: RedisDep,
-    layout: LayoutDep,
+async def get_key_store(request: Request) -> KeyStore:
+    return request.app.state.key_store  # type: ignore[no-any-return]
+
+
+KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
+
+_REFUSALS = {
+    "unknown": "unknown API key",
+    "revoked": "this API key was revoked",
+    "expired": "this API key has expired",
+}
+
+
+async def get_key(
+    request: Request,
+    store: KeyStoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The project the request's key belongs to; 401 for a missing, unknown or revoked key."""
+) -> ApiKey:
+    """The request's live key: 401 for a missing, unknown, revoked or expired key, 429 (held:
+    api/rate_gate.py) when the key's rate limit is reached. One script call does both
+    (stores/authenticate.lua)."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing API key: send Authorization: Bearer ip-...")
-    key = await apikeys.lookup(redis, layout, credentials.credentials)
-    if key is None:
-        raise Unauthorized("unknown or revoked API key")
+    found = await store.authenticate(credentials.credentials)
+    if found.key is None:
+        raise Unauthorized(_REFUSALS.get(found.refusal, "unknown API key"))
+    if found.retry_after_ms:
+        raise await hold_then_refuse(request.app.state.refused_keys, found.key_hash, found.retry_after_ms)
+    return found.key
+
+
+KeyDep = Annotated[ApiKey, Depends(get_key)]
+
+
+async def get_project_key(key: KeyDep) -> ApiKey:
+    """A key that sees its whole project: what managing keys and dismissing anomalies need."""
+    if key.scope is not None:
+        raise Forbidden("this key sees one entity only; this needs a project key (`infraprism keys create`)")
+    return key
+
+
+ProjectKeyDep = Annotated[ApiKey, Depends(get_project_key)]
+
+
+async def get_project(key: KeyDep) -> str:
+    """The project the request's key belongs to."""
     return key.project
 
 
@@ -97,6 +141,47 @@ CostsDep = Annotated[CostsService, Depends(get_costs)]
 LeaderboardDep = Annotated[LeaderboardService, Depends(get_leaderboard)]
 SessionsDep = Annotated[SessionsService, Depends(get_sessions)]
 AnomaliesDep = Annotated[AnomaliesService, Depends(get_anomalies)]
+
+
+# --- the entity a request is about ------------------------------------------------------------
+
+_TEXT = {"min_length": 1, "max_length": 256}
+EntityTypeParam = Annotated[str | None, Query(description="filter by entity type", examples=["customer"], **_TEXT)]
+EntityIdParam = Annotated[str | None, Query(description="filter by entity ID", examples=["acme-corp"], **_TEXT)]
+
+
+class Entity(NamedTuple):
+    """The entity filters of a request, as its key allows them: a scoped key's own entity
+    whatever the request says, or what the request says."""
+
+    entity_type: str | None
+    entity_id: str | None
+
+
+def _within_scope(scope: Scope | None, entity_type: str | None, entity_id: str | None) -> Entity:
+    if scope is None:
+        return Entity(entity_type, entity_id)
+    seen = f"this key sees only {scope.entity_type} {scope.entity_id!r}"
+    if entity_type is not None and entity_type != scope.entity_type:
+        raise ForbiddenScope("entity_type", seen)
+    if entity_id is not None and entity_id != scope.entity_id:
+        raise ForbiddenScope("entity_id", seen)
+    return Entity(scope.entity_type, scope.entity_id)
+
+
+async def get_entity(key: KeyDep, entity_type: EntityTypeParam = None, entity_id: EntityIdParam = None) -> Entity:
+    """`entity_type` and `entity_id`, checked and held to the key's scope (403 `forbidden_scope`)."""
+    return _within_scope(key.scope, check_entity_type(entity_type), check_text("entity_id", entity_id))
+
+
+async def get_entity_type(key: KeyDep, entity_type: EntityTypeParam = None) -> Entity:
+    """`entity_type` alone (`/entities/top`, `/anomalies`), held to the key's scope: a scoped
+    key's answer is about its own entity, named by type and id."""
+    return _within_scope(key.scope, check_entity_type(entity_type), None)
+
+
+EntityDep = Annotated[Entity, Depends(get_entity)]
+EntityTypeDep = Annotated[Entity, Depends(get_entity_type)]
 
 
 # --- date ranges -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ async def scan_dimension(repository: Repository, buckets: BucketCache, plan: Pla
     `api.columns`, or a group has a null value."""
     if len(plan.buckets) > MAX_SUMMED_BUCKETS:
         return None
+    await repository.check_scan_size(repository.rollup_keys(plan))
     parts = await _scanned_buckets(repository, buckets, plan)
     if parts is None:
         return None

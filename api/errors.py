@@ -48,6 +48,41 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class Forbidden(ApiError):
+    """The key is valid but may not do this: a scoped key managing keys or dismissing."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class ForbiddenScope(ApiError):
+    """A scoped key's parameter names an entity outside its scope. Never an empty answer
+    instead: that would hide the client's mistake."""
+
+    status_code = 403
+    code = "forbidden_scope"
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+
+
+class RateLimited(ApiError):
+    """The key's token bucket is empty. The answer was held before it was sent (api/rate_gate.py);
+    `retry_after_seconds` is what is left to wait after that."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"this key's rate limit is reached: retry after {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"
@@ -60,15 +95,19 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_parameter",
+    429: "rate_limited",
     503: "unavailable",
 }
 
 
-def envelope(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+def envelope(
+    status_code: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message, **details}})
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
@@ -81,10 +120,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "invalid request"
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+def error_response(exc: ApiError) -> Response:
+    """The envelope of an error the API answers on purpose, with its headers."""
+    if isinstance(exc, RateLimited):
+        seconds = exc.retry_after_seconds
+        return envelope(429, exc.code, exc.message, {"Retry-After": str(seconds)}, retry_after=seconds)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return envelope(exc.status_code, exc.code, exc.message, headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

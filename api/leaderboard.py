@@ -7,8 +7,9 @@ from datetime import date
 from typing import Any
 
 from infraprism.api.cache import ResponseCache, cached_answer, range_scope
-from infraprism.api.planner import plan_leaderboard
+from infraprism.api.planner import Filters, Grouping, plan_costs, plan_leaderboard
 from infraprism.api.repository import Repository
+from infraprism.api.sums import grand_total, read_sums
 from infraprism.core.cell import COST, EVENTS, Cell
 from infraprism.core.keys import SEP, Dimension
 from infraprism.core.money import nano_to_usd
@@ -44,16 +45,30 @@ class LeaderboardService:
         ranked.sort(key=lambda row: (-row[0] if descending else row[0], row[1], row[2]))
         return {
             "data": [
-                {
-                    "entity_type": member_type,
-                    "entity_id": member_id,
-                    "total_cost": nano_to_usd(cost_nano),
-                    "total_events": events,
-                    "rank": rank,
-                }
+                _row(member_type, member_id, cost_nano, events, rank)
                 for rank, (cost_nano, member_type, member_id, events) in enumerate(ranked[:limit], start=1)
             ]
         }
+
+    @cached_answer(range_scope)
+    async def one_entity(self, start: date, end: date, entity_type: str, entity_id: str, tz: str) -> dict[str, Any]:
+        """The board of a scoped key: its entity alone, ranked first, when it has events in
+        the range. Read from its own cells, so no other entity's member is touched."""
+        plan = plan_costs(start, end, Filters(entity_type=entity_type, entity_id=entity_id), Grouping(), tz)
+        (sums,) = await read_sums(self.repository, [plan])
+        total = grand_total(sums)
+        rows = [_row(entity_type, entity_id, total[COST], total[EVENTS], 1)] if total[EVENTS] else []
+        return {"data": rows}
+
+
+def _row(entity_type: str, entity_id: str, cost_nano: int, events: int, rank: int) -> dict[str, Any]:
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "total_cost": nano_to_usd(cost_nano),
+        "total_events": events,
+        "rank": rank,
+    }
 
 
 __all__ = ["LeaderboardService"]

@@ -33,6 +33,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import NamedTuple
 
+from infraprism.api.bounds import check_periods
 from infraprism.api.errors import InvalidParameter
 from infraprism.core import zones
 from infraprism.core.buckets import (
@@ -280,6 +281,7 @@ def period_label(period: LocalPeriod, tz: str) -> str:
 def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping, tz: str = "UTC") -> Plan:
     """The plan for `/costs` (and `/models`, `/compare`: the same rules), over the local days
     start..end of zone `tz`."""
+    check_periods(start, end, grouping.kind.value)
     dimension, member, with_total = choose_dimension(filters, grouping)
     buckets: list[BucketRead] = []
     if grouping.kind in (GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH):
@@ -294,6 +296,7 @@ def plan_costs(start: date, end: date, filters: Filters, grouping: Grouping, tz:
 def plan_timeseries(start: date, end: date, filters: Filters, interval: Interval, tz: str = "UTC") -> Plan:
     """The plan for `/costs/timeseries` (entity filters only): every local period of the
     range, in time order, keyed by its RFC 3339 label."""
+    check_periods(start, end, interval.value)
     dimension, member, _ = choose_dimension(filters, Grouping())
     buckets: list[BucketRead] = []
     labels = []

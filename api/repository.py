@@ -19,6 +19,14 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from infraprism.api.bounds import (
+    MAX_ANOMALIES,
+    MAX_BOARD_MEMBERS,
+    MAX_SCAN_FIELDS,
+    MAX_SESSIONS,
+    check_bucket_reads,
+    too_much,
+)
 from infraprism.api.errors import InvalidParameter
 from infraprism.api.planner import BucketRead, LeaderboardPlan, Plan
 from infraprism.core.buckets import Granularity
@@ -84,7 +92,9 @@ class Repository:
     async def require_cells(self, reads: Sequence[BucketRead], dimension: Dimension) -> None:
         """Refuse a plan whose sum would be short rather than answer it: a bucket the retention
         settings have let expire, or, on a store an earlier build wrote, a quarter hour's field
-        or a cube hour it never kept (KeyLayout.layout_marker)."""
+        or a cube hour it never kept (KeyLayout.layout_marker); and one that reads more buckets
+        than a request may (api/bounds.py)."""
+        check_bucket_reads(reads)
         now_s = int(time.time())
         for read in reads:
             if not is_kept(read.granularity, read.label, self.retention, now_s):
@@ -137,9 +147,28 @@ class Repository:
 
     # --- rollups and leaderboards ---------------------------------------------------------
 
+    async def check_scan_size(self, keys: Sequence[str]) -> None:
+        """Refuse a scan of whole hashes holding more fields than a request may read
+        (api/bounds.py): counted with HLEN, which costs Redis nothing per field."""
+        if not keys:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hlen(key)
+            fields = sum(await pipe.execute())
+        if fields > MAX_SCAN_FIELDS:
+            raise too_much(
+                "rollup fields",
+                fields,
+                MAX_SCAN_FIELDS,
+                "start_date",
+                "narrow the range, or filter by entity_type and entity_id",
+            )
+
     async def read_plans(self, plans: Sequence[Plan]) -> list[list[Any]]:
         """Each plan's replies, all read in one MULTI/EXEC: a plan naming a member gets one
         reply (that member in every bucket), a scan one HGETALL reply per bucket."""
+        await self.check_scan_size([key for plan in plans if plan.member is None for key in self.rollup_keys(plan)])
         for attempt in (1, 2):
             try:
                 # MULTI/EXEC: a batch applied between two reads could otherwise show in one
@@ -204,17 +233,21 @@ class Repository:
             len(boards),
             len(rollups),
             QUARTER_SEP,
+            MAX_BOARD_MEMBERS,
             *(r.sign for r in plan.boards),
             *(quarter_member("", r.quarter) if r.quarter else "" for r in plan.rollups),
             "" if plan.board_type == ALL_ENTITY_TYPES else entity_member(plan.board_type, ""),
             *(item for r in plan.edges for item in (quarter_member("", r.quarter) if r.quarter else "", r.sign)),
         ]
         try:
-            members, *cells = await self.redis.evalsha_ro(TOP_ENTITIES.sha, numkeys, *args)
+            reply = await self.redis.evalsha_ro(TOP_ENTITIES.sha, numkeys, *args)
         except NoScriptError:
             log.info("reloading the read scripts")
             await load_scripts(self.redis)
-            members, *cells = await self.redis.evalsha_ro(TOP_ENTITIES.sha, numkeys, *args)
+            reply = await self.redis.evalsha_ro(TOP_ENTITIES.sha, numkeys, *args)
+        if isinstance(reply, int):  # the script's count of members, over the bound: it read none
+            raise too_much("leaderboard members", reply, MAX_BOARD_MEMBERS, "start_date")
+        members, *cells = reply
         return members, cells
 
     # --- sessions -------------------------------------------------------------------------
@@ -260,6 +293,7 @@ class Repository:
             if not types:
                 return []
             keys = [layout.session_entity_index(project, t, entity_id) for t in types]
+            await self._check_session_count(keys, start_ms, end_ms)
             # A session is in the index of one entity only (the apply script moves it when
             # an earlier turn names another), so the union's scores are the starts.
             pairs: Any = await redis.zunion(keys, withscores=True)
@@ -268,16 +302,35 @@ class Repository:
             return [session_id for _, session_id in selected]
         else:
             index = layout.session_index(project)
+        await self._check_session_count([index], start_ms, end_ms)
         ids: list[Any] = await redis.zrevrangebyscore(index, f"({end_ms}", start_ms)
         return ids
+
+    async def _check_session_count(self, indexes: Sequence[str], start_ms: int, end_ms: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zcount(index, start_ms, f"({end_ms}")
+            count = sum(await pipe.execute())
+        if count > MAX_SESSIONS:
+            raise too_much("sessions", count, MAX_SESSIONS, "start_date", "narrow the range, or filter by entity")
 
     # --- anomalies ------------------------------------------------------------------------
 
     async def anomalies(
-        self, start_ms: int, end_ms: int, entity_type: str | None, status: str | None
+        self, start_ms: int, end_ms: int, entity_type: str | None, entity_id: str | None, status: str | None
     ) -> list[AnomalyRecord]:
+        count = await self.redis.zcount(self.layout.anomaly_index(self.project), start_ms, f"({end_ms}")
+        if count > MAX_ANOMALIES:
+            raise too_much("anomalies", count, MAX_ANOMALIES, "start_date")
         return await anomaly_store.list_range(
-            self.redis, self.layout, self.project, start_ms, end_ms, entity_type=entity_type, status=status
+            self.redis,
+            self.layout,
+            self.project,
+            start_ms,
+            end_ms,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            status=status,
         )
 
     async def dismiss_anomaly(self, anomaly_id: str) -> AnomalyRecord | None:

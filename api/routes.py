@@ -19,15 +19,19 @@ from infraprism.api.deps import (
     AnomaliesDep,
     CostsDep,
     DateRangeDep,
+    EntityDep,
+    EntityTypeDep,
+    KeyDep,
     LeaderboardDep,
     Period1Dep,
     Period2Dep,
+    ProjectKeyDep,
     SeriesRangeDep,
     SessionsDep,
     ZoneDep,
 )
 from infraprism.api.errors import NotFound
-from infraprism.api.params import check_text, filters, parse_group_by
+from infraprism.api.params import filters, parse_group_by
 from infraprism.api.schemas import (
     AnomaliesResponse,
     CompareResponse,
@@ -53,8 +57,14 @@ class Order(StrEnum):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorEnvelope, "description": "missing, unknown or revoked API key"},
-    422: {"model": ErrorEnvelope, "description": "a parameter is invalid; the message names it"},
+    401: {"model": ErrorEnvelope, "description": "missing, unknown, revoked or expired API key"},
+    403: {
+        "model": ErrorEnvelope,
+        "description": "`forbidden_scope`: a scoped key's parameter names another entity; "
+        "`forbidden`: a scoped key may not do this",
+    },
+    422: {"model": ErrorEnvelope, "description": "a parameter is invalid, or asks for too much; the message names it"},
+    429: {"model": ErrorEnvelope, "description": "the key's rate limit is reached; see Retry-After"},
     503: {"model": ErrorEnvelope, "description": "the data store is unreachable"},
 }
 
@@ -68,8 +78,6 @@ def _ok(model: type, description: str) -> dict[int | str, dict[str, Any]]:
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"], responses=ERRORS)
 
 _TEXT = {"min_length": 1, "max_length": 256}
-EntityType = Annotated[str | None, Query(description="filter by entity type", examples=["customer"], **_TEXT)]
-EntityId = Annotated[str | None, Query(description="filter by entity ID", examples=["acme-corp"], **_TEXT)]
 FormatParam = Annotated[Format, Query(alias="format", description="json (default) or csv")]
 
 
@@ -106,8 +114,7 @@ async def costs(
     service: CostsDep,
     dates: DateRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
-    entity_id: EntityId = None,
+    entity: EntityDep,
     model: Annotated[str | None, Query(description="filter by model", examples=["gpt-4o"], **_TEXT)] = None,
     group_by: Annotated[
         str | None,
@@ -136,7 +143,7 @@ async def costs(
     that tag, so rows always add up to `summary`.
     """
     grouping = parse_group_by(group_by)
-    body = await service.costs(dates.start, dates.end, filters(entity_type, entity_id, model, tags), grouping, zone)
+    body = await service.costs(dates.start, dates.end, filters(*entity, model, tags), grouping, zone)
     return respond(body, fmt, csv_export.costs_columns(grouping.kind), service.cache)
 
 
@@ -149,17 +156,16 @@ async def costs_timeseries(
     service: CostsDep,
     series: SeriesRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
-    entity_id: EntityId = None,
+    entity: EntityDep,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Cost and event counts per time bucket, for charts.
 
     Every bucket of the range is present, in time order, with zeros where nothing
     happened; `timestamp` is the bucket's first instant (weeks start on Monday).
-    An hourly series may span at most 366 days.
+    An hourly series may span at most 100 days.
     """
-    body = await service.timeseries(series.start, series.end, filters(entity_type, entity_id), series.interval, zone)
+    body = await service.timeseries(series.start, series.end, filters(*entity), series.interval, zone)
     return respond(body, fmt, csv_export.TIMESERIES_COLUMNS, service.cache)
 
 
@@ -168,12 +174,11 @@ async def models(
     service: CostsDep,
     dates: DateRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
-    entity_id: EntityId = None,
+    entity: EntityDep,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Usage by model and provider, with each model's share of the total cost in the same scope."""
-    body = await service.models(dates.start, dates.end, filters(entity_type, entity_id), zone)
+    body = await service.models(dates.start, dates.end, filters(*entity), zone)
     return respond(body, fmt, csv_export.MODELS_COLUMNS, service.cache)
 
 
@@ -182,15 +187,18 @@ async def entities_top(
     service: LeaderboardDep,
     dates: DateRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
+    key: KeyDep,
+    entity: EntityTypeDep,
     limit: Annotated[int, Query(ge=1, le=100, description="number of results, 1-100")] = 10,
     order: Annotated[Order, Query(description="desc (default) or asc")] = Order.DESC,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
-    """Entities ranked by cost; `rank` starts at 1, ties are broken by entity_type, entity_id."""
-    body = await service.top_entities(
-        dates.start, dates.end, check_text("entity_type", entity_type), limit, order is Order.DESC, zone
-    )
+    """Entities ranked by cost; `rank` starts at 1, ties are broken by entity_type, entity_id.
+    A scoped key's answer holds its own entity alone (if it has events in the range)."""
+    if key.scope is not None:
+        body = await service.one_entity(dates.start, dates.end, key.scope.entity_type, key.scope.entity_id, zone)
+    else:
+        body = await service.top_entities(dates.start, dates.end, entity.entity_type, limit, order is Order.DESC, zone)
     return respond(body, fmt, csv_export.TOP_ENTITIES_COLUMNS, service.cache)
 
 
@@ -203,20 +211,12 @@ async def sessions(
     service: SessionsDep,
     dates: DateRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
-    entity_id: EntityId = None,
+    entity: EntityDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size, 1-1000")] = 100,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Sessions that started in the range, newest first; `summary` covers every matching session."""
-    body = await service.sessions(
-        dates.start,
-        dates.end,
-        check_text("entity_type", entity_type),
-        check_text("entity_id", entity_id),
-        limit,
-        zone,
-    )
+    body = await service.sessions(dates.start, dates.end, entity.entity_type, entity.entity_id, limit, zone)
     return respond(body, fmt, csv_export.SESSION_COLUMNS, service.cache)
 
 
@@ -225,18 +225,14 @@ async def anomalies(
     service: AnomaliesDep,
     dates: DateRangeDep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
+    entity: EntityTypeDep,
     status: Annotated[AnomalyStatus | None, Query(description="active, resolved or dismissed")] = None,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
-    """Detected anomalies whose `detected_at` falls in the range, newest first."""
-    body = await service.anomalies(
-        dates.start,
-        dates.end,
-        check_text("entity_type", entity_type),
-        None if status is None else status.value,
-        zone,
-    )
+    """Detected anomalies whose `detected_at` falls in the range, newest first. A scoped key
+    sees the anomalies of its own entity only."""
+    status_value = None if status is None else status.value
+    body = await service.anomalies(dates.start, dates.end, entity.entity_type, entity.entity_id, status_value, zone)
     return respond(body, fmt, csv_export.ANOMALY_COLUMNS)
 
 
@@ -249,11 +245,13 @@ async def anomalies(
     },
 )
 async def dismiss_anomaly(
+    _project_key: ProjectKeyDep,
     service: AnomaliesDep,
     anomaly_id: Annotated[str, Path(min_length=1, max_length=128, description="the anomaly's id")],
     fmt: FormatParam = Format.JSON,
 ) -> Response:
-    """Dismiss an anomaly of the key's project (the only write); the detector will not reopen it."""
+    """Dismiss an anomaly of the key's project (the only analytics write; a project key only);
+    the detector will not reopen it."""
     body = await service.dismiss(anomaly_id)
     if body is None:
         raise NotFound(f"no anomaly {anomaly_id!r}")
@@ -266,10 +264,9 @@ async def compare(
     period1: Period1Dep,
     period2: Period2Dep,
     zone: ZoneDep,
-    entity_type: EntityType = None,
-    entity_id: EntityId = None,
+    entity: EntityDep,
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Totals of two periods; `changes` are period1 minus period2, percents relative to period2."""
-    body = await service.compare(period1, period2, filters(entity_type, entity_id), zone)
+    body = await service.compare(period1, period2, filters(*entity), zone)
     return respond(body, fmt, csv_export.COMPARE_COLUMNS, service.cache)

@@ -35,6 +35,9 @@ class Strict(BaseModel):
 class ErrorBody(Strict):
     code: str = Field(description="machine-readable code: invalid_parameter, unauthorized, not_found, ...")
     message: str = Field(description="what went wrong; names the parameter for a 422")
+    retry_after: int | None = Field(
+        default=None, description="for a 429: seconds until the key may try again (also the Retry-After header)"
+    )
 
 
 class ErrorEnvelope(Strict):
@@ -389,3 +392,59 @@ class CompareResponse(Strict):
 class Health(Strict):
     status: Literal["ok"] = Field(examples=["ok"])
     redis: Literal["ok"] = Field(examples=["ok"])
+
+
+# --- /v1/keys ------------------------------------------------------------------------------------
+
+ENTITY_TYPE = Field(min_length=1, max_length=64, examples=["customer"], description="the entity's type")
+ENTITY_ID = Field(min_length=1, max_length=256, examples=["acme-corp"], description="the entity's id")
+
+
+class KeyScope(Strict):
+    entity_type: str = ENTITY_TYPE
+    entity_id: str = ENTITY_ID
+
+
+class KeyCreate(Strict):
+    """The body of `POST /v1/keys`: the one entity the new key sees, how long it lives, a label."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "entity_type": "customer",
+                "entity_id": "acme-corp",
+                "expires_in_seconds": 86400,
+                "name": "acme dashboard",
+            }
+        },
+    )
+    entity_type: str = ENTITY_TYPE
+    entity_id: str = ENTITY_ID
+    expires_in_seconds: int | None = Field(
+        default=None, ge=1, le=316_224_000, description="seconds the key lives (at most ten years); null: forever"
+    )
+    name: str | None = Field(default=None, max_length=128, description="a label to recognise the key by")
+
+
+class MintedKey(Strict):
+    id: str = Field(examples=["key_3f9a0c1d2e4b5a69"])
+    key: str = Field(description="the secret: shown this once, only its hash is stored", examples=["ip-..."])
+    scope: KeyScope
+    expires_at: str | None = Field(pattern=INSTANT, description="RFC 3339 UTC; null: never")
+    name: str | None
+
+
+class KeyInfo(Strict):
+    id: str
+    name: str | None
+    scope: KeyScope | None = Field(description="the entity a scoped key sees; null for a project key")
+    created_at: str | None = Field(pattern=INSTANT)
+    expires_at: str | None = Field(pattern=INSTANT, description="null: never")
+    revoked_at: str | None = Field(pattern=INSTANT)
+    status: Literal["active", "expired", "revoked"]
+
+
+class KeysResponse(Strict):
+    data: list[KeyInfo]
+    total: int = Field(description="the keys the project holds, all pages together")

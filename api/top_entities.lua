@@ -4,7 +4,8 @@
 -- hashes of the range's edges: the reads of the UTC days it covers in part, when it does not
 -- start and end at UTC midnight (the boards hold whole UTC days only).
 -- ARGV: [1] the limit, [2] "desc" or "asc", [3] the number of boards, [4] the number of
--- rollups, [5] the quarter-hour separator (keys.QUARTER_SEP), then each board's weight (1,
+-- rollups, [5] the quarter-hour separator (keys.QUARTER_SEP), [6] the most members and edge
+-- fields the call may walk (api/bounds.py MAX_BOARD_MEMBERS), then each board's weight (1,
 -- or -1 for a subtracted bucket), then each rollup's field suffix ("" for the member's cell,
 -- or a quarter hour's: keys.quarter_member), then the entity-type prefix the members must
 -- have ("" for any), then for each edge hash its field suffix and its sign.
@@ -18,21 +19,28 @@
 -- every score <= 0 and the first places after them, and descending reaches zero scores only
 -- when it takes all of them.
 --
--- Returns {candidates, {their cells in rollup 1}, {... rollup 2}, ...}.
+-- Returns {candidates, {their cells in rollup 1}, {... rollup 2}, ...}, or, when the boards
+-- and edges hold more than ARGV[6] entries, that count alone, having read nothing else.
 local limit = tonumber(ARGV[1])
 local boards = tonumber(ARGV[3])
 local rollups = tonumber(ARGV[4])
 local quarter_sep = ARGV[5]
-local at = 5 + boards + rollups
+local at = 6 + boards + rollups
 local type_prefix = ARGV[at + 1]
 local edges = #KEYS - boards - rollups
+
+-- ZCARD and HLEN cost nothing per member: count before walking anything.
+local entries = 0
+for i = 1, boards do entries = entries + redis.call('ZCARD', KEYS[i]) end
+for e = 1, edges do entries = entries + redis.call('HLEN', KEYS[boards + rollups + e]) end
+if entries > tonumber(ARGV[6]) then return entries end
 
 local flat = {}
 if boards > 0 then
   local args = {'ZUNION', boards}
   for i = 1, boards do args[#args + 1] = KEYS[i] end
   args[#args + 1] = 'WEIGHTS'
-  for i = 1, boards do args[#args + 1] = ARGV[5 + i] end
+  for i = 1, boards do args[#args + 1] = ARGV[6 + i] end
   args[#args + 1] = 'WITHSCORES'
   flat = redis.call(unpack(args))
 end
@@ -93,7 +101,7 @@ for i = first, last do candidates[#candidates + 1] = flat[2 * i - 1] end
 
 local out = {candidates}
 for k = 1, rollups do
-  local key, suffix = KEYS[boards + k], ARGV[5 + boards + k]
+  local key, suffix = KEYS[boards + k], ARGV[6 + boards + k]
   local cells = {}
   -- In chunks: unpack() of more than a few thousand values overflows Lua's stack.
   for from = 1, #candidates, 1000 do

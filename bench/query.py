@@ -375,6 +375,8 @@ def start_api(settings: Settings, port: int, workers: int) -> subprocess.Popen[b
     env = dict(os.environ)
     env["INFRAPRISM_REDIS_URL"] = settings.redis_dsn()
     env["INFRAPRISM_KEY_PREFIX"] = settings.key_prefix
+    # It measures how fast queries are answered, not the rate limit of one key (bench/rate_limit.py).
+    env["INFRAPRISM_API_RATE_LIMIT_PER_SECOND"] = "0"
     code = (
         "from infraprism.api.server import main; from infraprism.settings import Settings; "
         f"main(Settings(), '127.0.0.1', {port}, {workers})"

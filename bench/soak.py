@@ -868,6 +868,7 @@ async def run_soak(args: argparse.Namespace, traffic: Traffic, broker: Service, 
         INFRAPRISM_TOPIC_PARTITIONS=str(PARTITIONS),
         INFRAPRISM_DEDUPE_WINDOW_DAYS=str(args.dedupe_window_days),
         INFRAPRISM_API_WORKERS="1",
+        INFRAPRISM_API_RATE_LIMIT_PER_SECOND="0",  # its readers poll as fast as they can, by design
         PYTHONPATH=str(REPO_ROOT),  # the snapshot's code, not the working tree's
     )
     await ensure_topics(broker.address, [topic, f"{topic}.dlq", f"{topic}.deltas"], PARTITIONS)

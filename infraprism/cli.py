@@ -81,11 +81,19 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from infraprism.stores import apikeys
 
+    if (args.entity_type is None) != (args.entity_id is None):
+        raise CliError("a scoped key needs both --entity-type and --entity-id")
     try:
-        key_id, key = apikeys.create_key(settings, args.project, args.name)
+        scope = None if args.entity_type is None else apikeys.check_scope(args.entity_type, args.entity_id)
+        expires_in = None if args.expires_in is None else apikeys.parse_duration(args.expires_in)
+        key_id, key = apikeys.create_key(settings, args.project, args.name, scope, expires_in)
     except apikeys.ApiKeyError as exc:
         raise CliError(str(exc)) from exc
-    _err(f"created key {key_id} for project {args.project!r}; it is shown once, store it now:")
+    seen = (
+        f"project {args.project!r}" if scope is None else f"{scope.entity_type} {scope.entity_id!r} of {args.project!r}"
+    )
+    lifetime = "" if expires_in is None else f", for {args.expires_in}"
+    _err(f"created key {key_id} for {seen}{lifetime}; it is shown once, store it now:")
     # The key alone on the last line of stdout, so scripts can `| tail -n1`.
     _out(key)
     return 0
@@ -115,6 +123,8 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict):  # a scope
+        return ":".join(str(part) for part in value.values())
     return str(value)
 
 
@@ -322,12 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     sub = key_commands.add_parser(
         "create",
-        help="create a key bound to one project; prints the key alone on the last line",
-        description="Create an API key bound to one project. The key is printed once, alone on the "
-        "last line of stdout; only its hash is stored.",
+        help="create a key bound to one project (or one entity of it); prints the key alone on the last line",
+        description="Create an API key bound to one project, or with --entity-type and --entity-id to one "
+        "entity of it. The key is printed once, alone on the last line of stdout; only its hash is stored.",
     )
     sub.add_argument("--project", required=True, help="the project the key may read")
     sub.add_argument("--name", default=None, help="a label to recognise the key by")
+    sub.add_argument(
+        "--entity-type", default=None, help="with --entity-id: the key sees only this entity (a scoped key)"
+    )
+    sub.add_argument("--entity-id", default=None, help="with --entity-type: the one entity the key sees")
+    sub.add_argument(
+        "--expires-in",
+        default=None,
+        metavar="DURATION",
+        help="the key expires after 3600, 30m, 24h or 7d (default: never)",
+    )
     sub.set_defaults(handler=cmd_keys_create)
     sub = key_commands.add_parser("list", help="list keys (never the secrets)", description="list keys")
     sub.add_argument("--json", action="store_true", help="print one JSON array instead of a table")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of `infraprism api`")
     api_redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    # Per key (docs/api.md, "Limits"): a dashboard's page makes about ten requests, and a
+    # script reading a year day by day a few hundred; a flood of one key must not slow the others.
+    api_rate_limit_per_second: float = Field(
+        default=20.0, ge=0, le=1_000_000, description="requests a key may make per second; 0: no limit"
+    )
+    api_rate_limit_burst: int = Field(default=100, ge=1, le=10_000_000, description="requests a key may save up")
 
     # The anomaly detector and its alerts.
     detector_group: str = "infraprism-detector"

@@ -234,12 +234,25 @@ class KeyLayout:
 
     # --- API keys (written by `infraprism keys`, read by the API) ---
     def api_key(self, key_hash: str) -> str:
-        """Hash: id, project, name, key_hash, created_at, revoked_at."""
+        """Hash: id, project, name, key_hash, created_at, created_ms, revoked_at, and for a
+        scoped key entity_type and entity_id, for an expiring one expires_ms."""
         return f"{self.root}:apikey:{key_hash}"
 
     def api_key_ids(self) -> str:
         """Hash: key id -> key hash, for `keys list` and `keys revoke ID`."""
         return f"{self.root}:apikeys"
+
+    def project_api_keys(self, project: str) -> str:
+        """Sorted set: the project's key ids, scored by creation (ms), for `GET /v1/keys`."""
+        return f"{self.root}:apikeys:{project}"
+
+    def api_keys_indexed(self) -> str:
+        """String: set once the keys of an earlier build are in their projects' indexes."""
+        return f"{self.root}:apikeys-indexed"
+
+    def api_key_rate(self, key_hash: str) -> str:
+        """Hash: tokens, ms: the key's rate-limit token bucket (stores/authenticate.lua)."""
+        return f"{self.root}:ratelimit:{key_hash}"
 
     # --- anomalies (written by the detector, read by the API and alerts; dismissed by the API and CLI) ---
     def anomaly(self, project: str, anomaly_id: str) -> str:

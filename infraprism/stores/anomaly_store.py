@@ -49,6 +49,7 @@ async def list_range(
     end_ms: int,
     *,
     entity_type: str | None = None,
+    entity_id: str | None = None,
     status: str | None = None,
 ) -> list[AnomalyRecord]:
     """Anomalies whose detected_at lies in [start_ms, end_ms), newest first."""
@@ -63,7 +64,9 @@ async def list_range(
     return [
         r
         for r in records
-        if (entity_type is None or r.entity_type == entity_type) and (status is None or r.status == status)
+        if (entity_type is None or r.entity_type == entity_type)
+        and (entity_id is None or r.entity_id == entity_id)
+        and (status is None or r.status == status)
     ]
 
 

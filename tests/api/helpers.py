@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import uvicorn
 
+from infraprism.api import server
 from infraprism.api.app import create_app
 from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
@@ -89,7 +90,8 @@ def anomaly_record(project: str, n: int, status: str, entity_type: str = "custom
 
 
 class LiveServer:
-    """The API under a real uvicorn server on a free port, in a background thread."""
+    """The API under a real uvicorn server on a free port, in a background thread, with the
+    protocol options `infraprism api` runs with (api/server.py)."""
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
@@ -100,6 +102,7 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             lifespan="on",
+            **server.PROTOCOL_OPTIONS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -121,7 +121,8 @@ def test_keys_are_random_prefixed_and_stored_only_as_hash(settings: Settings, pr
     listed = apikeys.list_keys(settings)
     assert {k["id"] for k in listed} >= {key_id, other_id}
     for row in listed:
-        assert set(row) == {"id", "project", "name", "created_at", "revoked_at"}
+        assert set(row) == {"id", "project", "name", "scope", "created_at", "expires_at", "revoked_at", "status"}
+        assert "key_hash" not in row
         assert key not in str(row.values())
     assert apikeys.revoke_key(settings, "key_doesnotexist") is False
 

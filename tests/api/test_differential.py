@@ -24,7 +24,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from infraprism.api import csv_export
 from infraprism.api.app import create_app
+from infraprism.api.params import parse_group_by
 from infraprism.settings import Settings
 from infraprism.stores import apikeys
 from tests.api.helpers import load_events
@@ -555,22 +557,128 @@ def test_api_matches_reference(settings: Settings, events, requests, batches):
     asyncio.run(_run(settings, events, requests, batches))
 
 
+_ONE_EVENT: dict[str, Any] = {
+    "project": PROJECT,
+    "entity": ENTITIES[0],
+    "model": MODELS[0],
+    "ts_ms": int(T0.timestamp() * 1000),
+    "cost_nano": 1_500_000_000,
+    "input": 1,
+    "output": 2,
+    "latency_us": None,
+    "session": None,
+    "tags": {},
+}
+
+
 def test_reference_detects_a_wrong_total(settings: Settings):
     """The comparison can fail: a stream whose reference is tampered with does not match."""
-    event = {
-        "project": PROJECT,
-        "entity": ENTITIES[0],
-        "model": MODELS[0],
-        "ts_ms": int(T0.timestamp() * 1000),
-        "cost_nano": 1_500_000_000,
-        "input": 1,
-        "output": 2,
-        "latency_us": None,
-        "session": None,
-        "tags": {},
-    }
+    event = dict(_ONE_EVENT)
     wire = to_wire(0, event)
     params = {"start_date": "2024-12-20", "end_date": "2024-12-20"}
     assert ref_costs([event], params)["summary"]["total_cost"] == 1.5
     assert ref_costs([event], params) != ref_costs([{**event, "cost_nano": 1}], params)
     assert wire["cost"] == 1.5
+
+
+# --- a scoped key: the same answers, as if the project held only its entity's events -----------
+
+
+def _forbidden_parameter(scope: tuple[str, str], params: dict[str, Any]) -> str | None:
+    """The parameter of `params` that names an entity other than `scope`, if any."""
+    if params.get("entity_type", scope[0]) != scope[0]:
+        return "entity_type"
+    if params.get("entity_id", scope[1]) != scope[1]:
+        return "entity_id"
+    return None
+
+
+def _csv_columns(path: str, params: dict[str, Any]) -> list[str]:
+    if path.endswith("/costs"):
+        return csv_export.costs_columns(parse_group_by(params.get("group_by")).kind)
+    if path.endswith("/timeseries"):
+        return csv_export.TIMESERIES_COLUMNS
+    if path.endswith("/models"):
+        return csv_export.MODELS_COLUMNS
+    if path.endswith("/top"):
+        return csv_export.TOP_ENTITIES_COLUMNS
+    if path.endswith("/compare"):
+        return csv_export.COMPARE_COLUMNS
+    return csv_export.SESSION_COLUMNS
+
+
+async def _run_scoped(
+    settings: Settings,
+    events: list[dict[str, Any]],
+    requests: list[tuple[tuple[str, dict[str, Any]], bool]],
+    scope: tuple[str, str],
+) -> None:
+    prefix = f"s{uuid.uuid4().hex[:10]}"
+    local = settings.model_copy(update={"key_prefix": prefix})
+    wires = [to_wire(i, e) for i, e in enumerate(events)]
+    # The reference sees the entity's events alone: the project as the scoped key must see it.
+    kept = [(e, w) for e, w in zip(events, wires, strict=True) if e["entity"] == scope]
+    own_events, own_wires = [e for e, _ in kept], [w for _, w in kept]
+    redis = aioredis.Redis.from_url(local.redis_dsn(), decode_responses=True)
+    try:
+        await load_events(redis, local, wires)
+        _, key = await asyncio.to_thread(apikeys.create_key, local, PROJECT, None, apikeys.Scope(*scope))
+        app = create_app(local)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                for (path, params), as_csv in requests:
+                    query = {**params, "format": "csv"} if as_csv else params
+                    response = await client.get(path, params=query)
+                    forbidden = _forbidden_parameter(scope, params)
+                    if forbidden is not None:
+                        assert response.status_code == 403, (path, query, response.text)
+                        error = response.json()["error"]
+                        assert error["code"] == "forbidden_scope"
+                        assert error["message"].startswith(f"{forbidden}: "), error
+                        continue
+                    assert response.status_code == 200, (path, query, response.text)
+                    expected = reference(path, own_events, own_wires, params)
+                    if as_csv:
+                        data = expected.get("data", expected)
+                        rows = data if isinstance(data, list) else [data]
+                        assert response.text == csv_export.render(_csv_columns(path, params), rows), (path, query)
+                    else:
+                        assert response.json() == expected, (path, query)
+    finally:
+        async for k in redis.scan_iter(match=f"{prefix}:*", count=1000):
+            await redis.delete(k)
+        await redis.aclose()
+
+
+@hsettings(
+    max_examples=max(10, int(os.environ.get("INFRAPRISM_DIFFERENTIAL_EXAMPLES", "100")) // 2),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(
+    events=st.lists(event_strategy, min_size=3, max_size=80),
+    requests=st.lists(st.tuples(request_strategy(), st.booleans()), min_size=1, max_size=10),
+    scope=st.sampled_from(ENTITIES),
+)
+def test_a_scoped_key_matches_the_reference_of_its_entity_alone(settings: Settings, events, requests, scope):
+    """Every endpoint, parameter and format: the answer of the entity's events alone, or, for a
+    parameter naming another entity, the documented 403. Equal to the restricted reference,
+    no answer can hold another entity's id, cost or session."""
+    asyncio.run(_run_scoped(settings, events, requests, scope))
+
+
+def test_the_restricted_reference_differs_from_the_whole_one():
+    """The scoped comparison can fail: another entity's event changes the reference's answer."""
+    ours = {**_ONE_EVENT, "entity": ENTITIES[0]}
+    theirs = {**_ONE_EVENT, "entity": ENTITIES[1]}
+    params = {"start_date": "2024-12-20", "end_date": "2024-12-20"}
+    assert ref_costs([ours], params) != ref_costs([ours, theirs], params)
+    assert _forbidden_parameter(ENTITIES[0], {"entity_id": "globex"}) == "entity_id"
+    assert _forbidden_parameter(ENTITIES[0], {"entity_type": "customer", "entity_id": "acme"}) is None

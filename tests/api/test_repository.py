@@ -145,8 +145,8 @@ async def test_anomalies_and_dismissals_stay_in_the_project(repository: Reposito
     await anomaly_store.create(redis_client, layout, anomaly_record(repository.project, 1, "active"))
     await anomaly_store.create(redis_client, layout, anomaly_record("another-project", 2, "active"))
     start_ms, end_ms = instant_range_ms(*JANUARY)
-    assert [record.id for record in await repository.anomalies(start_ms, end_ms, None, None)] == ["an-1"]
-    assert await repository.anomalies(start_ms, end_ms, None, "resolved") == []
+    assert [record.id for record in await repository.anomalies(start_ms, end_ms, None, None, None)] == ["an-1"]
+    assert await repository.anomalies(start_ms, end_ms, None, None, "resolved") == []
     assert await repository.dismiss_anomaly("an-2") is None
     dismissed = await repository.dismiss_anomaly("an-1")
     assert dismissed is not None

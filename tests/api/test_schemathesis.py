@@ -158,7 +158,13 @@ async def _cleanup(settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def live(redis_url: str) -> Iterator[Live]:
-    settings = Settings(redis_url=redis_url, key_prefix=f"st{uuid.uuid4().hex[:10]}")
+    # The rate limit is for clients, not for a generator of thousands of requests.
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=f"st{uuid.uuid4().hex[:10]}",
+        api_rate_limit_per_second=100_000,
+        api_rate_limit_burst=1_000_000,
+    )
     project = "schemathesis"
     asyncio.run(_seed(settings, project))
     key = apikeys.create_key(settings, project)[1]

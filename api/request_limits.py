@@ -1,0 +1,52 @@
+"""Bounds on a request that hold before routing: a query string longer than
+MAX_QUERY_BYTES is answered 414 `uri_too_long` in the JSON envelope.
+
+The bound covers every filter the parameters allow at their longest in ASCII
+(32 tag pairs of a 64-character key and a 256-character value are 10,303
+characters), so it refuses no request the parameter rules would take, and it
+keeps what one request makes the API parse (`tags` is split before its pairs
+are counted) to a few kilobytes. Under uvicorn, a URL too long for its
+httptools parser gets the same answer from the protocol (api/server.py).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_plus
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from infraprism.api.errors import envelope
+
+MAX_QUERY_BYTES = 16 * 1024
+STATUS = 414
+CODE = "uri_too_long"
+
+
+def query_too_long_message(query: bytes) -> str:
+    """The 414's message: the query's size against the bound, naming its longest parameter."""
+    longest = max(query.split(b"&"), key=len)
+    name = unquote_plus(longest.partition(b"=")[0].decode("latin-1"))
+    return (
+        f"query string: {len(query)} bytes, over the bound of {MAX_QUERY_BYTES}; "
+        f"the longest parameter is {name[:64]!r} ({len(longest)} bytes): narrow it"
+    )
+
+
+class QueryStringBound:
+    """Pure ASGI middleware: refuses a query string over MAX_QUERY_BYTES before any
+    routing or parameter parsing, so no endpoint ever reads one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope["query_string"]) > MAX_QUERY_BYTES:
+            refusal = envelope(STATUS, CODE, query_too_long_message(scope["query_string"]))
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    app.add_middleware(QueryStringBound)
