@@ -36,8 +36,15 @@ MAX_BOARD_MEMBERS = 1_000_000
 MAX_ANOMALIES = 20_000
 
 
-def too_much(what: str, count: int, bound: int, parameter: str = "end_date", advice: str = "") -> InvalidParameter:
-    problem = f"this request would read {count:,} {what}, and at most {bound:,} may be"
+def too_much(
+    what: str, count: int | None, bound: int, parameter: str = "end_date", advice: str = ""
+) -> InvalidParameter:
+    """The 422 of a bound; `count` None leaves out how much there was (a scoped key's count
+    may include other entities' data, which it must not learn)."""
+    if count is None:
+        problem = f"this request would read more than the {bound:,} {what} one request may"
+    else:
+        problem = f"this request would read {count:,} {what}, and at most {bound:,} may be"
     return InvalidParameter(parameter, f"{problem}: {advice or 'narrow the range'}")
 
 

@@ -103,19 +103,11 @@ async def get_project_key(key: KeyDep) -> ApiKey:
 ProjectKeyDep = Annotated[ApiKey, Depends(get_project_key)]
 
 
-async def get_project(key: KeyDep) -> str:
-    """The project the request's key belongs to."""
-    return key.project
-
-
-ProjectDep = Annotated[str, Depends(get_project)]
-
-
 # --- the services of the caller's project ----------------------------------------------------
 
 
-async def get_repository(request: Request, redis: RedisDep, layout: LayoutDep, project: ProjectDep) -> Repository:
-    return Repository(redis, layout, project, retention=request.app.state.retention)
+async def get_repository(request: Request, redis: RedisDep, layout: LayoutDep, key: KeyDep) -> Repository:
+    return Repository(redis, layout, key.project, retention=request.app.state.retention, scoped=key.scope is not None)
 
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]

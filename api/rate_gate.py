@@ -6,11 +6,12 @@ whether a request may go. Once it says "not for another N ms", nothing but time 
 that (a bucket only fills with time), so the same answer can be given without asking it:
 this middleware does, before routing, for the cost of a SHA-256 and a dict lookup.
 
-Holding every refusal HOLD_S before it is sent is what keeps a flood from starving other
-keys. A client on HTTP/1.1 cannot send its next request on a connection before the answer to
-the last, so each of a flooder's connections asks once per hold, and a held answer costs the
-server nothing while it waits; for the hold the key's every request is answered here, so
-Redis sees each of the flood's connections about once a second. Retry-After says what is
+Holding refusals is what keeps a flood from starving other keys. Redis's refusal is held
+HOLD_S and remembered that long; a request the gate refuses is held until the remembered
+refusal ends. A client on HTTP/1.1 cannot send its next request on a connection before the
+answer to the last, so each of a flooder's connections asks about once per hold, and a held
+answer costs the server nothing while it waits: Redis sees each of the flood's connections
+about once a second. Retry-After says what is
 left to wait after the hold (mostly 0: a bucket refilling 20 tokens a second has one again
 in 50 ms), so a client that honours it loses nothing.
 """
@@ -67,11 +68,20 @@ class RefusedKeys:
 
 
 async def hold_then_refuse(refused: RefusedKeys, key_hash: str, retry_after_ms: int) -> RateLimited:
-    """Remember the refusal for at least the hold, hold it, and return the 429 to send,
-    telling the client how much of its wait is left after the hold (whole seconds)."""
+    """Redis's refusal: remember it for the hold (or the wait, if longer), hold it, and return
+    the 429 to send, telling the client how much of its wait is left (whole seconds)."""
     refused.refuse(key_hash, max(retry_after_ms, int(HOLD_S * 1000)))
     await asyncio.sleep(HOLD_S)
     return RateLimited(max(0, math.ceil(retry_after_ms / 1000 - HOLD_S)))
+
+
+async def hold_remembered(left_s: float) -> RateLimited:
+    """The gate's refusal of a key Redis refused less than `left_s` ago: held until the
+    remembered refusal ends (at most HOLD_S), never extending it, so that when it ends the
+    key's next request is Redis's to judge again."""
+    held_s = min(left_s, HOLD_S)
+    await asyncio.sleep(held_s)
+    return RateLimited(max(0, math.ceil(left_s - held_s)))
 
 
 def _bearer_token(scope: Scope) -> str | None:
@@ -91,14 +101,13 @@ class RateGate:
         self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # Only the keyed API: /healthz and the docs never look at a key, so never refuse one.
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             token = _bearer_token(scope)
             if token:
-                key_hash = hashlib.sha256(token.encode("utf-8")).hexdigest()
-                left_s = self.refused.remaining_s(key_hash)
+                left_s = self.refused.remaining_s(hashlib.sha256(token.encode("utf-8")).hexdigest())
                 if left_s > 0:
-                    refusal = await hold_then_refuse(self.refused, key_hash, math.ceil(left_s * 1000))
-                    await error_response(refusal)(scope, receive, send)
+                    await error_response(await hold_remembered(left_s))(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -109,4 +118,4 @@ def install(app: FastAPI) -> RefusedKeys:
     return refused
 
 
-__all__ = ["HOLD_S", "RateGate", "RefusedKeys", "hold_then_refuse", "install"]
+__all__ = ["HOLD_S", "RateGate", "RefusedKeys", "hold_remembered", "hold_then_refuse", "install"]

@@ -50,7 +50,7 @@ BucketToken = tuple[Any, Any]  # (rebuild generation, key version), as read from
 
 # A session record's fields, in the order `read_sessions` returns them: the aggregator's
 # names (cost in nano-dollars, input and output tokens, instants in epoch ms).
-SESSION_FIELDS = ("entity_type", "entity_id", "started_ms", "ended_ms", "turns", "cost", "input", "output")
+SESSION_FIELDS = ("entity_type", "entity_id", "started_ms", "ended_ms", "turns", "cost", "input", "output", "shared")
 # /sessions reads its index and records again while batches land in between, this many times at most.
 SESSION_READ_ATTEMPTS = 3
 
@@ -88,6 +88,9 @@ class Repository:
     bucket_tokens: dict[str, BucketToken] = field(default_factory=dict)
     # How long the aggregator keeps each granularity's buckets (INFRAPRISM_RETENTION_*_DAYS).
     retention: Retention = field(default_factory=Retention)
+    # Whether the request's key sees one entity only: its refusals then say nothing of what
+    # other entities hold.
+    scoped: bool = False
 
     async def require_cells(self, reads: Sequence[BucketRead], dimension: Dimension) -> None:
         """Refuse a plan whose sum would be short rather than answer it: a bucket the retention
@@ -157,13 +160,11 @@ class Repository:
                 pipe.hlen(key)
             fields = sum(await pipe.execute())
         if fields > MAX_SCAN_FIELDS:
-            raise too_much(
-                "rollup fields",
-                fields,
-                MAX_SCAN_FIELDS,
-                "start_date",
-                "narrow the range, or filter by entity_type and entity_id",
-            )
+            if self.scoped:  # the hashes hold every entity's cells: say nothing of them
+                advice = "narrow the range, or ask without model and tags filters and groupings"
+                raise too_much("rollup fields", None, MAX_SCAN_FIELDS, "start_date", advice)
+            advice = "narrow the range, or filter by entity_type and entity_id"
+            raise too_much("rollup fields", fields, MAX_SCAN_FIELDS, "start_date", advice)
 
     async def read_plans(self, plans: Sequence[Plan]) -> list[list[Any]]:
         """Each plan's replies, all read in one MULTI/EXEC: a plan naming a member gets one
@@ -321,7 +322,7 @@ class Repository:
     ) -> list[AnomalyRecord]:
         count = await self.redis.zcount(self.layout.anomaly_index(self.project), start_ms, f"({end_ms}")
         if count > MAX_ANOMALIES:
-            raise too_much("anomalies", count, MAX_ANOMALIES, "start_date")
+            raise too_much("anomalies", None if self.scoped else count, MAX_ANOMALIES, "start_date")
         return await anomaly_store.list_range(
             self.redis,
             self.layout,

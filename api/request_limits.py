@@ -14,7 +14,8 @@ from __future__ import annotations
 from urllib.parse import unquote_plus
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infraprism.api.errors import envelope
 
@@ -48,5 +49,57 @@ class QueryStringBound:
         await self.app(scope, receive, send)
 
 
+# A body is a small JSON object (`POST /v1/keys`); FastAPI would read any size into memory,
+# and before the key is checked.
+MAX_BODY_BYTES = 16 * 1024
+
+
+class BodyBound:
+    """Pure ASGI middleware: reads a request's body, at most MAX_BODY_BYTES of it, before the
+    app sees the request, and answers 413 `payload_too_large` for a longer one (by its
+    Content-Length, or by what arrives when it has none)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await _body_refusal()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _body_refusal()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _body_refusal() -> Response:
+    return envelope(413, "payload_too_large", f"the request body may be at most {MAX_BODY_BYTES} bytes")
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(BodyBound)
     app.add_middleware(QueryStringBound)

@@ -216,7 +216,10 @@ async def sessions(
     fmt: FormatParam = Format.JSON,
 ) -> Response:
     """Sessions that started in the range, newest first; `summary` covers every matching session."""
-    body = await service.sessions(dates.start, dates.end, entity.entity_type, entity.entity_id, limit, zone)
+    hide_shared = service.repository.scoped
+    body = await service.sessions(
+        dates.start, dates.end, entity.entity_type, entity.entity_id, limit, hide_shared, zone
+    )
     return respond(body, fmt, csv_export.SESSION_COLUMNS, service.cache)
 
 

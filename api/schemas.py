@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from infraprism.stores import apikeys
 from infraprism.stores.anomaly_store import AnomalyStatus, AnomalyType, Severity
 
 USD = "US dollars, the exact sum rounded to 6 decimals"
@@ -396,8 +397,12 @@ class Health(Strict):
 
 # --- /v1/keys ------------------------------------------------------------------------------------
 
-ENTITY_TYPE = Field(min_length=1, max_length=64, examples=["customer"], description="the entity's type")
-ENTITY_ID = Field(min_length=1, max_length=256, examples=["acme-corp"], description="the entity's id")
+ENTITY_TYPE = Field(
+    min_length=1, max_length=apikeys.MAX_ENTITY_TYPE_LENGTH, examples=["customer"], description="the entity's type"
+)
+ENTITY_ID = Field(
+    min_length=1, max_length=apikeys.MAX_ENTITY_ID_LENGTH, examples=["acme-corp"], description="the entity's id"
+)
 
 
 class KeyScope(Strict):
@@ -422,9 +427,14 @@ class KeyCreate(Strict):
     entity_type: str = ENTITY_TYPE
     entity_id: str = ENTITY_ID
     expires_in_seconds: int | None = Field(
-        default=None, ge=1, le=316_224_000, description="seconds the key lives (at most ten years); null: forever"
+        default=None,
+        ge=1,
+        le=apikeys.MAX_EXPIRES_IN_SECONDS,
+        description="seconds the key lives (at most ten years); null: forever",
     )
-    name: str | None = Field(default=None, max_length=128, description="a label to recognise the key by")
+    name: str | None = Field(
+        default=None, max_length=apikeys.MAX_NAME_LENGTH, description="a label to recognise the key by"
+    )
 
 
 class MintedKey(Strict):

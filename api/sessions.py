@@ -22,15 +22,30 @@ class SessionsService:
     # Cached by the data version: the session records have no bucket versions.
     @cached_answer(None)
     async def sessions(
-        self, start: date, end: date, entity_type: str | None, entity_id: str | None, limit: int, tz: str
+        self,
+        start: date,
+        end: date,
+        entity_type: str | None,
+        entity_id: str | None,
+        limit: int,
+        hide_shared: bool,
+        tz: str,
     ) -> dict[str, Any]:
+        """`hide_shared`, for a scoped key: leave out the sessions whose id turns of other
+        entities also carry, whose totals include theirs (a cached answer's arguments hold it,
+        so a project key's answer is never served to a scoped key)."""
         start_ms, end_ms = instant_range_ms(start, end, tz)
         ids, records = await self.repository.read_sessions(start_ms, end_ms, entity_type, entity_id)
         total_turns = 0
         total_cost_nano = 0
         rows: list[dict[str, Any]] = []
+        count = 0
         for session_id, record in zip(ids, records, strict=True):
-            session_type, session_entity, started_ms, ended_ms, turns, cost_nano, input_tokens, output_tokens = record
+            *counted, shared = record
+            if shared and hide_shared:
+                continue
+            session_type, session_entity, started_ms, ended_ms, turns, cost_nano, input_tokens, output_tokens = counted
+            count += 1
             turn_count, session_cost_nano = int(turns or 0), int(cost_nano or 0)
             total_turns += turn_count
             total_cost_nano += session_cost_nano
@@ -47,7 +62,6 @@ class SessionsService:
                         "total_tokens": int(input_tokens or 0) + int(output_tokens or 0),
                     }
                 )
-        count = len(ids)
         return {
             "data": rows,
             "summary": {

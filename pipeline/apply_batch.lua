@@ -22,7 +22,8 @@
 --    "hashes": [[hash_key, expire_at, [member, packed_increment, member, packed_increment, ...]], ...],
 --    "zsets":  [[zset_key, expire_at, [member, increment, ...]], ...],
 --    "sessions": [[session_key, session_id, index_key, type_index_prefix, entity_index_prefix,
---                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output], ...],
+--                  entity_type, entity_id, started_ms, ended_ms, turns, cost, input, output,
+--                  shared ("1" when the batch's turns of it name more than one entity)], ...],
 --    "sets": [[set_key, [member, ...]], ...],
 --    "versions": [data_version_key, ...],   (one per project in the batch; INCR'd)
 --    "bucket_versions": [[bucket_versions_key, [field, ...]], ...]}
@@ -251,6 +252,9 @@ for _, s in ipairs(batch.sessions) do
     return refused('session ' .. key .. ' has no valid start, end or entity')
   end
   local removed = nil
+  -- Turns of more than one entity under one id: the session's totals mix them (and it stays so).
+  local shared = s[14] == '1'
+  if current[1] and (current[3] ~= entity_type or current[4] ~= entity_id) then shared = true end
   if current[1] then
     if tonumber(started_ms) < tonumber(current[1]) then
       -- An earlier turn arrived late: it names the start and the entity.
@@ -278,6 +282,11 @@ for _, s in ipairs(batch.sessions) do
               'turns', add_counter(current[5] or '0', s[10]), 'cost', add_counter(current[6] or '0', s[11]),
               'input', add_counter(current[7] or '0', s[12]), 'output', add_counter(current[8] or '0', s[13])},
   }
+  if shared then
+    local fields = session_writes[#session_writes].fields
+    fields[#fields + 1] = 'shared'
+    fields[#fields + 1] = '1'
+  end
 end
 
 for _, entry in ipairs(batch.sets) do

@@ -106,6 +106,7 @@ class BatchEncoder:
                 str(s.cost_nano),
                 str(s.input_tokens),
                 str(s.output_tokens),
+                "1" if s.shared else "",
             ]
             for (project, session_id), s in rollup.sessions.items()
         ]

@@ -244,7 +244,12 @@ class KeyLayout:
 
     def project_api_keys(self, project: str) -> str:
         """Sorted set: the project's key ids, scored by creation (ms), for `GET /v1/keys`."""
-        return f"{self.root}:apikeys:{project}"
+        return f"{self.root}:{project}:apikeys"
+
+    def project_api_key_ends(self, project: str) -> str:
+        """Sorted set: the ids of the project's keys that expire or were revoked, scored by
+        that instant (ms): which keys are live, and which to forget once their records go."""
+        return f"{self.root}:{project}:apikey-ends"
 
     def api_keys_indexed(self) -> str:
         """String: set once the keys of an earlier build are in their projects' indexes."""

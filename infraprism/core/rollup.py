@@ -80,6 +80,9 @@ class SessionDelta:
     cost_nano: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # Whether turns of more than one entity carry this session id: its totals then mix them,
+    # so a key scoped to one entity is not shown the session (api/sessions.py).
+    shared: bool = False
 
 
 @dataclass(slots=True)
@@ -138,7 +141,9 @@ class BatchRollup:
                 session = self.sessions[session_key] = SessionDelta(
                     event.entity_type, event.entity_id, event.ts_ms, event.ts_ms
                 )
-            elif event.ts_ms < session.started_ms:
+            if (event.entity_type, event.entity_id) != (session.entity_type, session.entity_id):
+                session.shared = True
+            if event.ts_ms < session.started_ms:
                 # The earliest turn names the session's entity, whatever order turns arrive in.
                 session.started_ms = event.ts_ms
                 session.entity_type = event.entity_type

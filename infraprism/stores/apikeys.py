@@ -1,16 +1,18 @@
 """API keys: `ip-` + 192 random bits, stored only as a SHA-256 hash, each bound to one project,
 and optionally to one entity of it (a scoped key) and to an expiry.
 
-A key's record lives at KeyLayout.api_key(sha256 hex): id, project, name, created_at,
+A key's record lives at KeyLayout.api_key(sha256 hex): id, project (or restricted_project,
+for a key an older build could not hold to its scope or expiry), name, created_at,
 revoked_at, key_hash, and for a scoped key entity_type and entity_id, for an expiring key
 expires_ms. KeyLayout.api_key_ids() maps the public key id to that hash, so `keys list` and
-`keys revoke ID` never need the secret, and KeyLayout.project_api_keys(project) lists a
-project's key ids by creation for `GET /v1/keys`. The secret itself is shown once, when the
-key is made, and never stored.
+`keys revoke ID` never need the secret. KeyLayout.project_api_keys(project) lists a
+project's key ids by creation, for `GET /v1/keys`, and KeyLayout.project_api_key_ends(project)
+by the instant each ended or will end. The secret itself is shown once, when the key is made,
+and never stored.
 
 A record outlives its use by KEEP_ENDED_KEYS_MS: a revoked or expired key is still listed,
-with its status, for a month, and then Redis drops the record. The id map and the project
-index forget such a key the next time a listing finds its record gone.
+with its status, for a month, and then Redis drops the record; the next mint or listing of
+its project forgets its id, found by its end.
 
 Every request authenticates with one script call (authenticate.lua): the record, its revocation
 and expiry, and the key's token bucket of the rate limit, read and updated together.
@@ -53,15 +55,28 @@ MAX_ENTITY_ID_LENGTH = 256
 MAX_EXPIRES_IN_SECONDS = 10 * 366 * 86_400
 # How long a revoked or expired key stays listed before its record is dropped.
 KEEP_ENDED_KEYS_MS = 30 * 86_400_000
-# Keys a project may hold at once (live, or ended less than KEEP_ENDED_KEYS_MS ago): what
-# bounds the work of `GET /v1/keys` and the memory a minting loop can take.
-MAX_KEYS_PER_PROJECT = 100_000
+# Live keys a project may hold at once (about 300 bytes of Redis each): what bounds the
+# memory a minting loop can take. Ended keys do not count.
+MAX_LIVE_KEYS_PER_PROJECT = 1_000_000
+# Ended keys forgotten per mint or listing, at most: pruning stays a bounded step.
+PRUNE_BATCH = 1000
+# The entity type under which the detector files a project-wide anomaly, with the project's
+# own id as the entity id (infraprism/core/episodes.py).
+PROJECT_ENTITY_TYPE = "project"
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ApiKeyError(StoreError, ValueError):
-    """A key could not be made: a bad project, scope, name or expiry, or too many keys."""
+    """A key could not be made: `field` names the input at fault (None: not one field)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class KeyLimitReached(ApiKeyError):
+    """The project holds MAX_LIVE_KEYS_PER_PROJECT live keys already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +117,27 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def check_scope(entity_type: str, entity_id: str) -> Scope:
-    """The scope of a key, checked as the event contract checks an event's entity."""
+def check_name(name: str | None) -> None:
+    if name is not None and (len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name)):
+        raise ApiKeyError(f"name must be at most {MAX_NAME_LENGTH} characters without control characters", "name")
+
+
+def check_scope(entity_type: str, entity_id: str, project: str | None = None) -> Scope:
+    """The scope of a key, checked as the event contract checks an event's entity. Of
+    `project`, its own id under the type `project` is refused: that names the detector's
+    project-wide anomalies, which a scoped key must not see."""
     for name, value, limit in (
         ("entity_type", entity_type, MAX_ENTITY_TYPE_LENGTH),
         ("entity_id", entity_id, MAX_ENTITY_ID_LENGTH),
     ):
         if not isinstance(value, str) or not value or len(value) > limit or _CONTROL_RE.search(value):
-            raise ApiKeyError(f"{name} must be 1-{limit} characters without control characters")
+            raise ApiKeyError(f"{name} must be 1-{limit} characters without control characters", name)
     if entity_type == ALL_ENTITY_TYPES:
-        raise ApiKeyError(f"entity_type {ALL_ENTITY_TYPES!r} is reserved: no event can have it")
+        raise ApiKeyError(f"entity_type {ALL_ENTITY_TYPES!r} is reserved: no event can have it", "entity_type")
+    if entity_type == PROJECT_ENTITY_TYPE and entity_id == project:
+        raise ApiKeyError(
+            f"entity {PROJECT_ENTITY_TYPE} {project!r} names the project itself: use a project key", "entity_id"
+        )
     return Scope(entity_type, entity_id)
 
 
@@ -119,7 +145,7 @@ def parse_duration(text: str) -> int:
     """`90`, `90s`, `30m`, `24h` or `7d` as seconds, for `keys create --expires-in`."""
     match = re.fullmatch(r"\s*(\d{1,10})\s*([smhd]?)\s*", text)
     if match is None:
-        raise ApiKeyError(f"expected a duration such as 3600, 30m, 24h or 7d, got {text[:40]!r}")
+        raise ApiKeyError(f"expected a duration such as 3600, 30m, 24h or 7d, got {text[:40]!r}", "expires_in")
     unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match.group(2)]
     return int(match.group(1)) * unit
 
@@ -131,6 +157,7 @@ class NewKey:
     key: str
     key_id: str
     key_hash: str
+    project: str
     record: dict[str, str]
     created_ms: int
     expires_ms: int | None
@@ -140,17 +167,23 @@ def _new_key(
     project: str, name: str | None, scope: Scope | None, expires_in_seconds: int | None, now_ms: int
 ) -> NewKey:
     if not _PROJECT_RE.match(project or ""):
-        raise ApiKeyError("project must be 1-64 characters of [A-Za-z0-9._-]")
-    if name is not None and (len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name)):
-        raise ApiKeyError(f"name must be at most {MAX_NAME_LENGTH} characters without control characters")
+        raise ApiKeyError("project must be 1-64 characters of [A-Za-z0-9._-]", "project")
+    check_name(name)
     if expires_in_seconds is not None and not 1 <= expires_in_seconds <= MAX_EXPIRES_IN_SECONDS:
-        raise ApiKeyError(f"expires_in_seconds must be 1-{MAX_EXPIRES_IN_SECONDS} (ten years), or absent")
+        raise ApiKeyError(
+            f"expires_in_seconds must be 1-{MAX_EXPIRES_IN_SECONDS} (ten years), or absent", "expires_in_seconds"
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
     key_hash = hash_key(key)
     expires_ms = None if expires_in_seconds is None else now_ms + expires_in_seconds * 1000
+    restricted = scope is not None or expires_ms is not None
     record = {
         "id": "key_" + secrets.token_hex(8),
-        "project": project,
+        # A build before scoped keys reads `project` alone, and would let a scoped or expiring
+        # key see the whole project for good. It refuses a key whose `project` is empty, so
+        # such a key keeps its project under a name only this build reads.
+        "project": "" if restricted else project,
+        "restricted_project": project if restricted else "",
         "name": name or "",
         "created_at": rfc3339_ms(now_ms - now_ms % 1000),
         "created_ms": str(now_ms),
@@ -160,16 +193,22 @@ def _new_key(
         "entity_id": scope.entity_id if scope else "",
         "expires_ms": "" if expires_ms is None else str(expires_ms),
     }
-    return NewKey(key, record["id"], key_hash, record, now_ms, expires_ms)
+    return NewKey(key, record["id"], key_hash, project, record, now_ms, expires_ms)
+
+
+def project_of(record: Mapping[Any, Any]) -> str:
+    """The project a key record belongs to, whichever field holds it."""
+    return as_text(record.get("project") or record.get("restricted_project") or "")
 
 
 def _queue_new_key(pipe: Any, layout: KeyLayout, new: NewKey) -> None:
     record_key = layout.api_key(new.key_hash)
     pipe.hset(record_key, mapping=new.record)
+    pipe.hset(layout.api_key_ids(), new.key_id, new.key_hash)
+    pipe.zadd(layout.project_api_keys(new.project), {new.key_id: new.created_ms})
     if new.expires_ms is not None:
         pipe.pexpireat(record_key, new.expires_ms + KEEP_ENDED_KEYS_MS)
-    pipe.hset(layout.api_key_ids(), new.key_id, new.key_hash)
-    pipe.zadd(layout.project_api_keys(new.record["project"]), {new.key_id: new.created_ms})
+        pipe.zadd(layout.project_api_key_ends(new.project), {new.key_id: new.expires_ms})
 
 
 def _now_ms() -> int:
@@ -192,7 +231,7 @@ def public_record(record: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
     scope = Scope(text["entity_type"], text.get("entity_id", "")).public() if text.get("entity_type") else None
     return {
         "id": text.get("id", ""),
-        "project": text.get("project", ""),
+        "project": project_of(text),
         "name": text.get("name") or None,
         "scope": scope,
         "created_at": text.get("created_at") or None,
@@ -200,6 +239,26 @@ def public_record(record: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
         "revoked_at": text.get("revoked_at") or None,
         "status": key_status(text, now_ms),
     }
+
+
+# KEYS: the key's record, its project's index of ends. ARGV: the project it must belong to
+# ("" for any), whether it must be a scoped key ("1" or ""), now in ms and as RFC 3339.
+# Marks the key revoked (once: a second revocation keeps the first time), files its end, and
+# lets its record go KEEP_ENDED_KEYS_MS later. Returns 1 when the key exists (in that
+# project), -1 when it is a project key and a scoped one was required, else 0.
+REVOKE = f"""
+local fields = redis.call('HMGET', KEYS[1], 'project', 'restricted_project', 'revoked_at', 'entity_type', 'id')
+local project = fields[1]
+if not project or project == '' then project = fields[2] end
+if not project or project == '' or (ARGV[1] ~= '' and project ~= ARGV[1]) then return 0 end
+if ARGV[2] == '1' and (not fields[4] or fields[4] == '') then return -1 end
+if not fields[3] or fields[3] == '' then
+  redis.call('HSET', KEYS[1], 'revoked_at', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], {KEEP_ENDED_KEYS_MS})
+  redis.call('ZADD', KEYS[2], ARGV[3], fields[5])
+end
+return 1
+"""
 
 
 # --- the CLI's side --------------------------------------------------------------------------
@@ -240,9 +299,6 @@ def list_keys(settings: Settings) -> list[dict[str, Any]]:
             for key_hash in ids.values():
                 pipe.hgetall(layout.api_key(as_text(key_hash)))
             records = pipe.execute()
-        gone = [key_id for key_id, record in zip(ids, records, strict=True) if not record]
-        if gone:
-            client.hdel(layout.api_key_ids(), *gone)
     finally:
         client.close()
     now_ms = _now_ms()
@@ -259,30 +315,18 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         key_hash = client.hget(layout.api_key_ids(), key_id)
         if key_hash is None:
             return False
+        record_key = layout.api_key(as_text(key_hash))
+        project = project_of(client.hgetall(record_key))
+        if not project:
+            return False
         now_ms = _now_ms()
-        found = client.eval(
-            REVOKE, 1, layout.api_key(as_text(key_hash)), "", now_ms, rfc3339_ms(now_ms - now_ms % 1000)
-        )
+        ends = layout.project_api_key_ends(project)
+        found = client.eval(REVOKE, 2, record_key, ends, "", "", now_ms, rfc3339_ms(now_ms - now_ms % 1000))
     finally:
         client.close()
     if found:
         log.info("api key revoked", extra={"key_id": key_id})
-    return bool(found)
-
-
-# KEYS: the key's record. ARGV: the project it must belong to ("" for any), now in ms and as
-# RFC 3339. Marks the key revoked (once: a second revocation keeps the first time) and lets its
-# record go KEEP_ENDED_KEYS_MS later. Returns 1 when the key exists (in that project), else 0.
-REVOKE = f"""
-local project = redis.call('HGET', KEYS[1], 'project')
-if not project or (ARGV[1] ~= '' and project ~= ARGV[1]) then return 0 end
-local revoked = redis.call('HGET', KEYS[1], 'revoked_at')
-if not revoked or revoked == '' then
-  redis.call('HSET', KEYS[1], 'revoked_at', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], {KEEP_ENDED_KEYS_MS})
-end
-return 1
-"""
+    return found == 1
 
 
 # --- the API's side --------------------------------------------------------------------------
@@ -339,13 +383,15 @@ class KeyStore:
     ) -> tuple[dict[str, Any], str]:
         """A new scoped key of `project`: its public record and the secret, shown once."""
         new = _new_key(project, name, scope, expires_in_seconds, _now_ms())
-        index = self.layout.project_api_keys(project)
-        if await self.client.zcard(index) >= MAX_KEYS_PER_PROJECT:
-            await self._forget_ended(project)
-            if await self.client.zcard(index) >= MAX_KEYS_PER_PROJECT:
-                raise ApiKeyError(
-                    f"the project holds {MAX_KEYS_PER_PROJECT} keys: revoke some, or mint keys that expire"
-                )
+        await self._forget_ended(project, new.created_ms)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.layout.project_api_keys(project))
+            pipe.zcount(self.layout.project_api_key_ends(project), "-inf", new.created_ms)
+            held, ended = await pipe.execute()
+        if held - ended >= MAX_LIVE_KEYS_PER_PROJECT:
+            raise KeyLimitReached(
+                f"the project holds {MAX_LIVE_KEYS_PER_PROJECT:,} live keys: revoke some, or mint keys that expire"
+            )
         async with self.client.pipeline(transaction=True) as pipe:
             _queue_new_key(pipe, self.layout, new)
             await pipe.execute()
@@ -354,28 +400,29 @@ class KeyStore:
 
     async def project_keys(self, project: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """A page of the project's keys, oldest first, and how many it holds in all."""
+        await self._forget_ended(project, _now_ms())
         index = self.layout.project_api_keys(project)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.zrange(index, offset, offset + limit - 1)
             pipe.zcard(index)
             ids, total = await pipe.execute()
         records = await self._records(ids)
-        gone = [key_id for key_id, record in zip(ids, records, strict=True) if not record]
-        if gone:
-            await self._forget(project, gone)
         now_ms = _now_ms()
-        return [public_record(record, now_ms) for record in records if record], total - len(gone)
+        return [public_record(record, now_ms) for record in records if record], total
 
-    async def revoke(self, project: str, key_id: str) -> bool:
-        """Revoke a key of `project`; False when it has none of that id."""
+    async def revoke(self, project: str, key_id: str) -> bool | None:
+        """Revoke a scoped key of `project`: True when revoked (or already), False when the
+        project has no key of that id, None when it is a project key (the CLI revokes those)."""
         key_hash = await self.client.hget(self.layout.api_key_ids(), key_id)
         if key_hash is None:
             return False
         now_ms = _now_ms()
         found = await self._revoke(
-            keys=[self.layout.api_key(as_text(key_hash))],
-            args=[project, now_ms, rfc3339_ms(now_ms - now_ms % 1000)],
+            keys=[self.layout.api_key(as_text(key_hash)), self.layout.project_api_key_ends(project)],
+            args=[project, "1", now_ms, rfc3339_ms(now_ms - now_ms % 1000)],
         )
+        if found == -1:
+            return None
         if found:
             log.info("api key revoked", extra={"key_id": key_id, "project": project})
         return bool(found)
@@ -387,13 +434,15 @@ class KeyStore:
         if await self.client.exists(self.layout.api_keys_indexed()):
             return 0
         ids = await self.client.hgetall(self.layout.api_key_ids())
-        records = await self._records(list(ids))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key_hash in ids.values():
+                pipe.hgetall(self.layout.api_key(as_text(key_hash)))
+            records = await pipe.execute()
         async with self.client.pipeline(transaction=False) as pipe:
             for key_id, record in zip(ids, records, strict=True):
-                if record and record.get("project"):
-                    created = record.get("created_ms") or 0
-                    index = self.layout.project_api_keys(as_text(record["project"]))
-                    pipe.zadd(index, {as_text(key_id): int(created)}, nx=True)
+                if project_of(record):
+                    created = int(record.get("created_ms") or 0)
+                    pipe.zadd(self.layout.project_api_keys(project_of(record)), {as_text(key_id): created}, nx=True)
             pipe.set(self.layout.api_keys_indexed(), "1")
             *replies, _ = await pipe.execute()
         return sum(int(was_added) for was_added in replies)
@@ -404,45 +453,40 @@ class KeyStore:
         hashes = await self.client.hmget(self.layout.api_key_ids(), ids)
         async with self.client.pipeline(transaction=False) as pipe:
             for key_hash in hashes:
-                pipe.hgetall(self.layout.api_key(as_text(key_hash or "-")))
-            records: list[dict[str, Any]] = await pipe.execute()
-        return records
+                if key_hash is not None:
+                    pipe.hgetall(self.layout.api_key(as_text(key_hash)))
+            found = iter(await pipe.execute())
+        return [{} if key_hash is None else next(found) for key_hash in hashes]
 
-    async def _forget(self, project: str, ids: list[Any]) -> None:
-        """Drop ids whose records Redis has let go from the project index and the id map."""
+    async def _forget_ended(self, project: str, now_ms: int) -> None:
+        """Forget up to PRUNE_BATCH keys that ended more than KEEP_ENDED_KEYS_MS ago (their
+        records have expired): out of the project's indexes and the id map."""
+        ends = self.layout.project_api_key_ends(project)
+        gone = await self.client.zrangebyscore(ends, "-inf", now_ms - KEEP_ENDED_KEYS_MS, start=0, num=PRUNE_BATCH)
+        if not gone:
+            return
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.layout.project_api_keys(project), *ids)
-            pipe.hdel(self.layout.api_key_ids(), *ids)
+            pipe.zrem(self.layout.project_api_keys(project), *gone)
+            pipe.zrem(ends, *gone)
+            pipe.hdel(self.layout.api_key_ids(), *gone)
             await pipe.execute()
-
-    async def _forget_ended(self, project: str) -> None:
-        """Walk the whole index once, forgetting the keys whose records are gone: only when the
-        project is at its key limit, so its cost is paid by the minting that needs the room."""
-        index = self.layout.project_api_keys(project)
-        offset = 0
-        while True:
-            ids = await self.client.zrange(index, offset, offset + 999)
-            if not ids:
-                return
-            records = await self._records(ids)
-            gone = [key_id for key_id, record in zip(ids, records, strict=True) if not record]
-            if gone:
-                await self._forget(project, gone)
-            offset += len(ids) - len(gone)
 
 
 __all__ = [
     "ApiKey",
     "ApiKeyError",
     "Authentication",
+    "KeyLimitReached",
     "KeyStore",
     "RateLimit",
     "Scope",
+    "check_name",
     "check_scope",
     "create_key",
     "hash_key",
     "list_keys",
     "parse_duration",
+    "project_of",
     "public_record",
     "revoke_key",
 ]

@@ -11,7 +11,10 @@
 -- The clock is Redis's own, so every API process shares one, and a key expires for all of them
 -- at the same instant.
 local record = redis.call('HMGET', KEYS[1],
-  'id', 'project', 'name', 'entity_type', 'entity_id', 'expires_ms', 'revoked_at', 'key_hash')
+  'id', 'project', 'name', 'entity_type', 'entity_id', 'expires_ms', 'revoked_at', 'key_hash',
+  'restricted_project')
+-- A scoped or expiring key keeps its project as restricted_project (stores/apikeys.py).
+if (not record[2] or record[2] == '') and record[9] then record[2] = record[9] end
 if not record[2] or record[2] == '' then return {'unknown'} end
 if record[7] and record[7] ~= '' then return {'revoked'} end
 local clock = redis.call('TIME')
@@ -36,4 +39,4 @@ if rate > 0 then
   redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
 end
 return {'ok', record[1], record[2], record[3] or '', record[4] or '', record[5] or '',
-  record[6] or '', record[8] or '', tostring(retry_after)}
+  record[6] or '', record[8] or '', string.format('%d', retry_after)}

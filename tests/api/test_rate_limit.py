@@ -190,3 +190,33 @@ async def test_one_key_flooding_is_refused_while_another_key_and_healthz_are_ser
     # What got through is what the bucket allows: its 50 saved up and 50 a second since.
     assert flood_statuses[200] <= 50 + 50 * (elapsed + 1), (flood_statuses, elapsed)
     assert retry_after == {"0"}
+
+
+async def test_the_gate_never_extends_a_refusal_so_a_key_out_of_step_gets_back_in(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Two connections of one key half a hold apart, each retrying as soon as it is answered:
+    the gate holds each until Redis's remembered refusal ends, never past it."""
+    clock = [100.0]
+    monkeypatch.setattr(rate_gate.time, "monotonic", lambda: clock[0])
+
+    async def no_wait(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(rate_gate.asyncio, "sleep", no_wait)
+    refused = rate_gate.RefusedKeys()
+    refused.refuse("k", 1000)  # Redis said no at t=100 for 1 s
+    clock[0] = 100.5
+    answer = await rate_gate.hold_remembered(refused.remaining_s("k"))
+    assert clock[0] == pytest.approx(101.0)  # held the half second left, not a whole one
+    assert answer.retry_after_seconds == 0
+    assert refused.remaining_s("k") == 0  # the key's next request goes to Redis
+
+
+def test_refused_keys_stay_bounded(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(rate_gate, "MAX_REFUSED_KEYS", 100)
+    refused = rate_gate.RefusedKeys()
+    for n in range(1000):
+        refused.refuse(f"k{n}", 60_000)
+    assert len(refused._until) <= 100
+    assert refused.remaining_s("k999") > 0  # the newest are kept

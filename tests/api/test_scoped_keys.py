@@ -6,6 +6,7 @@ store the API uses, expiry and revocation by the same script every request runs.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -164,17 +165,98 @@ async def test_an_expired_key_gets_a_401_and_its_record_goes_later(
     assert {row["id"]: row["status"] for row in rows}[minted["id"]] == "expired"
 
 
-async def test_a_listing_forgets_keys_whose_records_redis_let_go(
+async def test_keys_ended_a_month_ago_are_forgotten_and_only_live_keys_count_toward_the_limit(
+    api_client: httpx.AsyncClient,
+    project_key: str,
+    settings: Settings,
+    project: str,
+    redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    layout = KeyLayout(settings.key_prefix)
+    old = (await mint(api_client, project_key, entity_type="customer", entity_id="a", expires_in_seconds=60)).json()
+    # It ended 31 days ago, and Redis has let its record go.
+    ended_ms = int(time.time() * 1000) - 31 * 86_400_000
+    await redis_client.zadd(layout.project_api_key_ends(project), {old["id"]: ended_ms})
+    await redis_client.delete(layout.api_key(apikeys.hash_key(old["key"])))
+    page = (await api_client.get("/v1/keys", headers=bearer(project_key))).json()
+    assert [row["id"] for row in page["data"] if row["id"] == old["id"]] == []
+    assert page["total"] == 1
+    assert await redis_client.hget(layout.api_key_ids(), old["id"]) is None
+    assert await redis_client.zscore(layout.project_api_key_ends(project), old["id"]) is None
+
+    monkeypatch.setattr(apikeys, "MAX_LIVE_KEYS_PER_PROJECT", 2)  # the project key and one more
+    live = (await mint(api_client, project_key, entity_type="customer", entity_id="b")).json()
+    refused = await mint(api_client, project_key, entity_type="customer", entity_id="c")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "conflict"
+    await api_client.delete(f"/v1/keys/{live['id']}", headers=bearer(project_key))
+    assert (await mint(api_client, project_key, entity_type="customer", entity_id="c")).status_code == 201
+
+
+async def test_a_project_key_cannot_be_revoked_over_the_api(
+    api_client: httpx.AsyncClient, project_key: str, settings: Settings
+):
+    operator_id, _ = apikeys.create_key(settings, "another-project")
+    page = (await api_client.get("/v1/keys", headers=bearer(project_key))).json()
+    own_id = next(row["id"] for row in page["data"] if row["scope"] is None)
+    response = await api_client.delete(f"/v1/keys/{own_id}", headers=bearer(project_key))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    assert "infraprism keys revoke" in response.json()["error"]["message"]
+    assert (await api_client.get("/v1/keys", headers=bearer(project_key))).status_code == 200
+    assert (await api_client.delete(f"/v1/keys/{operator_id}", headers=bearer(project_key))).status_code == 404
+
+
+async def test_a_scoped_or_expiring_key_is_refused_by_a_build_that_reads_project_alone(
     api_client: httpx.AsyncClient, project_key: str, settings: Settings, project: str, redis_client: aioredis.Redis
 ):
-    minted = (await mint(api_client, project_key, entity_type="customer", entity_id="acme")).json()
+    """An earlier build's check was: the record's `project` is set and `revoked_at` is not."""
     layout = KeyLayout(settings.key_prefix)
-    await redis_client.delete(layout.api_key(apikeys.hash_key(minted["key"])))  # as its TTL would
-    page = (await api_client.get("/v1/keys", headers=bearer(project_key))).json()
-    assert minted["id"] not in {row["id"] for row in page["data"]}
-    assert page["total"] == 1
-    assert await redis_client.hget(layout.api_key_ids(), minted["id"]) is None
-    assert await redis_client.zscore(layout.project_api_keys(project), minted["id"]) is None
+    scoped = (await mint(api_client, project_key, entity_type="customer", entity_id="acme")).json()
+    expiring_id, expiring = apikeys.create_key(settings, project, None, None, 3600)
+    for key in (scoped["key"], expiring):
+        record = await redis_client.hgetall(layout.api_key(apikeys.hash_key(key)))
+        assert record["project"] == ""
+        assert record["restricted_project"] == project
+    plain = await redis_client.hgetall(layout.api_key(apikeys.hash_key(project_key)))
+    assert plain["project"] == project
+    assert (await api_client.get(COSTS, params=RANGE, headers=bearer(expiring))).status_code == 200
+    rows = {row["id"]: row for row in (await api_client.get("/v1/keys", headers=bearer(project_key))).json()["data"]}
+    assert rows[expiring_id]["status"] == "active"
+
+
+async def test_the_scope_of_the_project_itself_is_refused(api_client: httpx.AsyncClient, project_key: str, project):
+    response = await mint(api_client, project_key, entity_type="project", entity_id=project)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("entity_id: ")
+    assert (await mint(api_client, project_key, entity_type="project", entity_id="another")).status_code == 201
+
+
+async def test_a_name_with_control_characters_or_a_huge_body_is_refused(
+    api_client: httpx.AsyncClient, project_key: str
+):
+    bad_name = await mint(api_client, project_key, entity_type="customer", entity_id="acme", name="a\x00b")
+    assert bad_name.status_code == 422
+    assert bad_name.json()["error"]["message"].startswith("name: ")
+    huge = await api_client.post(
+        "/v1/keys",
+        content=b'{"entity_type": "customer", "entity_id": "' + b"x" * 20_000 + b'"}',
+        headers={**bearer(project_key), "Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "payload_too_large"
+
+    async def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"entity_type": "customer", "entity_id": "'
+        for _ in range(40):
+            yield b"x" * 1000
+        yield b'"}'
+
+    chunked = await api_client.post(
+        "/v1/keys", content=chunks(), headers={**bearer(project_key), "Content-Type": "application/json"}
+    )
+    assert chunked.status_code == 413
 
 
 async def test_keys_listing_pages(api_client: httpx.AsyncClient, project_key: str):
@@ -342,3 +424,41 @@ def test_the_cli_mints_scoped_expiring_keys_and_lists_their_scope(settings: Sett
     assert [apikeys.parse_duration(text) for text in ("90", "90s", "30m", "24h", "7d")] == [90, 90, 1800, 86400, 604800]
     with pytest.raises(apikeys.ApiKeyError):
         apikeys.parse_duration("soon")
+
+
+async def test_a_session_id_two_entities_use_is_hidden_from_their_scoped_keys(
+    api_client: httpx.AsyncClient,
+    project_key: str,
+    acme_key: str,
+    settings: Settings,
+    project: str,
+    redis_client: aioredis.Redis,
+):
+    """Its totals add both entities' turns, so showing it to either would show the other's
+    cost. Shared within one batch, and across batches (the id first seen alone)."""
+    first_batch = [
+        sample_event(project, 0, "acme", 1.0, session_id="s-shared-later"),
+        sample_event(project, 1, "acme", 1.0, session_id="s-own"),
+        sample_event(project, 2, "acme", 1.0, session_id="s-shared-at-once"),
+        sample_event(project, 3, "globex", 5.0, session_id="s-shared-at-once"),
+    ]
+    await load_events(redis_client, settings, first_batch)
+    await load_events(redis_client, settings, [sample_event(project, 4, "globex", 7.0, session_id="s-shared-later")])
+    layout = KeyLayout(settings.key_prefix)
+    for session_id, shared in (("s-shared-later", "1"), ("s-shared-at-once", "1"), ("s-own", None)):
+        assert await redis_client.hget(layout.session(project, session_id), "shared") == shared, session_id
+
+    scoped = (await api_client.get("/v1/analytics/sessions", params=RANGE, headers=bearer(acme_key))).json()
+    assert [s["session_id"] for s in scoped["data"]] == ["s-own"]
+    assert scoped["summary"]["total_sessions"] == 1
+    assert scoped["summary"]["avg_cost_per_session"] == 1.0
+    everything = await api_client.get(
+        "/v1/analytics/sessions", params={**RANGE, "entity_id": "acme"}, headers=bearer(project_key)
+    )
+    # A project key sees them, under the entity of their earliest turn, with every turn counted.
+    rows = {s["session_id"]: s for s in everything.json()["data"]}
+    assert set(rows) == {"s-own", "s-shared-later", "s-shared-at-once"}
+    assert rows["s-shared-later"]["total_cost"] == 8.0
+    # And the project key's answer, cached first, is not what the scoped key is served.
+    again = (await api_client.get("/v1/analytics/sessions", params=RANGE, headers=bearer(acme_key))).json()
+    assert again == scoped

@@ -190,6 +190,7 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
     state = empty_state()
     cells: dict[tuple, int] = {}
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    entities_of_session: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for ev in unique_events(raw_events):
         bucket_of = labels(ev.ts_ms)
         tag_set = frozenset(ev.tags.items())
@@ -248,6 +249,10 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
             s["cost"] += ev.cost_nano
             s["input"] += ev.input_tokens
             s["output"] += ev.output_tokens
+            entities_of_session.setdefault((ev.project, ev.session_id), set()).add((ev.entity_type, ev.entity_id))
+    for key, entities in entities_of_session.items():
+        if len(entities) > 1:
+            sessions[key]["shared"] = 1  # turns of several entities: hidden from scoped keys
     state["cells"] = {k: v for k, v in cells.items() if v != 0}
     state["sessions"] = sessions
     for (project, sid), s in sessions.items():
