@@ -6,12 +6,12 @@ whether a request may go. Once it says "not for another N ms", nothing but time 
 that (a bucket only fills with time), so the same answer can be given without asking it:
 this middleware does, before routing, for the cost of a SHA-256 and a dict lookup.
 
-Holding refusals is what keeps a flood from starving other keys. Redis's refusal is held
-HOLD_S and remembered that long; a request the gate refuses is held until the remembered
-refusal ends. A client on HTTP/1.1 cannot send its next request on a connection before the
-answer to the last, so each of a flooder's connections asks about once per hold, and a held
-answer costs the server nothing while it waits: Redis sees each of the flood's connections
-about once a second. Retry-After says what is
+Holding refusals is what keeps a flood from starving other keys. Every refusal is held a
+random half to whole HOLD_S, and Redis's is remembered for HOLD_S (never extended by the
+gate's). A client on HTTP/1.1 cannot send its next request on a connection before the
+answer to the last, so each of a flooder's connections asks about once per hold, at its
+own moment, and a held answer costs the server nothing while it waits: Redis sees each of
+the flood's connections about once a second, spread over the second. Retry-After says what is
 left to wait after the hold (mostly 0: a bucket refilling 20 tokens a second has one again
 in 50 ms), so a client that honours it loses nothing.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import random
 import time
 
 from fastapi import FastAPI
@@ -28,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infraprism.api.errors import RateLimited, error_response
 
-# How long a refusal is held before it is sent.
+# How long a refusal is held before it is sent: a random time up to HOLD_S, at least half of
+# it, so that a flood's connections, refused together, do not all come back at one instant.
 HOLD_S = 1.0
 # Keys refused at once that the gate remembers; past it, ended refusals are forgotten first,
 # then the soonest to end (Redis still refuses those: only the shortcut is lost).
@@ -71,17 +73,22 @@ async def hold_then_refuse(refused: RefusedKeys, key_hash: str, retry_after_ms: 
     """Redis's refusal: remember it for the hold (or the wait, if longer), hold it, and return
     the 429 to send, telling the client how much of its wait is left (whole seconds)."""
     refused.refuse(key_hash, max(retry_after_ms, int(HOLD_S * 1000)))
-    await asyncio.sleep(HOLD_S)
-    return RateLimited(max(0, math.ceil(retry_after_ms / 1000 - HOLD_S)))
+    held_s = _hold_s()
+    await asyncio.sleep(held_s)
+    return RateLimited(max(0, math.ceil(retry_after_ms / 1000 - held_s)))
 
 
 async def hold_remembered(left_s: float) -> RateLimited:
-    """The gate's refusal of a key Redis refused less than `left_s` ago: held until the
-    remembered refusal ends (at most HOLD_S), never extending it, so that when it ends the
-    key's next request is Redis's to judge again."""
-    held_s = min(left_s, HOLD_S)
+    """The gate's refusal of a key Redis refused, `left_s` before that refusal ends: held
+    like Redis's own, and never extending the refusal, so that once it ends the key's next
+    request is Redis's to judge again."""
+    held_s = _hold_s()
     await asyncio.sleep(held_s)
     return RateLimited(max(0, math.ceil(left_s - held_s)))
+
+
+def _hold_s() -> float:
+    return HOLD_S * (0.5 + random.random() / 2)  # noqa: S311 - spreading retries, not a secret
 
 
 def _bearer_token(scope: Scope) -> str | None:

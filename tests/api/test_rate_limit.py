@@ -57,20 +57,23 @@ async def test_a_key_past_its_burst_gets_a_held_429_with_retry_after_and_others_
     refused = await limited_client.get(COSTS, params=RANGE, headers=flooding)
     held_s = time.monotonic() - started
     assert refused.status_code == 429
-    # The bucket has a token again within a second, and the answer was held that second.
-    assert refused.headers["retry-after"] == "0"
+    # The bucket has a token again within a second, and the answer was held half of that or
+    # more: what is left of the wait is a second at most, rounded up.
+    seconds = refused.headers["retry-after"]
+    assert seconds in ("0", "1")
     assert refused.json() == {
         "error": {
             "code": "rate_limited",
-            "message": "this key's rate limit is reached: retry after 0 s",
-            "retry_after": 0,
+            "message": f"this key's rate limit is reached: retry after {seconds} s",
+            "retry_after": int(seconds),
         }
     }
-    assert held_s >= rate_gate.HOLD_S
+    assert held_s >= rate_gate.HOLD_S / 2
     assert (await limited_client.get(COSTS, params=RANGE, headers=other)).status_code == 200
     assert (await limited_client.get("/healthz")).status_code == 200
-    # A refused request took no token: after the hold the key may go again, and is held
-    # once more when its bucket is empty.
+    # A refused request took no token: once the refusal Redis gave ends, the key may go
+    # again, and is held once more when its bucket is empty.
+    await asyncio.sleep(max(0.0, started + rate_gate.HOLD_S + 0.05 - time.monotonic()))
     after = [(await limited_client.get(COSTS, params=RANGE, headers=flooding)).status_code for _ in range(4)]
     assert after[0] == 200
     assert 429 in after
@@ -83,6 +86,7 @@ async def test_the_gate_answers_a_refused_key_without_redis_until_its_hold_ends(
     headers = {"Authorization": f"Bearer {key}"}
     for _ in range(3):
         await limited_client.get(COSTS, params=RANGE, headers=headers)
+    refused_at = time.monotonic()
     first = asyncio.create_task(limited_client.get(COSTS, params=RANGE, headers=headers))
     await asyncio.sleep(0.2)  # Redis has refused it; its answer is being held
     # Refill the bucket behind the gate's back: Redis alone would now let the key in.
@@ -90,7 +94,8 @@ async def test_the_gate_answers_a_refused_key_without_redis_until_its_hold_ends(
     second = await limited_client.get(COSTS, params=RANGE, headers=headers)
     assert second.status_code == 429  # answered by the gate, from its memory of the refusal
     assert (await first).status_code == 429
-    # Once the hold is over, Redis judges again, and its bucket is full.
+    # Once the refusal Redis gave is over, Redis judges again, and its bucket is full.
+    await asyncio.sleep(max(0.0, refused_at + rate_gate.HOLD_S + 0.05 - time.monotonic()))
     assert (await limited_client.get(COSTS, params=RANGE, headers=headers)).status_code == 200
 
 
@@ -189,14 +194,15 @@ async def test_one_key_flooding_is_refused_while_another_key_and_healthz_are_ser
     assert set(flood_statuses) == {200, 429}, flood_statuses
     # What got through is what the bucket allows: its 50 saved up and 50 a second since.
     assert flood_statuses[200] <= 50 + 50 * (elapsed + 1), (flood_statuses, elapsed)
-    assert retry_after == {"0"}
+    assert retry_after <= {"0", "1"}  # 50 a second: a token is never more than 20 ms away, less the hold
 
 
 async def test_the_gate_never_extends_a_refusal_so_a_key_out_of_step_gets_back_in(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """Two connections of one key half a hold apart, each retrying as soon as it is answered:
-    the gate holds each until Redis's remembered refusal ends, never past it."""
+    """A connection of one key half a hold after Redis's refusal, retrying as soon as it is
+    answered: the gate holds it, and the refusal still ends when Redis's would, so the key's
+    next request is Redis's to judge."""
     clock = [100.0]
     monkeypatch.setattr(rate_gate.time, "monotonic", lambda: clock[0])
 
@@ -208,9 +214,9 @@ async def test_the_gate_never_extends_a_refusal_so_a_key_out_of_step_gets_back_i
     refused.refuse("k", 1000)  # Redis said no at t=100 for 1 s
     clock[0] = 100.5
     answer = await rate_gate.hold_remembered(refused.remaining_s("k"))
-    assert clock[0] == pytest.approx(101.0)  # held the half second left, not a whole one
+    assert 100.5 + rate_gate.HOLD_S / 2 <= clock[0] <= 100.5 + rate_gate.HOLD_S  # held, at its own moment
     assert answer.retry_after_seconds == 0
-    assert refused.remaining_s("k") == 0  # the key's next request goes to Redis
+    assert refused.remaining_s("k") == 0  # not extended: the key's next request goes to Redis
 
 
 def test_refused_keys_stay_bounded(monkeypatch: pytest.MonkeyPatch):
