@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     detector_group: str = "infraprism-detector"
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
+    alert_webhook_allow_unsigned: bool = Field(
+        default=False, description="true: a webhook without a secret starts, its deliveries unsigned"
+    )
     # Detector thresholds (docs/anomalies.md explains each).
     detector_baseline_days: int = Field(default=7, ge=1, le=60, description="days of history in a baseline")
     detector_min_history_days: int = Field(

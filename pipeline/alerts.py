@@ -11,7 +11,8 @@ anomaly state is notified once.
 The window that remains: a delivery that succeeded but whose cursor update
 was lost to a crash in between is repeated after the restart. Kafka consumers
 and webhook receivers de-duplicate on (id, version), which every message
-carries (the webhook also in the X-InfraPrism-Delivery header).
+carries (the webhook also in the X-InfraPrism-Delivery header, which its
+signature covers).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from infraprism.core.text import as_text
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-InfraPrism-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
+SIGNATURE_HEADER = "X-InfraPrism-Signature"  # "t=<unix seconds>,v1=<hex HMAC-SHA256>", see sign()
 DELIVERY_HEADER = "X-InfraPrism-Delivery"  # "<anomaly id>:<version>", for de-duplication
 READ_COUNT = 200
 
@@ -53,9 +54,19 @@ def alert_body(record: AnomalyRecord) -> bytes:
     return orjson.dumps(body)
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The value of SIGNATURE_HEADER: "sha256=" + hex HMAC-SHA256 of the exact body bytes."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign(secret: bytes, delivery_id: str, body: bytes, timestamp_s: int) -> str:
+    """The value of SIGNATURE_HEADER: "t=<timestamp_s>,v1=<hex HMAC-SHA256>", in Stripe's style.
+
+    The MAC covers f"{timestamp_s}.{delivery_id}." followed by the exact body bytes, so a
+    receiver that checks it (docs/anomalies.md, "Verifying a delivery") knows the body, which
+    delivery it is (DELIVERY_HEADER's "<anomaly id>:<version>") and when it was signed (unix
+    seconds): a captured delivery cannot be replayed after the receiver's window (five
+    minutes in the docs), nor passed off as another delivery.
+    The material splits one way only: the timestamp is digits, and anomaly ids
+    (`anomaly_<hex>`) hold no ".".
+    """
+    signed = f"{timestamp_s}.{delivery_id}.".encode() + body
+    return f"t={timestamp_s},v1={hmac.new(secret, signed, hashlib.sha256).hexdigest()}"
 
 
 class KafkaChannel:
@@ -89,12 +100,11 @@ class WebhookChannel:
 
     async def deliver(self, record: AnomalyRecord) -> None:
         body = alert_body(record)
-        headers = {
-            "Content-Type": "application/json",
-            DELIVERY_HEADER: f"{record.id}:{record.version}",
-        }
+        delivery_id = f"{record.id}:{record.version}"
+        headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id}
         if self._secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self._secret, body)
+            # Signed anew at each attempt: a retry after a long outage is as fresh as a first try.
+            headers[SIGNATURE_HEADER] = sign(self._secret, delivery_id, body, int(time.time()))
         try:
             response = await self._client.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:

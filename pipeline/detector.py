@@ -23,12 +23,36 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.deltas import Delta, hour_of_label, merge
 from infraprism.core.keys import KeyLayout
+from infraprism.pipeline import PipelineError
 from infraprism.pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
 from infraprism.pipeline.detection import Detector, thresholds_of
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class WebhookConfigError(PipelineError):
+    """A webhook is configured that would send deliveries no receiver can verify."""
+
+
+def webhook_secret(settings: Settings) -> bytes | None:
+    """The key that signs webhook deliveries; None when there is no webhook or unsigned ones are allowed.
+
+    A webhook URL without a secret (or with an empty one) raises WebhookConfigError, unless
+    INFRAPRISM_ALERT_WEBHOOK_ALLOW_UNSIGNED=true: anyone who learns the URL could post alerts
+    that its receiver cannot tell from ours.
+    """
+    if not settings.alert_webhook_url:
+        return None
+    if settings.alert_webhook_secret is not None and settings.alert_webhook_secret.get_secret_value():
+        return settings.alert_webhook_secret.get_secret_value().encode()
+    if settings.alert_webhook_allow_unsigned:
+        return None
+    raise WebhookConfigError(
+        "INFRAPRISM_ALERT_WEBHOOK_URL is set without INFRAPRISM_ALERT_WEBHOOK_SECRET: set a secret, "
+        "or INFRAPRISM_ALERT_WEBHOOK_ALLOW_UNSIGNED=true to send the webhook's deliveries unsigned"
+    )
 
 
 class Runtime:
@@ -40,6 +64,12 @@ class Runtime:
         self.detector: Detector | None = None
         self.notifier: Notifier | None = None
         self.webhook: WebhookChannel | None = None
+        self._webhook_secret = webhook_secret(settings)  # refused here, when the app is built
+        if settings.alert_webhook_url and self._webhook_secret is None:
+            log.warning(
+                "webhook deliveries are unsigned (INFRAPRISM_ALERT_WEBHOOK_ALLOW_UNSIGNED=true): "
+                "receivers cannot verify them; set INFRAPRISM_ALERT_WEBHOOK_SECRET"
+            )
         self._lock = asyncio.Lock()
 
     async def start(self, send: Callable[[bytes, bytes], Awaitable[None]]) -> None:
@@ -53,8 +83,7 @@ class Runtime:
             self.detector = Detector(redis, layout, thresholds_of(s), recovery_ms=s.detector_recovery_minutes * 60_000)
             channels: list[Channel] = [KafkaChannel(send)]
             if s.alert_webhook_url:
-                secret = s.alert_webhook_secret.get_secret_value().encode() if s.alert_webhook_secret else None
-                self.webhook = WebhookChannel(s.alert_webhook_url, secret)
+                self.webhook = WebhookChannel(s.alert_webhook_url, self._webhook_secret)
                 channels.append(self.webhook)
             self.notifier = Notifier(redis, layout, channels, max_backoff_s=s.alert_retry_max_seconds)
             self.redis = redis
@@ -161,6 +190,7 @@ def main(settings: Settings) -> None:
     from faust.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    webhook_secret(settings)  # a refused webhook fails the start before anything is created
     asyncio.run(
         ensure_topics(
             settings.kafka_bootstrap,

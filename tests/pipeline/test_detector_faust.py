@@ -9,8 +9,6 @@ checks that function's lifecycle rules on their own).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import signal
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from infraprism.stores import anomaly_store
 from tests.pipeline.helpers import end_offsets, read_all, running_aggregator, wait_caught_up
 from tests.pipeline.helpers import produce as produce_events
 from tests.pipeline.test_detector_lifecycle import HOUR0, PROJECT, hour_batch
+from tests.pipeline.test_webhook_signing import docs_verify
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = "from infraprism.pipeline.detector import main; from infraprism.settings import Settings; main(Settings())"
@@ -220,9 +219,9 @@ async def test_deltas_to_records_topic_and_webhook(
     # the webhook failed 3 times, then got every state exactly once, signed
     assert hook.attempts > len(hook.accepted)
     delivered = []
+    verify = docs_verify()  # the receiver docs/anomalies.md shows
     for headers, body in hook.accepted:
-        mac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        assert headers[SIGNATURE_HEADER] == f"sha256={mac}"
+        assert verify(secret.encode(), headers, body), headers.get(SIGNATURE_HEADER)
         message = orjson.loads(body)
         assert headers[DELIVERY_HEADER] == f"{message['id']}:{message['version']}"
         delivered.append((message["id"], message["version"], message["status"]))
