@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from infraprism.api import errors, rate_gate, request_limits
+from infraprism.api.budget_routes import router as budget_router
 from infraprism.api.cache import ResponseCache
 from infraprism.api.key_routes import router as key_router
 from infraprism.api.repository import load_scripts
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     request_limits.install(app)
     app.include_router(router)
     app.include_router(key_router)
+    app.include_router(budget_router)
 
     @app.get(
         "/healthz",

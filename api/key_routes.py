@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from infraprism.api.deps import KeyStoreDep, ProjectKeyDep
 from infraprism.api.errors import Conflict, Forbidden, InvalidParameter, NotFound
-from infraprism.api.routes import ERRORS
+from infraprism.api.routes import BODY_ERRORS, ERRORS
 from infraprism.api.schemas import ErrorEnvelope, KeyCreate, KeysResponse, MintedKey
 from infraprism.stores.apikeys import MAX_LIVE_KEYS_PER_PROJECT, ApiKeyError, KeyLimitReached, check_scope
 
@@ -35,7 +35,7 @@ def _json(body: dict[str, Any], status_code: int = 200) -> Response:
     response_model=None,
     responses={
         201: {"model": MintedKey, "description": "the new key; its secret is shown this once"},
-        400: {"model": ErrorEnvelope, "description": "the body is not JSON"},
+        **BODY_ERRORS,
         409: {
             "model": ErrorEnvelope,
             "description": f"the project holds {MAX_LIVE_KEYS_PER_PROJECT:,} live keys already",

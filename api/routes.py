@@ -68,6 +68,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorEnvelope, "description": "the data store is unreachable"},
 }
 
+# The extra answers of a route that takes a JSON body.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "the body is not JSON"},
+    413: {"model": ErrorEnvelope, "description": "the body is over 16 KiB"},
+}
+
 CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "example": "entity_type,entity_id,total_cost\r\n"}}
 
 

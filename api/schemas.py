@@ -10,7 +10,7 @@ handler always writes is required, no model allows fields it does not name
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -458,3 +458,86 @@ class KeyInfo(Strict):
 class KeysResponse(Strict):
     data: list[KeyInfo]
     total: int = Field(description="the keys the project holds, all pages together")
+
+
+# --- /v1/budgets ---------------------------------------------------------------------------------
+
+BUDGET_ID = r"^[A-Za-z0-9._-]{1,64}$"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_CONTROL)]
+TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_CONTROL)]
+Threshold = Annotated[int, Field(ge=1, le=1000)]
+
+
+class BudgetScopeBody(Strict):
+    """Any of these, all of which an event must match; none: the whole project."""
+
+    entity_type: str | None = Field(default=None, min_length=1, max_length=64, examples=["customer"])
+    entity_id: str | None = Field(default=None, min_length=1, max_length=256, examples=["acme-corp"])
+    model: str | None = Field(default=None, min_length=1, max_length=128, examples=["gpt-4o"])
+    tags: dict[TagKey, TagValue] | None = Field(
+        default=None, max_length=32, description="tag key -> value, all must match", examples=[{"feature": "chatbot"}]
+    )
+
+
+class BudgetBody(Strict):
+    """The body of `PUT /v1/budgets/{budget_id}`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "name": "Acme monthly",
+                "amount": 500.0,
+                "period": "month",
+                "scope": {"entity_type": "customer", "entity_id": "acme-corp"},
+                "thresholds": [50, 80, 100],
+            }
+        },
+    )
+    name: str = Field(min_length=1, max_length=128)
+    amount: float = Field(gt=0, le=1_000_000_000, description="USD per period")
+    period: Literal["day", "week", "month"] = Field(description="local to the project's reporting zone")
+    scope: BudgetScopeBody = Field(default_factory=BudgetScopeBody)
+    thresholds: list[Threshold] = Field(
+        default_factory=lambda: [80, 100],
+        min_length=1,
+        max_length=20,
+        description="percentages of the amount, 1-1000; an alert is raised as each is reached",
+    )
+
+
+class BudgetOut(Strict):
+    id: str = Field(pattern=BUDGET_ID)
+    name: str
+    amount: float
+    period: Literal["day", "week", "month"]
+    scope: BudgetScopeBody
+    thresholds: list[int]
+    created_at: str = Field(pattern=INSTANT)
+    updated_at: str = Field(pattern=INSTANT)
+
+
+class BudgetPeriodOut(Strict):
+    start: str = Field(pattern=DAY)
+    end: str = Field(pattern=DAY)
+    tz: str = ZONE
+
+
+class BudgetStatus(Strict):
+    budget: BudgetOut
+    period: BudgetPeriodOut
+    spent: float = Field(description=USD)
+    remaining: float = Field(description="amount - spent; negative once over")
+    percent_used: float | None
+    forecast: float = Field(description="the spend expected by the period's end (docs/budgets.md)")
+    forecast_percent: float | None
+    thresholds_crossed: list[int]
+
+
+class BudgetsResponse(Strict):
+    data: list[BudgetOut]
+
+
+class BudgetStatusesResponse(Strict):
+    data: list[BudgetStatus]

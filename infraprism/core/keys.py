@@ -251,6 +251,10 @@ class KeyLayout:
         that instant (ms): which keys are live, and which to forget once their records go."""
         return f"{self.root}:{project}:apikey-ends"
 
+    def budgets(self, project: str) -> str:
+        """Hash: budget id -> the budget as JSON (stores/budgets.py)."""
+        return f"{self.root}:{project}:budgets"
+
     def api_keys_indexed(self) -> str:
         """String: set once the keys of an earlier build are in their projects' indexes."""
         return f"{self.root}:apikeys-indexed"
