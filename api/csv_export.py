@@ -47,6 +47,8 @@ ANOMALY_COLUMNS = [
     "expected_value",
     "actual_value",
     "status",
+    "budget_id",
+    "threshold",
 ]
 COMPARE_COLUMNS = [
     f"{period}.{name}" for period in ("period1", "period2") for name in ("start", "end", "total_cost", "total_events")

@@ -317,6 +317,8 @@ class Anomaly(Strict):
     expected_value: float
     actual_value: float
     status: AnomalyStatus
+    budget_id: str | None = Field(default=None, description="budget alerts: the budget")
+    threshold: int | None = Field(default=None, description="budget alerts: the percentage reached")
 
 
 ANOMALY_EXAMPLE: dict[str, Any] = {

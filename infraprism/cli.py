@@ -58,6 +58,13 @@ def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_budget_watcher(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.watchers import budgets
+
+    budgets.main(settings)
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from infraprism.api import server
 
@@ -320,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("detector", cmd_detector, "run the anomaly detection worker")
+    command("budget-watcher", cmd_budget_watcher, "raise budget alerts as spend crosses their thresholds")
 
     sub = command("api", cmd_api, "serve the analytics API with uvicorn")
     sub.add_argument("--host", default=None, help="bind address (default: INFRAPRISM_API_HOST)")

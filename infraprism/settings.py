@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     # The anomaly detector and its alerts.
     detector_group: str = "infraprism-detector"
+    budget_watcher_group: str = Field(
+        default="infraprism-budgets", description="consumer group of `infraprism budget-watcher` on the deltas topic"
+    )
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
     alert_webhook_allow_unsigned: bool = Field(

@@ -203,6 +203,7 @@ def settings(kafka_bootstrap: str, redis_url: str, unique: str) -> Settings:
         anomalies_topic=f"anomalies-{unique}",
         aggregator_group=f"agg-{unique}",
         detector_group=f"det-{unique}",
+        budget_watcher_group=f"bud-{unique}",
         topic_partitions=4,
         batch_max_wait_ms=20,
         # High enough that no test but the rate limit's own meets it, yet every request

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-WORKERS = ["aggregator", "detector", "api"]
+WORKERS = ["aggregator", "detector", "budget-watcher", "api"]
 # The console script, as installed in this venv: what `infraprism` is on the image's PATH.
 ENTRY_POINT = Path(sys.executable).with_name("infraprism")
 
@@ -463,7 +463,7 @@ def test_worker_commands_are_real_subcommands_with_real_flags(name):
     assert argv[0] in PYPROJECT["project"]["scripts"], f"{argv[0]} is not a console script of the project"
     args = _parse(argv[1:])
     assert args.command == name
-    assert args.handler.__name__ == f"cmd_{name}"
+    assert args.handler.__name__ == f"cmd_{name.replace('-', '_')}"
     # argparse accepts an abbreviation (--metrics for --metrics-port); the file should not rely on it.
     flags = {word.split("=", 1)[0] for word in argv[2:] if word.startswith("-")}
     assert flags <= _options_of(name), f"not spelled as the parser spells them: {flags - _options_of(name)}"

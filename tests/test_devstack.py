@@ -49,7 +49,7 @@ class DevRun:
         raise AssertionError(f"no {label!r} line in the banner:\n" + "\n".join(self.lines))
 
     def pids(self) -> dict[str, int]:
-        return {name: int(pid) for name, pid in re.findall(r"(\w+)=(\d+)", self.banner_value("PIDs"))}
+        return {name: int(pid) for name, pid in re.findall(r"([\w-]+)=(\d+)", self.banner_value("PIDs"))}
 
     def curl(self) -> tuple[str, dict[str, str]]:
         """The URL and headers of the printed curl line."""
@@ -167,7 +167,7 @@ def _embedded_env() -> dict[str, str]:
 async def test_dev_demo_answers_its_curl_line_and_ctrl_c_leaves_nothing_running(tmp_path):
     with infraprism_dev(["--demo", "--demo-days", "10"], _embedded_env(), tmp_path) as dev:
         pids = dev.pids()
-        assert set(pids) == {"kafka", "redis", "aggregator", "detector", "api"}
+        assert set(pids) == {"kafka", "redis", "aggregator", "detector", "budget-watcher", "api"}
         assert all(_alive(pid) for pid in pids.values())
 
         url, headers = dev.curl()
@@ -203,7 +203,7 @@ async def test_dev_on_existing_services_stops_on_sigterm_and_leaves_them_running
     env = dict(settings_env, INFRAPRISM_API_PORT=str(free_port()))
     with infraprism_dev([], env, tmp_path) as dev:
         pids = dev.pids()
-        assert set(pids) == {"aggregator", "detector", "api"}  # no broker, no Redis of its own
+        assert set(pids) == {"aggregator", "detector", "budget-watcher", "api"}  # no broker, no Redis of its own
         assert kafka_bootstrap in dev.banner_value("Kafka")
         url, headers = dev.curl()
         async with httpx.AsyncClient(timeout=30) as client:
@@ -291,7 +291,7 @@ def test_dev_that_cannot_start_its_api_fails_and_leaves_nothing_running(tmp_path
     assert "api exited with code" in done.stderr
     assert "nothing left running" in done.stderr
     started = {int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stderr)}
-    assert len(started) == 5  # broker, redis, aggregator, detector, api
+    assert len(started) == 6  # broker, redis, aggregator, detector, budget watcher, api
     for pid in started:
         assert not _alive(pid), f"pid {pid} is still running"
         assert not _group_alive(pid), f"process group {pid} still has members"

@@ -1,4 +1,4 @@
-"""Imports run one way: core <- stores <- pipeline and api <- cli and dev (docs/architecture.md).
+"""Imports run one way: core <- stores <- pipeline and api <- cli, dev and watchers (docs/architecture.md).
 
 Read from the source, so a lazy import inside a function counts as much as one at the top.
 """
@@ -34,7 +34,7 @@ def layer_of(module: str) -> str | None:
     second = parts[1]
     if second in ("core", "stores", "pipeline", "api", "settings"):
         return second
-    if second in ("cli", "dev"):
+    if second in ("cli", "dev", "watchers"):
         return "tools"
     raise AssertionError(f"{module}: no layer; add it to LAYERS in tests/test_layers.py")
 

@@ -24,6 +24,10 @@ class AnomalyType(StrEnum):
     COST_SPIKE = "cost_spike"
     VOLUME_SPIKE = "volume_spike"
     LATENCY_SPIKE = "latency_spike"
+    # A budget period's spend reached a threshold under 100%, or 100% and above (docs/budgets.md).
+    BUDGET_THRESHOLD = "budget_threshold"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    BUDGET_FORECAST = "budget_forecast"  # the period's forecast first passed 100%
 
 
 class Severity(StrEnum):
@@ -85,6 +89,9 @@ class AnomalyRecord:
     status: str
     updated_ms: int = 0  # event time of the last change, for alert de-duplication
     version: int = 1  # bumps on every change; a notification is sent once per version
+    # A budget alert's budget and threshold (percent); "" and 0 for every other record.
+    budget_id: str = ""
+    threshold: int = 0
 
     def to_hash(self) -> dict[str, str]:
         """The record as the Redis hash (and outbox entry) holds it: every field as text."""
@@ -109,10 +116,14 @@ class AnomalyRecord:
             # Absent from records written before alerts existed.
             updated_ms=int(text.get("updated_ms", "0")),
             version=int(text.get("version", "1")),
+            budget_id=text.get("budget_id", ""),
+            threshold=int(text.get("threshold", "0")),
         )
 
     def public(self) -> dict[str, Any]:
-        """The API's shape (analytics-api.txt, Anomalies)."""
+        """The API's shape (analytics-api.txt, Anomalies), and a budget alert's budget_id and
+        threshold."""
+        budget = {"budget_id": self.budget_id, "threshold": self.threshold} if self.budget_id else {}
         return {
             "id": self.id,
             "detected_at": self.detected_at,
@@ -124,4 +135,5 @@ class AnomalyRecord:
             "expected_value": self.expected_value,
             "actual_value": self.actual_value,
             "status": self.status,
+            **budget,
         }

@@ -2,7 +2,7 @@
 
 Starts a Tansu broker unless INFRAPRISM_KAFKA_BOOTSTRAP is set and a
 redis-server unless INFRAPRISM_REDIS_URL is set, creates the topics, runs the
-aggregator, detector and API as child processes (`python -m infraprism.cli
+aggregator, detector, budget watcher and API as child processes (`python -m infraprism.cli
 ...`, each in its own process group, logs in --log-dir), waits for the API's
 /healthz, creates a demo key and prints the URL, the key and a curl line that
 works. With --demo it first replays a generated dataset (infraprism.dev.demo) and
@@ -185,6 +185,7 @@ class DevStack:
         self.metrics_port = free_port()
         self.spawn("aggregator", "aggregator", "--metrics-port", str(self.metrics_port))
         self.spawn("detector", "detector")
+        self.spawn("budget-watcher", "budget-watcher")
         self.spawn("api", "api", "--host", self.settings.api_host, "--port", str(self.settings.api_port))
 
     @property
