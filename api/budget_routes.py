@@ -17,7 +17,7 @@ from starlette.responses import Response
 from infraprism.api import csv_export
 from infraprism.api.budgets import BudgetService, public_budget
 from infraprism.api.deps import ProjectKeyDep, RepositoryDep
-from infraprism.api.errors import InvalidParameter, NotFound
+from infraprism.api.errors import ApiError, Conflict, InvalidParameter, NotFound
 from infraprism.api.params import DATE_PATTERN, parse_date
 from infraprism.api.routes import BODY_ERRORS, CSV_CONTENT, ERRORS, Format, FormatParam
 from infraprism.api.schemas import (
@@ -53,6 +53,8 @@ BUDGET_COLUMNS = [
     "updated_at",
 ]
 STATUS_COLUMNS = [
+    "error.code",
+    "error.message",
     "budget.id",
     "budget.name",
     "budget.amount",
@@ -90,6 +92,8 @@ def budget_cells(budget: dict[str, Any]) -> dict[str, Any]:
 
 
 def status_cells(status: dict[str, Any]) -> dict[str, Any]:
+    if "error" in status:  # a row the status could not be computed for: its budget, and why
+        return {**status, "budget": budget_cells(status["budget"])}
     return {
         **status,
         "budget": budget_cells(status["budget"]),
@@ -136,7 +140,14 @@ async def all_statuses(
     zone = await reporting_zone(repository.redis, repository.layout, repository.project)
     service = BudgetService(repository)
     found = await budgets.list_all(repository.redis, repository.layout, repository.project)
-    statuses = [await service.status(budget, day, zone) for budget in found]
+    statuses: list[dict[str, Any]] = []
+    for budget in found:
+        try:
+            statuses.append(await service.status(budget, day, zone))
+        except ApiError as exc:
+            # One budget that cannot be answered exactly (expired buckets, a scan over its
+            # bound) is said in its row; the dashboard still gets every other one.
+            statuses.append({"budget": public_budget(budget), "error": {"code": exc.code, "message": exc.message}})
     return _respond({"data": statuses}, fmt, STATUS_COLUMNS, status_cells)
 
 
@@ -154,7 +165,11 @@ async def list_budgets(_key: ProjectKeyDep, repository: RepositoryDep, fmt: Form
 @router.put(
     "/{budget_id}",
     response_model=None,
-    responses={200: {"model": BudgetOut, "description": "the stored budget"}, **BODY_ERRORS},
+    responses={
+        200: {"model": BudgetOut, "description": "the stored budget"},
+        409: {"model": ErrorEnvelope, "description": "the project holds 1,000 budgets"},
+        **BODY_ERRORS,
+    },
 )
 async def put_budget(
     _key: ProjectKeyDep, repository: RepositoryDep, budget_id: BudgetIdParam, body: BudgetBody
@@ -162,14 +177,17 @@ async def put_budget(
     """Create or replace a budget. Replacing keeps what its current period has crossed: those
     alerts are not raised again."""
     budget_id = _checked_id(budget_id)
-    existing = await budgets.list_all(repository.redis, repository.layout, repository.project)
-    if len(existing) >= MAX_BUDGETS_PER_PROJECT and all(b.budget_id != budget_id for b in existing):
-        raise InvalidParameter("budget_id", f"a project holds at most {MAX_BUDGETS_PER_PROJECT} budgets")
+    amount_nano = usd_to_nano(body.amount)
+    if amount_nano < 1:
+        raise InvalidParameter("amount", "must be at least one nano-dollar ($0.000000001)")
+    if await budgets.count(repository.redis, repository.layout, repository.project) >= MAX_BUDGETS_PER_PROJECT:
+        if await budgets.get(repository.redis, repository.layout, repository.project, budget_id) is None:
+            raise Conflict(f"the project holds {MAX_BUDGETS_PER_PROJECT} budgets: delete one first")
     scope = body.scope
     budget = Budget(
         budget_id=budget_id,
         name=body.name,
-        amount_nano=usd_to_nano(body.amount),
+        amount_nano=amount_nano,
         period=BudgetPeriod(body.period),
         scope=BudgetScope(
             entity_type=scope.entity_type,
@@ -189,6 +207,7 @@ async def put_budget(
     responses={200: {"model": BudgetOut, "description": "the budget"}, **NOT_FOUND},
 )
 async def get_budget(_key: ProjectKeyDep, repository: RepositoryDep, budget_id: BudgetIdParam) -> Response:
+    """One budget, as stored."""
     return Response(orjson.dumps(public_budget(await _budget(repository, budget_id))), media_type="application/json")
 
 
@@ -199,6 +218,7 @@ async def get_budget(_key: ProjectKeyDep, repository: RepositoryDep, budget_id: 
     responses={204: {"description": "deleted"}, **NOT_FOUND},
 )
 async def delete_budget(_key: ProjectKeyDep, repository: RepositoryDep, budget_id: BudgetIdParam) -> Response:
+    """Delete a budget; the alerts its periods raised stay on /v1/analytics/anomalies."""
     if not await budgets.delete(repository.redis, repository.layout, repository.project, budget_id):
         raise NotFound(f"no budget {budget_id!r}")
     return Response(status_code=204)

@@ -49,44 +49,66 @@ def filters_of(budget: Budget) -> Filters:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetMeasure:
+    """A budget period's figures, in nano-dollars: what the status shows, before rounding."""
+
+    start: date
+    end: date
+    spent_nano: int
+    forecast_nano: int
+
+
+def _history(daily: list[DaySpend], today: date) -> list[DaySpend]:
+    """The complete days before today, from the scope's first spend on: days before a scope
+    existed are not days of no spend, and would weigh its weekdays and level down to zero."""
+    history = [d for d in daily if d.day < today]
+    first = next((n for n, d in enumerate(history) if d.nano), len(history))
+    return history[first:]
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetService:
     repository: Repository
 
-    async def status(self, budget: Budget, day: date | None, tz: str, now_ms: int | None = None) -> dict[str, Any]:
-        """The status of the period of `budget` that holds `day` (default: today, in `tz`)."""
+    async def measure(self, budget: Budget, day: date | None, tz: str, now_ms: int | None = None) -> BudgetMeasure:
+        """The period of `budget` that holds `day` (default: today, in `tz`): its exact spend,
+        and its forecast (the spend itself once the period is over)."""
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         zone = zones.zone(tz)
         today = zones.local_date(zone, now_ms)
         start, end = period_of(day or today, budget.period)
         filters = filters_of(budget)
         period_plan = plan_costs(start, end, filters, Grouping(), tz)
-        history_start = min(start, today) - timedelta(days=HISTORY_DAYS)
-        series_end = max(history_start, min(end, today))
-        series_plan = plan_timeseries(history_start, series_end, filters, Interval.DAY, tz)
+        if end < today:  # over: nothing more will be spent in it, and no history is needed
+            (period_sums,) = await read_sums(self.repository, [period_plan])
+            spent = grand_total(period_sums)[COST]
+            return BudgetMeasure(start, end, spent, spent)
+        history_start = today - timedelta(days=HISTORY_DAYS)
+        series_plan = plan_timeseries(history_start, today, filters, Interval.DAY, tz)
         period_sums, series_sums = await read_sums(self.repository, [period_plan, series_plan])
         spent = grand_total(period_sums)[COST]
         by_day = by_period(series_sums)
         zero = Cell.zero()
         daily = [
             DaySpend(day_, by_day.get(label, zero)[COST])
-            for day_, label in zip(days(history_start, series_end), series_plan.periods, strict=True)
+            for day_, label in zip(days(history_start, today), series_plan.periods, strict=True)
         ]
-        if end < today:
-            forecast = spent  # the period is over
-        else:
-            history = [d for d in daily if d.day < today]
-            if start > today:  # a period still to come: all of it is forecast
-                forecast = forecast_nano(0, history, today, 0, 1.0, list(days(start, end)))
-            else:
-                today_start, today_end = zones.day_range_ms(zone, today, today)
-                fraction = min(1.0, max(0.0, (now_ms - today_start) / (today_end - today_start)))
-                today_spent = next((d.nano for d in daily if d.day == today), 0)
-                rest = list(days(today + timedelta(days=1), end)) if today < end else []
-                forecast = forecast_nano(spent, history, today, today_spent, fraction, rest)
-        amount = budget.amount_nano
+        history = _history(daily, today)
+        if start > today:  # a period still to come: all of it is forecast
+            return BudgetMeasure(start, end, spent, forecast_nano(0, history, today, 0, 1.0, list(days(start, end))))
+        today_start, today_end = zones.day_range_ms(zone, today, today)
+        fraction = min(1.0, max(0.0, (now_ms - today_start) / (today_end - today_start)))
+        rest = list(days(today + timedelta(days=1), end)) if today < end else []
+        forecast = forecast_nano(spent, history, today, daily[-1].nano, fraction, rest)
+        return BudgetMeasure(start, end, spent, forecast)
+
+    async def status(self, budget: Budget, day: date | None, tz: str, now_ms: int | None = None) -> dict[str, Any]:
+        """The status of the period of `budget` that holds `day` (default: today, in `tz`)."""
+        measured = await self.measure(budget, day, tz, now_ms)
+        amount, spent, forecast = budget.amount_nano, measured.spent_nano, measured.forecast_nano
         return {
             "budget": public_budget(budget),
-            "period": {"start": start.isoformat(), "end": end.isoformat(), "tz": tz},
+            "period": {"start": measured.start.isoformat(), "end": measured.end.isoformat(), "tz": tz},
             "spent": nano_to_usd(spent),
             "remaining": nano_to_usd(amount - spent),
             "percent_used": ratio(spent * 100, amount),
@@ -96,4 +118,4 @@ class BudgetService:
         }
 
 
-__all__ = ["BudgetService", "filters_of", "public_budget"]
+__all__ = ["BudgetMeasure", "BudgetService", "filters_of", "public_budget"]

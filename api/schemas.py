@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from infraprism.stores import apikeys
 from infraprism.stores.anomaly_store import AnomalyStatus, AnomalyType, Severity
@@ -466,20 +466,34 @@ class KeysResponse(Strict):
 
 BUDGET_ID = r"^[A-Za-z0-9._-]{1,64}$"
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
-TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_CONTROL)]
-TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_CONTROL)]
-Threshold = Annotated[int, Field(ge=1, le=1000)]
+# As the `tags` filter of /costs can write them (key:value,...), so that a budget's scope is
+# always a query /costs answers too.
+TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f,:]+$")]
+TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f,]+$")]
+Threshold = Annotated[int, Field(ge=1, le=1000, strict=True)]
 
 
 class BudgetScopeBody(Strict):
     """Any of these, all of which an event must match; none: the whole project."""
 
-    entity_type: str | None = Field(default=None, min_length=1, max_length=64, examples=["customer"])
-    entity_id: str | None = Field(default=None, min_length=1, max_length=256, examples=["acme-corp"])
-    model: str | None = Field(default=None, min_length=1, max_length=128, examples=["gpt-4o"])
+    # As the event contract has them: no control characters, and no entity type `*`.
+    entity_type: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=_NO_CONTROL, examples=["customer"]
+    )
+    entity_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=_NO_CONTROL, examples=["acme-corp"]
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=128, pattern=_NO_CONTROL, examples=["gpt-4o"])
     tags: dict[TagKey, TagValue] | None = Field(
         default=None, max_length=32, description="tag key -> value, all must match", examples=[{"feature": "chatbot"}]
     )
+
+    @field_validator("entity_type")
+    @classmethod
+    def _not_all_types(cls, value: str | None) -> str | None:
+        if value == "*":
+            raise ValueError("'*' is not an entity type: no event can have it")
+        return value
 
 
 class BudgetBody(Strict):
@@ -498,7 +512,7 @@ class BudgetBody(Strict):
         },
     )
     name: str = Field(min_length=1, max_length=128)
-    amount: float = Field(gt=0, le=1_000_000_000, description="USD per period")
+    amount: float = Field(gt=0, le=1_000_000_000, strict=True, description="USD per period, at least $0.000000001")
     period: Literal["day", "week", "month"] = Field(description="local to the project's reporting zone")
     scope: BudgetScopeBody = Field(default_factory=BudgetScopeBody)
     thresholds: list[Threshold] = Field(
@@ -541,5 +555,12 @@ class BudgetsResponse(Strict):
     data: list[BudgetOut]
 
 
+class BudgetStatusError(Strict):
+    """A budget whose status could not be answered exactly, and why (the envelope's error)."""
+
+    budget: BudgetOut
+    error: ErrorBody
+
+
 class BudgetStatusesResponse(Strict):
-    data: list[BudgetStatus]
+    data: list[BudgetStatus | BudgetStatusError]

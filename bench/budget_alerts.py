@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> None:
         start_day, end_day = period_of(today, BudgetPeriod.MONTH)
         repository = Repository(redis, layout, PROJECT)
         plans = [plan_costs(start_day, end_day, filters_of(b), Grouping(), "UTC") for b in plan]
-        ids = {(b.budget_id, t): alert_id(PROJECT, b.budget_id, start_day, t) for b in plan for t in THRESHOLDS}
+        ids = {(b.budget_id, t): alert_id(PROJECT, b, start_day, t) for b in plan for t in THRESHOLDS}
         applied_at: dict[tuple[str, int], float] = {}
         alerted_at: dict[tuple[str, int], float] = {}
         produced_at: dict[tuple[str, int], float] = {}

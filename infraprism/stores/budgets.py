@@ -8,6 +8,8 @@ so replacing a budget keeps them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import redis.asyncio as aioredis
 
@@ -57,9 +59,7 @@ async def put(redis: aioredis.Redis, layout: KeyLayout, project: str, budget: Bu
     previous = await redis.hget(key, budget.budget_id)
     now = rfc3339_now()
     created = _decode(previous).created_at if previous else now
-    stored = Budget(
-        budget.budget_id, budget.name, budget.amount_nano, budget.period, budget.scope, budget.thresholds, created, now
-    )
+    stored = dataclasses.replace(budget, created_at=created, updated_at=now)
     await redis.hset(key, budget.budget_id, _encode(stored))
     return stored
 
@@ -75,8 +75,12 @@ async def list_all(redis: aioredis.Redis, layout: KeyLayout, project: str) -> li
     return [_decode(raws[budget_id]) for budget_id in sorted(raws, key=as_text)]
 
 
+async def count(redis: aioredis.Redis, layout: KeyLayout, project: str) -> int:
+    return int(await redis.hlen(layout.budgets(project)))
+
+
 async def delete(redis: aioredis.Redis, layout: KeyLayout, project: str, budget_id: str) -> bool:
     return bool(await redis.hdel(layout.budgets(project), budget_id))
 
 
-__all__ = ["delete", "get", "list_all", "put"]
+__all__ = ["count", "delete", "get", "list_all", "put"]

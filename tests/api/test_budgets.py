@@ -90,6 +90,14 @@ async def test_a_budget_is_stored_replaced_listed_and_deleted(authed: httpx.Asyn
         ({"amount": -5}, "amount"),
         ({"amount": 0}, "amount"),
         ({"amount": "lots"}, "amount"),
+        ({"amount": "500"}, "amount"),
+        ({"amount": True}, "amount"),
+        ({"amount": 1e-10}, "amount"),  # rounds to no nano-dollar at all
+        ({"thresholds": [True]}, "thresholds"),
+        ({"scope": {"entity_type": "*"}}, "scope.entity_type"),
+        ({"scope": {"entity_id": "a\nb"}}, "scope.entity_id"),
+        ({"scope": {"tags": {"a:b": "x"}}}, "scope.tags"),
+        ({"scope": {"tags": {"env": "a,b"}}}, "scope.tags"),
         ({"period": "year"}, "period"),
         ({"thresholds": [0]}, "thresholds"),
         ({"thresholds": [1001]}, "thresholds"),
@@ -123,8 +131,12 @@ async def test_missing_fields_and_bad_ids_are_422s(authed: httpx.AsyncClient):
         if response.status_code == 422:
             assert response.json()["error"]["message"].startswith("budget_id"), budget_id
     not_json = await authed.put("/v1/budgets/b1", content=b"{", headers={"Content-Type": "application/json"})
-    assert not_json.status_code in (400, 422)
-    assert "error" in not_json.json()
+    # Broken JSON is FastAPI's 422 (json_invalid); bytes that are not text even, its 400.
+    assert not_json.status_code == 422
+    assert not_json.json()["error"]["code"] == "invalid_parameter"
+    binary = await authed.put("/v1/budgets/b1", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert binary.status_code in (400, 422)
+    assert binary.json()["error"]["code"] in ("bad_request", "invalid_parameter")
 
 
 async def test_a_scoped_key_may_not_see_or_set_budgets(
@@ -167,6 +179,25 @@ async def test_status_in_json_and_csv(
     bad_day = await authed.get("/v1/budgets/acme/status", params={"date": "2025-02-30"})
     assert bad_day.status_code == 422
     assert bad_day.json()["error"]["message"].startswith("date")
+
+
+async def test_a_budget_that_cannot_be_answered_exactly_is_an_error_row_not_a_failed_dashboard(
+    settings: Settings, project: str, redis_client: aioredis.Redis
+):
+    kept = settings.model_copy(update={"retention_day_days": 30, "retention_month_days": 30, "retention_hour_days": 30})
+    key = apikeys.create_key(kept, project)[1]
+    app = create_app(kept)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=bearer(key)) as client:
+            await client.put("/v1/budgets/acme", json=ACME)
+            one = await client.get("/v1/budgets/acme/status", params={"date": "2020-01-15"})
+            assert one.status_code == 422  # its buckets expired long ago
+            every = (await client.get("/v1/budgets/status", params={"date": "2020-01-15"})).json()["data"]
+            assert every[0]["budget"]["id"] == "acme"
+            assert every[0]["error"]["code"] == "invalid_parameter"
+            now = (await client.get("/v1/budgets/status")).json()["data"]
+            assert "spent" in now[0]
 
 
 # --- against the reference -----------------------------------------------------------------------

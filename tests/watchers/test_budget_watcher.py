@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import ConsumerRecord
 
 from infraprism.api.app import create_app
 from infraprism.api.repository import load_scripts
@@ -23,9 +24,10 @@ from infraprism.core.budgets import Budget, BudgetPeriod, BudgetScope
 from infraprism.core.deltas import Delta
 from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
+from infraprism.core.rollup import Retention
 from infraprism.settings import Settings
 from infraprism.stores import anomaly_store, apikeys, budgets
-from infraprism.watchers.budgets import BudgetWatcher, alert_id, run
+from infraprism.watchers.budgets import BudgetWatcher, alert_id, check_until_done, decode, run
 from tests.api.helpers import load_events
 from tests.pipeline.helpers import produce, read_all, running_aggregator, wait_caught_up
 
@@ -83,7 +85,7 @@ async def test_each_threshold_is_raised_once_at_the_hour_it_was_crossed(
     created = await watcher.check(delta_of(project, first))
     assert [(r.threshold, r.type, r.detected_at) for r in created] == [(50, "budget_threshold", "2025-01-05T14:00:00Z")]
     (alert,) = created
-    assert alert.id == alert_id(project, "acme-monthly", ACME_START, 50)
+    assert alert.id == alert_id(project, ACME, ACME_START, 50)
     assert (alert.entity_type, alert.entity_id, alert.budget_id) == ("budget", "acme-monthly", "acme-monthly")
     assert alert.expected_value == 500.0
     assert alert.actual_value == 300.0
@@ -201,8 +203,39 @@ async def test_the_forecast_alert_fires_once_after_three_days_when_the_month_wil
     watcher = BudgetWatcher(redis_client, layout, clock=lambda: noon[10])
     (alert,) = await watcher.check(delta_of(project, spend))
     assert alert.type == "budget_forecast"
-    assert alert.id == alert_id(project, "acme-monthly", ACME_START, "forecast")
+    assert alert.id == alert_id(project, roomy, ACME_START, "forecast")
     assert alert.actual_value > 500
     assert "is forecast to spend" in alert.description
     again = BudgetWatcher(redis_client, layout, clock=lambda: noon[10])  # a restarted watcher
     assert await again.check(delta_of(project, spend)) == []
+
+
+async def test_a_period_whose_hours_have_expired_is_still_alerted_dated_by_its_batch(
+    redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    """Hours kept a week, days for good: a month's crossing cannot be dated to its hour, and the
+    watcher neither dies nor stays silent: it dates the alert by the batch that crossed it."""
+    await load_scripts(redis_client)
+    layout = KeyLayout(settings.key_prefix)
+    await budgets.put(redis_client, layout, project, ACME)
+    spent = [event(project, 1, "2025-01-03T09:15:00Z", 300.0)]
+    await load_events(redis_client, settings, spent)
+    watcher = BudgetWatcher(redis_client, layout, Retention(hour_days=7))
+    (alert,) = await watcher.check(delta_of(project, spent))
+    assert alert.threshold == 50
+    assert alert.detected_at == "2025-01-03T09:15:00Z"  # the batch's newest event
+
+
+async def test_a_refused_redis_command_skips_the_delta_and_a_bad_delta_is_dropped(
+    redis_client: aioredis.Redis, settings: Settings, project: str
+):
+    layout = KeyLayout(settings.key_prefix)
+    await redis_client.set(layout.budgets(project), "not a hash")  # WRONGTYPE for the watcher
+    watcher = BudgetWatcher(redis_client, layout)
+    delta = Delta(project, 0, (("customer", "acme", "2025010309"),))
+    await check_until_done(watcher, delta, asyncio.Event())  # logged, not raised
+    broken = b'{"project": "p", "watermark_ms": 1, "cells": [["a", "b", "2025x"]]}'  # not an hour label
+    bad = ConsumerRecord("deltas", 0, 7, 0, 0, None, broken, None, 0, 0, [])
+    assert decode(bad) is None
+    good = ConsumerRecord("deltas", 0, 8, 0, 0, None, delta.encode(), None, 0, 0, [])
+    assert decode(good) == delta

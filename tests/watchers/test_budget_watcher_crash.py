@@ -71,7 +71,7 @@ async def test_every_threshold_once_through_kill_9_of_every_worker(
         for process in workers:
             kill(process)
     ids = set(await redis_client.zrange(index, 0, -1))
-    assert ids == {alert_id(project, "small", date(2025, 1, 1), t) for t in THRESHOLDS}
+    assert ids == {alert_id(project, budget, date(2025, 1, 1), t) for t in THRESHOLDS}
     records = [await anomaly_store.get(redis_client, layout, project, record_id) for record_id in ids]
     assert sorted(r.threshold for r in records if r is not None) == list(THRESHOLDS)
     outbox = await redis_client.xlen(layout.anomaly_outbox(project))
