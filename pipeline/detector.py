@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infraprism.core.deltas import Delta, hour_of_label, merge
+from infraprism.core.deltas import BadDelta, Delta, decode_checked, merge
 from infraprism.core.keys import KeyLayout
 from infraprism.pipeline import PipelineError
 from infraprism.pipeline.alerts import Channel, KafkaChannel, Notifier, WebhookChannel
@@ -153,14 +153,9 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
             for event in events:
                 where = f"{event.message.topic}[{event.message.partition}]@{event.message.offset}"
                 try:
-                    delta = Delta.decode(event.value)
-                    for _, _, label in delta.cells:
-                        hour_of_label(label)
-                except (ValueError, KeyError, TypeError, IndexError) as exc:
-                    # Only the aggregator writes this topic; a bad message is a bug to see, not to stop on.
-                    log.error("undecodable delta at %s skipped: %r", where, exc)
-                    continue
-                decoded.append(delta)
+                    decoded.append(decode_checked(event.value))
+                except BadDelta as exc:
+                    log.error("undecodable delta at %s skipped: %s", where, exc)
             for delta in merge(decoded):
                 await process_until_done(runtime.detector, delta, delta.project)
 

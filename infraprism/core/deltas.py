@@ -50,6 +50,22 @@ def hour_of_label(label: str) -> int:
     return int(moment.timestamp()) // 3600
 
 
+class BadDelta(ValueError):
+    """A message of the deltas topic that is not a delta (only the aggregator writes it, so
+    it is a bug to see, not a reason for a consumer to stop)."""
+
+
+def decode_checked(raw: bytes) -> Delta:
+    """A message of the feed as a Delta whose every cell names a real hour; BadDelta if not."""
+    try:
+        delta = Delta.decode(raw)
+        for _, _, label in delta.cells:
+            hour_of_label(label)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise BadDelta(repr(exc)) from None
+    return delta
+
+
 def merge(deltas: list[Delta]) -> list[Delta]:
     """Merge a project's consecutive deltas whose watermarks lie in the same event hour.
 

@@ -48,7 +48,7 @@ from infraprism.core import zones
 from infraprism.core.anomalies import AnomalyRecord, AnomalyStatus, AnomalyType, Severity, record_time
 from infraprism.core.budgets import Budget, crossed, period_of
 from infraprism.core.cell import COST, Cell
-from infraprism.core.deltas import Delta, hour_of_label
+from infraprism.core.deltas import BadDelta, Delta, decode_checked, hour_of_label
 from infraprism.core.keys import KeyLayout
 from infraprism.core.money import nano_to_usd
 from infraprism.core.rollup import Retention
@@ -327,17 +327,12 @@ def _alert(
 
 
 def decode(message: ConsumerRecord) -> Delta | None:
-    """A delta of the feed, or None (logged) for one that is not: only the aggregator writes
-    the topic, so a bad message is a bug to see, not a reason to stop."""
-    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    """A message of the feed, or None (logged with where it was) for one that is not a delta."""
     try:
-        delta = Delta.decode(message.value)
-        for _, _, label in delta.cells:
-            hour_of_label(label)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        log.error("undecodable delta at %s skipped: %r", where, exc)
+        return decode_checked(message.value)
+    except BadDelta as exc:
+        log.error("undecodable delta at %s[%s]@%s skipped: %s", message.topic, message.partition, message.offset, exc)
         return None
-    return delta
 
 
 def merge_by_project(deltas: Iterable[Delta]) -> list[Delta]:
