@@ -7,6 +7,7 @@ project's business, not its customer's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
@@ -14,12 +15,11 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from infraprism.api import csv_export
 from infraprism.api.budgets import BudgetService, public_budget
 from infraprism.api.deps import ProjectKeyDep, RepositoryDep
 from infraprism.api.errors import ApiError, Conflict, InvalidParameter, NotFound
 from infraprism.api.params import DATE_PATTERN, parse_date
-from infraprism.api.routes import BODY_ERRORS, CSV_CONTENT, ERRORS, Format, FormatParam
+from infraprism.api.routes import BODY_ERRORS, CSV_CONTENT, ERRORS, Format, FormatParam, respond
 from infraprism.api.schemas import (
     BUDGET_ID,
     BudgetBody,
@@ -101,13 +101,12 @@ def status_cells(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _respond(body: dict[str, Any], fmt: Format, columns: list[str], cells: Any) -> Response:
+def _respond(body: dict[str, Any], fmt: Format, columns: list[str], cells: Callable[[Any], Any]) -> Response:
+    """`routes.respond`, with each row in CSV made one line of cells (`cells`)."""
     if fmt is Format.CSV:
         data = body.get("data", body)
-        rows = data if isinstance(data, list) else [data]
-        text = csv_export.render(columns, [cells(row) for row in rows])
-        return Response(text.encode(), media_type="text/csv; charset=utf-8")
-    return Response(orjson.dumps(body), media_type="application/json")
+        body = {"data": [cells(row) for row in (data if isinstance(data, list) else [data])]}
+    return respond(body, fmt, columns)
 
 
 def _checked_id(budget_id: str) -> str:
