@@ -203,6 +203,13 @@ class ModelRow(Strict):
     total_output_tokens: int = Field(ge=0)
     avg_latency_ms: float | None = Field(ge=0)
     percentage_of_total: float = Field(ge=0, le=100, description="share of the scope's total cost, 1 decimal")
+    price_source: Literal["catalog", "override", "supplied", "mixed"] | None = Field(
+        description=(
+            "where the costs of the project's events of this model in the range came from: the events' own "
+            "`cost`, the genai-prices catalog, a price override, or more than one of those; null when the "
+            "events were aggregated before price sources were recorded (`infraprism rebuild` records them)"
+        )
+    )
 
 
 class ModelsResponse(Strict):
@@ -219,6 +226,7 @@ class ModelsResponse(Strict):
                         "total_output_tokens": 6000000,
                         "avg_latency_ms": 1200.0,
                         "percentage_of_total": 54.2,
+                        "price_source": "supplied",
                     }
                 ]
             }

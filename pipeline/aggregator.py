@@ -45,12 +45,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infraprism.core.keys import KeyLayout
+from infraprism.core.price_book import PriceBook
 from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
 from infraprism.pipeline.decode import DecodedBatch, PartitionRange, Retention, decode_batch
 from infraprism.pipeline.metrics import AggregatorMetrics
-from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore
+from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore, StalePrices
 from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
+from infraprism.stores import prices
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ RETRY_MAX_S = 30.0
 TRANSIENT_REDIS_ERRORS = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT")
 # Batches smaller than this are applied at once instead of overlapping with the next fetch.
 PIPELINE_MIN_RECORDS = 2_000
+# How often the worker looks for a new price book while its batches do not meet one. A batch
+# that prices an event is refused by Redis when its book is not current anyway (StalePrices);
+# this bounds how long a batch of only supplied costs and dead letters runs on an old book.
+PRICE_BOOK_CHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -72,6 +78,9 @@ class PreparedBatch:
     ranges: list[PartitionRange] = field(default_factory=list)
     records: list[ConsumerRecord] = field(default_factory=list)
     decoded: DecodedBatch | None = None
+    # (partition, offset) -> reason of every message sent to the DLQ: a re-decode keeps them
+    # dead letters, so none is both counted and in the DLQ, whatever the price book says now.
+    dead_reasons: dict[tuple[int, int], str] = field(default_factory=dict)
     seq: int = 0  # increasing per worker; the decoder's memo of counted ids is ordered by it
     epoch: int = 0  # the worker's epoch when it was sliced: a re-seek since makes it stale
 
@@ -114,6 +123,8 @@ class Aggregator:
         self._producer: AIOKafkaProducer | None = None
         self._store: RollupStore | None = None
         self._stopping = asyncio.Event()  # set by run()'s stop: ends a retry's wait
+        self._book = PriceBook()  # prices events without `cost`; replaced when its version moves
+        self._book_checked = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +141,8 @@ class Aggregator:
             dedupe_window_days=s.dedupe_window_days,
             retention=Retention(s.retention_hour_days, s.retention_day_days, s.retention_month_days),
         )
+        self._book = await prices.load_book(self._redis, self.layout)
+        self._book_checked = time.monotonic()
         if not await self._store.claim_layout():
             log.warning(
                 "this store was written by an earlier build: hours lack their quarter-hour fields and the cube "
@@ -221,6 +234,8 @@ class Aggregator:
             await self._flush()
             await self._no_position(exc)
             return 0
+        if fetched and time.monotonic() - self._book_checked >= PRICE_BOOK_CHECK_S:
+            await self._refresh_book()
         incoming = self._slice(fetched) if fetched else None
         sent = await self._send_decoded()
         if incoming is not None and incoming.ranges:
@@ -244,6 +259,10 @@ class Aggregator:
         await self._drain()
         if batch.epoch != self._epoch:
             return 0  # positions were re-seeked meanwhile: these records are fetched again
+        batch.dead_reasons = {
+            (batch.records[index].partition, batch.records[index].offset): reason
+            for index, reason in batch.decoded.dead_letters
+        }
         await self._dead_letter(batch)
         self.metrics.events_duplicate.inc(batch.decoded.duplicates_in_batch)
         self._inflight = asyncio.create_task(self._apply(batch))
@@ -280,6 +299,16 @@ class Aggregator:
             self._prepared[tp] = records[-1].offset + 1
         return batch
 
+    async def _refresh_book(self, version: int | None = None) -> None:
+        """Load the price book when its version moved (to `version` when Redis named it)."""
+        assert self._redis is not None
+        self._book_checked = time.monotonic()
+        if version is None:
+            version = await prices.current_version(self._redis, self.layout)
+        if version != self._book.version:
+            self._book = await prices.book_at(self._redis, self.layout, version)
+            log.info("price book version %d loaded: events without cost are priced with it from now on", version)
+
     def _start_decode(
         self, batch: PreparedBatch, exclude: frozenset[tuple[str, str]] = frozenset()
     ) -> asyncio.Future[DecodedBatch]:
@@ -287,6 +316,8 @@ class Aggregator:
         assert self._store is not None
         values = [record.value for record in batch.records]
         record_times = [record.timestamp for record in batch.records]
+        dead = batch.dead_reasons
+        verdicts = [dead.get((record.partition, record.offset)) for record in batch.records] if dead else None
         decode = functools.partial(
             decode_batch,
             self._store.encoder,
@@ -296,6 +327,8 @@ class Aggregator:
             exclude,
             seq=batch.seq,
             epoch=batch.epoch,
+            book=self._book,
+            known_dead=verdicts,
         )
         return asyncio.get_running_loop().run_in_executor(self._decoder, decode)
 
@@ -388,6 +421,13 @@ class Aggregator:
                 # back another of the same id, which the next refusal names in turn.
                 self.metrics.events_duplicate.inc(len(result.ids))
                 excluded |= result.ids
+                decoded = await self._start_decode(batch, excluded)
+                continue
+            if isinstance(result, StalePrices):
+                # Prices changed since this batch was decoded: price it again with the new book.
+                # Its dead letters stay as sent; a re-decode that now prices one of them counts
+                # it, and `infraprism dlq redrive` skips what is counted.
+                await self._refresh_book(result.current_version)
                 decoded = await self._start_decode(batch, excluded)
                 continue
             if isinstance(result, Refused):
@@ -637,7 +677,9 @@ def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:
     parts = []
     for r in batch.ranges:
         records = [record for record in batch.records if record.partition == r.partition]
-        parts.append(PreparedBatch(ranges=[r], records=records, seq=batch.seq, epoch=batch.epoch))
+        parts.append(
+            PreparedBatch(ranges=[r], records=records, dead_reasons=batch.dead_reasons, seq=batch.seq, epoch=batch.epoch)
+        )
     return parts
 
 

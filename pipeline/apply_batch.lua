@@ -35,7 +35,11 @@
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them from the prefixes
 --  session_type_index_prefix and session_entity_index_prefix, which the batch carries.)
--- Returns {"ok"}, {"fenced", partition, stored_offset}, or
+--   "prices": null, or {"version_key": k, "version": v, "marks_key": k} when the batch priced events
+--    (see 1b below).
+-- Cell and session increments may be negative (a re-price, pipeline/reprice.py); a counter
+-- that would go below zero refuses the batch.
+-- Returns {"ok"}, {"fenced", partition, stored_offset}, {"stale_prices", current_version}, or
 -- {"duplicates", dedupe_key, event_id, dedupe_key, event_id, ...}.
 
 local batch = cjson.decode(ARGV[1])
@@ -66,32 +70,76 @@ local function add_decimal(a, b)
   return string.reverse(table.concat(digits))
 end
 
+-- Difference a - b of two non-negative decimal integers with a >= b.
+local function subtract_decimal(a, b)
+  local digits, borrow = {}, 0
+  local i, j = #a, #b
+  while i > 0 do
+    local d = string.byte(a, i) - 48 - borrow
+    if j > 0 then d = d - (string.byte(b, j) - 48) end
+    if d < 0 then d, borrow = d + 10, 1 else borrow = 0 end
+    digits[#digits + 1] = string.char(48 + d)
+    i, j = i - 1, j - 1
+  end
+  local out = string.gsub(string.reverse(table.concat(digits)), '^0+', '')
+  return out == '' and '0' or out
+end
+
+local function strip_zeros(a)
+  local out = string.gsub(a, '^0+', '')
+  return out == '' and '0' or out
+end
+
+-- Whether non-negative decimal a >= b.
+local function at_least(a, b)
+  a, b = strip_zeros(a), strip_zeros(b)
+  if #a ~= #b then return #a > #b end
+  return a >= b
+end
+
 -- '%d' prints a double as a 64-bit integer: exact for every sum below 2^53, and more
 -- than twice as fast as '%.0f'.
+-- Exact a + b for a stored counter a (non-negative) and an increment b that may be
+-- negative (a re-price moves costs down as well as up); nil when the sum would be
+-- negative, which no counter of real events can be.
 local function add_counter(a, b)
   if #a <= 15 and #b <= 15 then
-    return string.format('%d', tonumber(a) + tonumber(b))
+    local sum = tonumber(a) + tonumber(b)
+    if sum < 0 then return nil end
+    return string.format('%d', sum)
   end
-  return add_decimal(a, b)
+  if string.byte(b, 1) ~= 45 then return add_decimal(a, b) end  -- 45 is '-'
+  local magnitude = string.sub(b, 2)
+  if not at_least(a, magnitude) then return nil end
+  return subtract_decimal(a, magnitude)
 end
 
 local CELL = '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local INCREMENT = '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)$'
 
--- The packed sum of a stored cell and an increment (both "e c i o l n"), or nil
--- when either is not six counters.
+-- The packed sum of a stored cell ("e c i o l n") and an increment (whose counters
+-- may be negative), or nil and why: either is not six counters, or a counter would
+-- go below zero.
 local function add_cells(stored, increment)
   local a1, a2, a3, a4, a5, a6 = string.match(stored, CELL)
-  local b1, b2, b3, b4, b5, b6 = string.match(increment, CELL)
-  if not a1 or not b1 then return nil end
+  local b1, b2, b3, b4, b5, b6 = string.match(increment, INCREMENT)
+  if not a1 or not b1 then return nil, 'is not six counters: ' .. stored end
   if #a1 <= 15 and #b1 <= 15 and #a2 <= 15 and #b2 <= 15 and #a3 <= 15 and #b3 <= 15 and
      #a4 <= 15 and #b4 <= 15 and #a5 <= 15 and #b5 <= 15 and #a6 <= 15 and #b6 <= 15 then
     -- The common case, in one format call: every sum stays below 2^53.
-    return string.format('%d %d %d %d %d %d', tonumber(a1) + tonumber(b1), tonumber(a2) + tonumber(b2),
-                         tonumber(a3) + tonumber(b3), tonumber(a4) + tonumber(b4), tonumber(a5) + tonumber(b5),
-                         tonumber(a6) + tonumber(b6))
+    local s1, s2, s3 = tonumber(a1) + tonumber(b1), tonumber(a2) + tonumber(b2), tonumber(a3) + tonumber(b3)
+    local s4, s5, s6 = tonumber(a4) + tonumber(b4), tonumber(a5) + tonumber(b5), tonumber(a6) + tonumber(b6)
+    if s1 < 0 or s2 < 0 or s3 < 0 or s4 < 0 or s5 < 0 or s6 < 0 then
+      return nil, 'would go below zero: ' .. stored .. ' plus ' .. increment
+    end
+    return string.format('%d %d %d %d %d %d', s1, s2, s3, s4, s5, s6)
   end
-  return add_counter(a1, b1) .. ' ' .. add_counter(a2, b2) .. ' ' .. add_counter(a3, b3) .. ' ' ..
-         add_counter(a4, b4) .. ' ' .. add_counter(a5, b5) .. ' ' .. add_counter(a6, b6)
+  local sums = {add_counter(a1, b1), add_counter(a2, b2), add_counter(a3, b3), add_counter(a4, b4),
+                add_counter(a5, b5), add_counter(a6, b6)}
+  for k = 1, 6 do
+    if not sums[k] then return nil, 'would go below zero: ' .. stored .. ' plus ' .. increment end
+  end
+  return table.concat(sums, ' ')
 end
 
 local function refused(why)
@@ -146,6 +194,33 @@ for _, range in ipairs(batch.ranges) do
   offset_args[#offset_args + 1] = to_offset
 end
 
+-- 1b. Prices: a batch that priced events (`prices` is not null) applies only while the
+-- price book it priced them with is the current one, so that once a price changes
+-- every batch applied after it has the new price (a re-price relies on it). Each
+-- partition range is marked with the version its events were priced at, where that
+-- differs from the partition's last mark.
+local mark_args = {}
+local prices = batch.prices
+if type(prices) == 'table' then
+  local current, failure = read('GET', prices.version_key)
+  if failure then return refused(failure) end
+  current = current or '0'
+  if current ~= prices.version then
+    return {'stale_prices', current}
+  end
+  local marks_key = prices.marks_key
+  for _, range in ipairs(batch.ranges) do
+    local last, failure = read('HGET', marks_key, range[1])
+    if failure then return refused(failure) end
+    if last ~= prices.version then
+      mark_args[#mark_args + 1] = range[1]
+      mark_args[#mark_args + 1] = prices.version
+      mark_args[#mark_args + 1] = range[1] .. ':' .. range[2]
+      mark_args[#mark_args + 1] = prices.version
+    end
+  end
+end
+
 -- 2. Dedupe: refuse the batch, naming every id already counted in a nearby slot,
 -- so the caller can drop those copies and resend. Nothing has been written yet.
 local duplicates = {'duplicates'}
@@ -193,12 +268,9 @@ for _, entry in ipairs(batch.hashes) do
     local args = {}
     for k = 1, #members do
       local increment = cells[i + 2 * k - 1]
-      local value = increment
-      if stored[k] then
-        value = add_cells(stored[k], increment)
-        if not value then
-          return refused('rollup cell ' .. key .. ' is not six counters: ' .. stored[k])
-        end
+      local value, why = add_cells(stored[k] or '0 0 0 0 0 0', increment)
+      if not value then
+        return refused('rollup cell ' .. key .. ' ' .. members[k] .. ' ' .. why)
       end
       args[#args + 1] = members[k]
       args[#args + 1] = value
@@ -276,11 +348,15 @@ for _, s in ipairs(batch.sessions) do
     problem = wrong_type(index, 'zset')
     if problem then return refused(problem) end
   end
+  local turns, cost = add_counter(current[5] or '0', s[10]), add_counter(current[6] or '0', s[11])
+  local input, output = add_counter(current[7] or '0', s[12]), add_counter(current[8] or '0', s[13])
+  if not (turns and cost and input and output) then
+    return refused('session ' .. key .. ' would have a counter below zero')
+  end
   session_writes[#session_writes + 1] = {
     key = key, session_id = session_id, started_ms = started_ms, removed = removed, indexes = indexes,
     fields = {'entity_type', entity_type, 'entity_id', entity_id, 'started_ms', started_ms, 'ended_ms', ended_ms,
-              'turns', add_counter(current[5] or '0', s[10]), 'cost', add_counter(current[6] or '0', s[11]),
-              'input', add_counter(current[7] or '0', s[12]), 'output', add_counter(current[8] or '0', s[13])},
+              'turns', turns, 'cost', cost, 'input', input, 'output', output},
   }
   if shared then
     local fields = session_writes[#session_writes].fields
@@ -372,6 +448,9 @@ for _, write in ipairs(version_writes) do
   redis.call('HSET', write[1], unpack(write[2]))
 end
 
+if #mark_args > 0 then
+  redis.call('HSET', prices.marks_key, unpack(mark_args))
+end
 if #offset_args > 0 then
   redis.call('HSET', offsets_key, unpack(offset_args))
 end

@@ -18,9 +18,13 @@ from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.deltas import deltas_of_groups
 from infraprism.core.events import CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout
+from infraprism.core.price_book import EMPTY_BOOK, SUPPLIED, PriceBook
 from infraprism.core.rollup import BatchRollup, Retention, cell_increments, expire_at
 
 log = logging.getLogger(__name__)
+
+# How the dead-letter reason of an event that has no cost and no price begins (core/events.py).
+UNPRICED_REASON = "cost: absent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +61,13 @@ class BatchEncoder:
     def offsets_key(self) -> str:
         return self.layout.offsets(self.topic, self.group)
 
-    def encode(self, rollup: BatchRollup, ranges: list[PartitionRange]) -> bytes:
-        """The JSON document apply_batch.lua reads; every integer as decimal text."""
+    def encode(self, rollup: BatchRollup, ranges: list[PartitionRange], price_version: int | None = None) -> bytes:
+        """The JSON document apply_batch.lua reads; every integer as decimal text.
+
+        `price_version` is the price book's version when the batch priced any event (None
+        when every event supplied its cost): the script applies it only while that version
+        is current, and marks each partition range with it.
+        """
         layout = self.layout
         retention = self.retention
         window = self.dedupe_window
@@ -119,9 +128,19 @@ class BatchEncoder:
         for project, tag_keys in rollup.tag_keys().items():
             if tag_keys:
                 sets.append([layout.tag_keys(project), sorted(tag_keys)])
+        prices = (
+            None
+            if price_version is None
+            else {
+                "version_key": layout.prices_version(),
+                "version": str(price_version),
+                "marks_key": layout.price_marks(self.topic, self.group),
+            }
+        )
         return orjson.dumps(
             {
                 "offsets_key": self.offsets_key,
+                "prices": prices,
                 "ranges": [[str(r.partition), str(r.from_offset), str(r.to_offset)] for r in ranges],
                 "dedupe": dedupe,
                 "hashes": hashes,
@@ -207,6 +226,7 @@ class DecodedBatch:
     dead_letters: list[tuple[int, str]]  # (index in the batch, reason)
     duplicates_in_batch: int
     deltas: list[tuple[bytes, bytes]]  # (key, value) for the deltas topic
+    price_version: int | None = None  # the price book's version, when the batch priced an event
 
 
 def decode_batch(
@@ -218,6 +238,8 @@ def decode_batch(
     *,
     seq: int | None = None,
     epoch: int = 0,
+    book: PriceBook = EMPTY_BOOK,
+    known_dead: list[str | None] | None = None,
 ) -> DecodedBatch:
     """Validate, de-duplicate, fold and encode one batch of raw event messages.
 
@@ -229,7 +251,10 @@ def decode_batch(
 
     Nothing one message holds can make this raise: a message that fails any
     step becomes a dead letter with its reason, "internal error: ..." when the
-    failure is a bug of ours rather than a broken contract.
+    failure is a bug of ours rather than a broken contract. An event without `cost`
+    is priced by `book`; the batch then applies only while that book is current.
+    `known_dead`, aligned with `values`, holds the reasons of messages already sent
+    to the DLQ by an earlier decode of this batch: they stay dead letters.
     """
     window = encoder.dedupe_window
     dead_letters: list[tuple[int, str]] = []
@@ -242,7 +267,8 @@ def decode_batch(
         recent = _RECENTLY_COUNTED.setdefault((encoder.key_prefix, encoder.topic, encoder.group), RecentlyCounted())
         recent.start(epoch)
     for index, raw in enumerate(values):
-        event = judge(raw)
+        known = None if known_dead is None else known_dead[index]
+        event = judge(raw, book) if known is None else known
         if isinstance(event, str):
             dead_letters.append((index, event))
             continue
@@ -259,20 +285,20 @@ def decode_batch(
         counted.setdefault(identity, []).append(slot)
         accepted.append((index, event, slot))
     try:
-        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates)
+        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates, book.version)
     except Exception:
         log.exception("a batch failed to fold or encode; retrying its events one at a time")
         # Find the events that trigger the failure, each on its own, and set them aside.
         kept = []
         for one in accepted:
             try:
-                _fold_and_encode(encoder, [one], [], [], 0)
+                _fold_and_encode(encoder, [one], [], [], 0, book.version)
             except Exception as exc:
                 dead_letters.append((one[0], internal_error_reason(exc)))
                 counted.pop((one[1].project_id, one[1].event_id), None)  # not counted after all
                 continue
             kept.append(one)
-        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates)
+        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates, book.version)
     if recent is not None:
         recent.remember(seq, counted)  # type: ignore[arg-type]
     return decoded
@@ -284,25 +310,32 @@ def _fold_and_encode(
     ranges: list[PartitionRange],
     dead_letters: list[tuple[int, str]],
     duplicates: int,
+    price_version: int,
 ) -> DecodedBatch:
     rollup = BatchRollup()
     newest: dict[str, int] = {}
+    priced = False
     for _, event, slot in accepted:
         rollup.add(event, slot)
         if event.ts_ms > newest.get(event.project_id, -1):
             newest[event.project_id] = event.ts_ms
+        if event.price_source != SUPPLIED:
+            priced = True
+    # A message refused for want of a price depends on the book as much as a priced one.
+    priced = priced or any(reason.startswith(UNPRICED_REASON) for _, reason in dead_letters)
     deltas = [(delta.project.encode(), delta.encode()) for delta in deltas_of_groups(rollup.groups, newest)]
-    return DecodedBatch(encoder.encode(rollup, ranges), rollup.events, dead_letters, duplicates, deltas)
+    payload = encoder.encode(rollup, ranges, price_version if priced else None)
+    return DecodedBatch(payload, rollup.events, dead_letters, duplicates, deltas, price_version if priced else None)
 
 
-def judge(raw: bytes | None) -> CostEvent | str:
+def judge(raw: bytes | None, book: PriceBook = EMPTY_BOOK) -> CostEvent | str:
     """One message's verdict: the event, or the reason it is a dead letter.
 
     Never raises: a failure that is a bug of ours rather than a broken contract
     sets the message aside as "internal error: ...", and the partition flows on.
     """
     try:
-        return parse_event(raw)
+        return parse_event(raw, book)
     except InvalidEvent as exc:
         return str(exc)
     except Exception as exc:

@@ -52,11 +52,18 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class StalePrices:
+    """Redis refused the batch: it priced events with another price book than `current_version`."""
+
+    current_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     pass
 
 
-ApplyResult = Applied | Fenced | Duplicates | Refused
+ApplyResult = Applied | Fenced | Duplicates | Refused | StalePrices
 
 REFUSED_PREFIX = "INFRAPRISM_REFUSED "
 
@@ -121,8 +128,10 @@ class RollupStore:
             return Applied()
         if status == "fenced":
             return Fenced(int(reply[1]), int(reply[2]))
+        if status == "stale_prices":
+            return StalePrices(int(reply[1]))
         pairs = reply[1:]
         return Duplicates(frozenset((as_text(pairs[i]), as_text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
 
 
-__all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Refused", "Retention", "RollupStore"]
+__all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Refused", "Retention", "RollupStore", "StalePrices"]

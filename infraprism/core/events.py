@@ -19,7 +19,8 @@ import orjson
 
 from infraprism.core.keys import ALL_ENTITY_TYPES
 from infraprism.core.money import NANO_PER_USD, usd_to_nano
-from infraprism.core.pricing import PricingError, catalog_provider_for, price_event_nano
+from infraprism.core.price_book import EMPTY_BOOK, SUPPLIED, PriceBook
+from infraprism.core.pricing import PricingError, catalog_provider_for
 
 DEFAULT_PROJECT = "default"
 MAX_TAGS = 32
@@ -30,7 +31,8 @@ MAX_TAGS = 32
 # week or month after, stay inside the datetime range.
 MAX_EPOCH_MS = 253_370_764_800_000 - 1  # 9998-12-31T23:59:59.999Z
 MAX_TOKENS = 10**12  # per token field of one event
-MAX_COST_USD = 1_000_000  # per event
+MAX_COST_USD = 1_000_000  # per event, supplied or priced
+MAX_COST_NANO = MAX_COST_USD * NANO_PER_USD
 MAX_LATENCY_MS = 86_400_000  # one day
 # Most characters of each text field, and of a tag's key and value.
 MAX_LENGTH = {"event_id": 128, "entity_type": 64, "entity_id": 256, "model": 128, "provider": 128, "session_id": 128}
@@ -69,6 +71,9 @@ class CostEvent(NamedTuple):
     latency_us: int | None
     session_id: str | None
     tags: tuple[tuple[str, str], ...]
+    # Where cost_nano came from: "supplied" (the event's own cost), "catalog" or "override"
+    # (core/price_book.py).
+    price_source: str = SUPPLIED
 
 
 def parse_timestamp_ms(value: Any) -> int:
@@ -233,7 +238,7 @@ _KNOWN_PROJECTS: set[str] = {DEFAULT_PROJECT}
 _FAST_TEXT_LIMITS = tuple((name, MAX_LENGTH[name]) for name in ("event_id", "entity_type", "entity_id", "model"))
 
 
-def _fast_event(obj: Any) -> CostEvent | None:
+def _fast_event(obj: Any, book: PriceBook = EMPTY_BOOK) -> CostEvent | None:
     """The common, well-formed event, validated (and priced when it has no cost) in one pass;
     None for anything else.
 
@@ -340,14 +345,16 @@ def _fast_event(obj: Any) -> CostEvent | None:
     else:
         return None
     event_id, entity_type, entity_id, model = texts[0], texts[1], texts[2], texts[3]
+    price_source = SUPPLIED
     if cost_nano < 0:
         try:
-            cost_nano, catalog_provider = price_event_nano(
-                model, provider, ts_ms, input_tokens, output_tokens, cache_read, cache_write
+            cost_nano, provider, price_source = book.price(
+                project_id, model, provider, ts_ms, input_tokens, output_tokens, cache_read, cache_write
             )
         except PricingError:
             return None  # the full path words the reason
-        provider = provider or catalog_provider
+        if cost_nano > MAX_COST_NANO:
+            return None
     return CostEvent(
         event_id,
         ts_ms,
@@ -362,6 +369,7 @@ def _fast_event(obj: Any) -> CostEvent | None:
         latency_us,
         session_id,
         tags,
+        price_source,
     )
 
 
@@ -374,12 +382,15 @@ def _float_usd_to_nano(usd: float) -> int:
     return int(whole) * NANO_PER_USD + int(fraction.ljust(9, "0"))
 
 
-def validate_event(obj: Any) -> CostEvent:
-    """A decoded JSON value -> `CostEvent`, or `InvalidEvent` with the reason."""
-    return _fast_event(obj) or _validate_fully(obj)
+def validate_event(obj: Any, book: PriceBook = EMPTY_BOOK) -> CostEvent:
+    """A decoded JSON value -> `CostEvent`, or `InvalidEvent` with the reason.
+
+    An event without `cost` is priced by `book` (the project's overrides, then the catalog).
+    """
+    return _fast_event(obj, book) or _validate_fully(obj, book)
 
 
-def _validate_fully(obj: Any) -> CostEvent:
+def _validate_fully(obj: Any, book: PriceBook = EMPTY_BOOK) -> CostEvent:
     if not isinstance(obj, dict):
         raise InvalidEvent("event must be a JSON object")
     event_id = _text(obj, "event_id", required=True)
@@ -419,14 +430,19 @@ def _validate_fully(obj: Any) -> CostEvent:
     assert entity_id
     assert model  # required=True
 
+    price_source = SUPPLIED
     if cost is None:
         try:
-            cost_nano, catalog_provider = price_event_nano(
-                model, provider, ts_ms, input_tokens, output_tokens, cache_read, cache_write
+            cost_nano, provider, price_source = book.price(
+                project_id, model, provider, ts_ms, input_tokens, output_tokens, cache_read, cache_write
             )
         except PricingError as exc:
             raise InvalidEvent(f"cost: absent and {exc}") from None
-        provider = provider or catalog_provider
+        if cost_nano > MAX_COST_NANO:
+            raise InvalidEvent(
+                f"cost: absent, and priced at {cost_nano / NANO_PER_USD:,.2f} USD, above the contract's "
+                f"{MAX_COST_USD:,} USD an event"
+            )
     else:
         try:
             cost_nano = usd_to_nano(cost)
@@ -449,10 +465,11 @@ def _validate_fully(obj: Any) -> CostEvent:
         latency_us=None if latency_ms is None else round(latency_ms * 1000),
         session_id=session_id,
         tags=tags,
+        price_source=price_source,
     )
 
 
-def parse_event(raw: bytes | None) -> CostEvent:
+def parse_event(raw: bytes | None, book: PriceBook = EMPTY_BOOK) -> CostEvent:
     """Raw Kafka message value -> `CostEvent`, or `InvalidEvent` with the reason."""
     if raw is None:
         raise InvalidEvent("empty message (null value)")
@@ -460,4 +477,4 @@ def parse_event(raw: bytes | None) -> CostEvent:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not valid UTF-8 JSON: {exc}") from None
-    return validate_event(obj)
+    return validate_event(obj, book)

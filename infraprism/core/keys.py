@@ -30,6 +30,9 @@ class Dimension(StrEnum):
     TAG = "g"  # member tag_key SEP tag_value
     ENTITY_MODEL = "em"  # member entity_type SEP entity_id SEP model SEP provider
     CUBE = "x"  # member entity_type SEP entity_id SEP model SEP provider SEP tag_set
+    # member model SEP provider SEP price source ("supplied", "catalog" or "override"):
+    # which prices a model's events came from, for /models' price_source.
+    PRICE_SOURCE = "ps"
 
 
 # Granularities each dimension is kept at. Every dimension has hours, the cube too,
@@ -219,14 +222,24 @@ class KeyLayout:
             f"{r}:*:etypes",
             f"{r}:*:tagkeys",
             f"{r}:*:bv",
+            f"{r}:*:reprice",
+            f"{r}:*:reprice:*",
             self.projects(),
             self.halted_partitions(topic, group),
+            self.price_marks(topic, group),
         ]
 
     # --- exactly-once bookkeeping (aggregator only) ---
     def offsets(self, topic: str, group: str) -> str:
         """Hash: partition -> next offset to apply. Written in the same atomic call as the batch."""
         return f"{self.root}:offsets:{group}:{topic}"
+
+    def price_marks(self, topic: str, group: str) -> str:
+        """Hash: which price-book version priced each stretch of a partition, written by the
+        apply script with the batches it applies: `P` -> the version of partition P's last
+        batch with priced events, and `P:OFFSET` -> the version from OFFSET on (pipeline/reprice.py
+        reads them to know what each event was priced at)."""
+        return f"{self.root}:pricemarks:{group}:{topic}"
 
     def halted_partitions(self, topic: str, group: str) -> str:
         """Hash: partition -> why the aggregator stopped applying it (offset beyond the log)."""
@@ -250,6 +263,33 @@ class KeyLayout:
         """Sorted set: the ids of the project's keys that expire or were revoked, scored by
         that instant (ms): which keys are live, and which to forget once their records go."""
         return f"{self.root}:{project}:apikey-ends"
+
+    # --- price overrides (written by `infraprism prices` and the API, read by the aggregator) ---
+    def prices_version(self) -> str:
+        """Counter: the price book's version, bumped by every change of any project's overrides.
+        The apply script refuses a batch priced with another version (stale prices). Not derived."""
+        return f"{self.root}:prices:version"
+
+    def price_books(self) -> str:
+        """Hash: version -> the whole price book at that version as JSON (stores/prices.py), every
+        version kept, so a re-price knows what an event was priced at. Not derived."""
+        return f"{self.root}:prices:books"
+
+    def reprice_job(self, project: str) -> str:
+        """Hash: the project's re-price in progress, or the last one (pipeline/reprice.py)."""
+        return f"{self.root}:{project}:reprice"
+
+    def reprice_progress(self, project: str) -> str:
+        """Hash: partition -> next offset the re-price in progress applies; its fence."""
+        return f"{self.root}:{project}:reprice:progress"
+
+    def reprice_history(self, project: str) -> str:
+        """List: every finished re-price of the project as JSON (range, version, offsets)."""
+        return f"{self.root}:{project}:reprice:done"
+
+    def dlq_redriven(self, topic: str) -> str:
+        """Set: `partition:offset` of every dead letter `infraprism dlq redrive` re-submitted."""
+        return f"{self.root}:dlq-redriven:{topic}"
 
     def budgets(self, project: str) -> str:
         """Hash: budget id -> the budget as JSON (stores/budgets.py)."""

@@ -93,6 +93,9 @@ class BatchRollup:
     # The same for the last three quarters of each hour, the key ending in the quarter's index.
     quarter_groups: dict[GroupKey, Cell] = field(default_factory=dict)
     sessions: dict[tuple[str, str], SessionDelta] = field(default_factory=dict)
+    # (project, model, provider, price source, quarter index) -> the events' cells, for the
+    # PRICE_SOURCE rollup (its hour, quarter, day and month cells).
+    source_groups: dict[tuple[str, str, str, str, int], Cell] = field(default_factory=dict)
     # (project, dedupe slot) -> event ids, for the dedupe sets (pipeline/dedupe.py).
     event_ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     events: int = 0
@@ -114,6 +117,8 @@ class BatchRollup:
         )
         cells = [self.groups.get(key) or self.groups.setdefault(key, Cell.zero())]
         quarter_index = event.ts_ms // MS_PER_QUARTER
+        source_key = (event.project_id, event.model, event.provider, event.price_source, quarter_index)
+        cells.append(self.source_groups.get(source_key) or self.source_groups.setdefault(source_key, Cell.zero()))
         if quarter_index & 3:
             quarter_key = (*key[:6], quarter_index)
             cells.append(
@@ -195,7 +200,26 @@ class BatchRollup:
             _add_members(
                 buckets, cell.lanes(), group, _HOUR_MEMBER_OF, len(_HOUR_MEMBER_OF), _QUARTER_SUFFIX[quarter_index & 3]
             )
+        self._add_source_cells(out)
         return out
+
+    def _add_source_cells(self, out: dict[tuple[str, Dimension, Granularity, str], dict[str, int]]) -> None:
+        """The PRICE_SOURCE cells: each quarter's group adds to its hour, day and month, and the
+        last three quarters of an hour to their quarter field too."""
+        labels_of: dict[int, tuple[str, str, str]] = {}
+        for (project, model, provider, source, quarter_index), cell in self.source_groups.items():
+            lanes = cell.lanes()
+            member = f"{model}{SEP}{provider}{SEP}{source}"
+            labels = labels_of.get(quarter_index >> 2)
+            if labels is None:
+                labels = labels_of[quarter_index >> 2] = labels_for_hour(quarter_index >> 2)
+            for granularity, label in zip((Granularity.HOUR, Granularity.DAY, Granularity.MONTH), labels, strict=True):
+                bucket = out.setdefault((project, Dimension.PRICE_SOURCE, granularity, label), {})
+                bucket[member] = bucket.get(member, 0) + lanes
+            if quarter_index & 3:
+                bucket = out[(project, Dimension.PRICE_SOURCE, Granularity.HOUR, labels[0])]
+                field_name = member + _QUARTER_SUFFIX[quarter_index & 3]
+                bucket[field_name] = bucket.get(field_name, 0) + lanes
 
     def leaderboard(self) -> dict[tuple[str, Granularity, str, str], dict[str, int]]:
         """(project, granularity, bucket, entity type or ALL) -> entity member -> cost nano."""

@@ -57,6 +57,7 @@ def test_one_event_touches_every_dimension_at_its_granularities():
         }
         expected[("default", Dimension.ENTITY_MODEL, granularity, bucket)] = {f"{entity}{US}{model}": counters}
         expected[("default", Dimension.CUBE, granularity, bucket)] = {cube: counters}
+        expected[("default", Dimension.PRICE_SOURCE, granularity, bucket)] = {f"{model}{US}supplied": counters}
     # 23:59:59.999 is in the hour's last quarter: each hour hash holds that quarter's cell too.
     for dimension in Dimension:
         hour = expected[("default", dimension, H, "2024022923")]

@@ -27,7 +27,7 @@ GS = "\x1d"  # between pairs of a cube tag set
 
 HOUR, DAY, MONTH, YEAR = "h", "d", "m", "y"
 # dimension code -> granularities kept: every dimension has hours, days and months
-KEPT = {dim: (HOUR, DAY, MONTH) for dim in ("t", "e", "m", "g", "em", "x")}
+KEPT = {dim: (HOUR, DAY, MONTH) for dim in ("t", "e", "m", "g", "em", "x", "ps")}
 # Quarter hours 1-3 of an hour (minutes 15-29, 30-44, 45-59) are fields of the hour's hash,
 # the member followed by QS and the quarter's digit. Here they are the granularities h1-h3
 # with the hour's label; minutes 0-14 have no field of their own.
@@ -116,6 +116,7 @@ class Event:
     latency_us: int | None
     session_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    price_source: str = "supplied"  # or "catalog", "override": where cost_nano came from
 
 
 def catalog_cost_nano(raw: dict[str, Any]) -> int:
@@ -155,6 +156,7 @@ def normalize(raw: dict[str, Any]) -> Event:
         latency_us=None if latency is None else round(latency * 1000),
         session_id=raw.get("session_id"),
         tags=dict(raw.get("tags") or {}),
+        price_source="supplied" if "cost" in raw else "catalog",
     )
 
 
@@ -203,6 +205,7 @@ def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
             "g": [(k, v) for k, v in ev.tags.items()],
             "em": [entity + model],
             "x": [(*entity, *model, tag_set)],
+            "ps": [(*model, ev.price_source)],
         }
         counters = {
             "e": 1,
@@ -301,8 +304,10 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
     keys = sorted([key async for key in redis.scan_iter(match=f"{root}*", count=1000)])
     for key in keys:
         rest = key[len(root) :]
-        if rest.startswith(("offsets:", "halted:")):
-            continue
+        if rest.startswith(("offsets:", "halted:", "pricemarks:")):
+            continue  # bookkeeping: offsets, halts, which price book priced which offsets
+        if rest.startswith("prices:"):
+            continue  # the price overrides: configuration, not aggregates
         if rest == "generation":
             continue  # `infraprism rebuild`'s count of rebuilds: bookkeeping for the API cache
         if rest == "layout":

@@ -33,10 +33,10 @@ def encoder() -> BatchEncoder:
 def test_a_failure_while_validating_one_message_is_its_dead_letter_as_an_internal_error(monkeypatch):
     real_parse = decode.parse_event
 
-    def parse_failing_on_bob(value):
+    def parse_failing_on_bob(value, book):
         if b'"bob"' in value:
             raise KeyError("a bug")
-        return real_parse(value)
+        return real_parse(value, book)
 
     monkeypatch.setattr(decode, "parse_event", parse_failing_on_bob)
     decoded = decode_batch(encoder(), [raw("a"), raw("b", "bob"), raw("c")], [NOW_MS] * 3, [])
@@ -66,7 +66,7 @@ def test_a_failure_while_folding_the_batch_sets_aside_only_the_events_that_cause
 
 
 def test_judge_never_raises_and_words_a_bug_as_an_internal_error(monkeypatch):
-    monkeypatch.setattr(decode, "parse_event", lambda value: 1 / 0)
+    monkeypatch.setattr(decode, "parse_event", lambda value, book: 1 / 0)
     assert judge(raw("a")) == "internal error: ZeroDivisionError: division by zero"
 
 
