@@ -21,6 +21,7 @@ from infraprism.api.repository import Repository
 from infraprism.api.shaping import DIMENSION_FIELDS, dimension_rows, metric_fields, ratio, sorted_groups
 from infraprism.api.sums import by_group, by_period, grand_total, read_sums
 from infraprism.core.cell import COST, EVENTS, Cell
+from infraprism.core.keys import Dimension
 from infraprism.core.money import nano_to_usd
 
 
@@ -123,8 +124,13 @@ class CostsService:
     @cached_answer(range_scope)
     async def models(self, start: date, end: date, filters: Filters, tz: str) -> dict[str, Any]:
         plan = plan_costs(start, end, filters, Grouping(GroupBy.MODEL), tz)
-        (sums,) = await read_sums(self.repository, [plan])
+        # Which prices the project's events of each model used, over the same buckets. The
+        # PRICE_SOURCE rollup is per model: with entity or tag filters it still speaks of the
+        # project's events of the model, which is what a price list is about.
+        sources_plan = Plan(Dimension.PRICE_SOURCE, plan.buckets, None, Filters(), Grouping(GroupBy.MODEL))
+        sums, source_sums = await read_sums(self.repository, [plan, sources_plan])
         cells_by_model = by_group(sums)
+        sources = _price_sources(by_group(source_sums))
         total_cost_nano = sum(cell[COST] for cell in cells_by_model.values())
         rows = []
         for (model, provider), cell in sorted_groups(cells_by_model):
@@ -135,6 +141,7 @@ class CostsService:
                     "provider": provider,
                     **metric_fields(cell),
                     "percentage_of_total": 0.0 if share is None else share,
+                    "price_source": _price_source(sources.get((model, provider), {})),
                 }
             )
         return {"data": rows}
@@ -158,6 +165,24 @@ class CostsService:
                 "events_change_percent": ratio(events_change * 100, two[EVENTS]),
             },
         }
+
+
+def _price_sources(cells: dict[Any, Cell]) -> dict[tuple[str, str], dict[str, int]]:
+    """(model, provider) -> price source -> events priced so, from PRICE_SOURCE sums."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for (model, provider, source), cell in cells.items():
+        if cell[EVENTS] > 0:
+            out.setdefault((model, provider), {})[source] = cell[EVENTS]
+    return out
+
+
+def _price_source(sources: dict[str, int]) -> str | None:
+    """One source, "mixed" for several, None when none was recorded (aggregated by an earlier build)."""
+    if not sources:
+        return None
+    if len(sources) > 1:
+        return "mixed"
+    return next(iter(sources))
 
 
 __all__ = ["CostsService"]

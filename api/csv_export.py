@@ -24,7 +24,7 @@ _GROUP_COLUMNS = {
     GroupBy.TAG: ["tag_key", "tag_value"],
 }
 TIMESERIES_COLUMNS = ["timestamp", "cost", "events"]
-MODELS_COLUMNS = ["model", "provider", *METRIC_COLUMNS, "percentage_of_total"]
+MODELS_COLUMNS = ["model", "provider", *METRIC_COLUMNS, "percentage_of_total", "price_source"]
 TOP_ENTITIES_COLUMNS = ["entity_type", "entity_id", "total_cost", "total_events", "rank"]
 SESSION_COLUMNS = [
     "session_id",

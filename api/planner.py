@@ -138,6 +138,7 @@ class MemberInfo(NamedTuple):
     model: str | None = None
     provider: str | None = None
     tags: dict[str, str] | None = None
+    price_source: str | None = None  # PRICE_SOURCE members only
 
 
 def member_info(dimension: Dimension, member: str) -> MemberInfo:
@@ -149,6 +150,8 @@ def member_info(dimension: Dimension, member: str) -> MemberInfo:
         return MemberInfo(entity_type=parts[0], entity_id=parts[1])
     if dimension is Dimension.MODEL:
         return MemberInfo(model=parts[0], provider=parts[1])
+    if dimension is Dimension.PRICE_SOURCE:
+        return MemberInfo(model=parts[0], provider=parts[1], price_source=parts[2])
     if dimension is Dimension.TAG:
         return MemberInfo(tags={parts[0]: parts[1]})
     if dimension is Dimension.ENTITY_MODEL:
@@ -184,6 +187,8 @@ def group_of(grouping: Grouping, info: MemberInfo) -> tuple[str | None, ...]:
     if kind is GroupBy.ENTITY:
         return (info.entity_type, info.entity_id)
     if kind is GroupBy.MODEL:
+        if info.price_source is not None:
+            return (info.model, info.provider, info.price_source)
         return (info.model, info.provider)
     if kind is GroupBy.TAG:
         return ((info.tags or {}).get(grouping.tag_key or ""),)

@@ -317,7 +317,15 @@ class Aggregator:
         values = [record.value for record in batch.records]
         record_times = [record.timestamp for record in batch.records]
         dead = batch.dead_reasons
-        verdicts = [dead.get((record.partition, record.offset)) for record in batch.records] if dead else None
+        verdicts = (
+            [
+                None if reason is None else (record.partition, record.offset, reason)
+                for record in batch.records
+                for reason in (dead.get((record.partition, record.offset)),)
+            ]
+            if dead
+            else None
+        )
         decode = functools.partial(
             decode_batch,
             self._store.encoder,

@@ -35,8 +35,8 @@
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them from the prefixes
 --  session_type_index_prefix and session_entity_index_prefix, which the batch carries.)
---   "prices": null, or {"version_key": k, "version": v, "marks_key": k} when the batch priced events
---    (see 1b below).
+--   "prices": null, or {"version_key": k, "version": v, "marks_key": k, "kept_dead": ["P@OFFSET", ...]}
+--    when the batch priced events (see 1b below).
 -- Cell and session increments may be negative (a re-price, pipeline/reprice.py); a counter
 -- that would go below zero refuses the batch.
 -- Returns {"ok"}, {"fenced", partition, stored_offset}, {"stale_prices", current_version}, or
@@ -209,6 +209,8 @@ if type(prices) == 'table' then
     return {'stale_prices', current}
   end
   local marks_key = prices.marks_key
+  problem = wrong_type(marks_key, 'hash')
+  if problem then return refused(problem) end
   for _, range in ipairs(batch.ranges) do
     local last, failure = read('HGET', marks_key, range[1])
     if failure then return refused(failure) end
@@ -218,6 +220,11 @@ if type(prices) == 'table' then
       mark_args[#mark_args + 1] = range[1] .. ':' .. range[2]
       mark_args[#mark_args + 1] = prices.version
     end
+  end
+  -- Messages an earlier decode sent to the DLQ, kept dead letters though this version prices them.
+  for _, position in ipairs(prices.kept_dead or {}) do
+    mark_args[#mark_args + 1] = position
+    mark_args[#mark_args + 1] = 'dead'
   end
 end
 

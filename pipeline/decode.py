@@ -61,12 +61,19 @@ class BatchEncoder:
     def offsets_key(self) -> str:
         return self.layout.offsets(self.topic, self.group)
 
-    def encode(self, rollup: BatchRollup, ranges: list[PartitionRange], price_version: int | None = None) -> bytes:
+    def encode(
+        self,
+        rollup: BatchRollup,
+        ranges: list[PartitionRange],
+        price_version: int | None = None,
+        kept_dead: list[str] | None = None,
+    ) -> bytes:
         """The JSON document apply_batch.lua reads; every integer as decimal text.
 
         `price_version` is the price book's version when the batch priced any event (None
         when every event supplied its cost): the script applies it only while that version
-        is current, and marks each partition range with it.
+        is current, and marks each partition range with it, and `kept_dead` ("P@OFFSET": a
+        message kept a dead letter that this version would price) with "dead".
         """
         layout = self.layout
         retention = self.retention
@@ -135,6 +142,7 @@ class BatchEncoder:
                 "version_key": layout.prices_version(),
                 "version": str(price_version),
                 "marks_key": layout.price_marks(self.topic, self.group),
+                "kept_dead": kept_dead or [],
             }
         )
         return orjson.dumps(
@@ -239,7 +247,7 @@ def decode_batch(
     seq: int | None = None,
     epoch: int = 0,
     book: PriceBook = EMPTY_BOOK,
-    known_dead: list[str | None] | None = None,
+    known_dead: list[tuple[int, int, str] | None] | None = None,
 ) -> DecodedBatch:
     """Validate, de-duplicate, fold and encode one batch of raw event messages.
 
@@ -253,8 +261,10 @@ def decode_batch(
     step becomes a dead letter with its reason, "internal error: ..." when the
     failure is a bug of ours rather than a broken contract. An event without `cost`
     is priced by `book`; the batch then applies only while that book is current.
-    `known_dead`, aligned with `values`, holds the reasons of messages already sent
-    to the DLQ by an earlier decode of this batch: they stay dead letters.
+    `known_dead`, aligned with `values`, holds (partition, offset, reason) of messages
+    already sent to the DLQ by an earlier decode of this batch: they stay dead letters.
+    One that `book` would price now is marked as kept dead in Redis with the batch
+    (KeyLayout.price_marks), so a re-price knows it was not counted.
     """
     window = encoder.dedupe_window
     dead_letters: list[tuple[int, str]] = []
@@ -266,9 +276,15 @@ def decode_batch(
     if seq is not None:
         recent = _RECENTLY_COUNTED.setdefault((encoder.key_prefix, encoder.topic, encoder.group), RecentlyCounted())
         recent.start(epoch)
+    kept_dead: list[str] = []
     for index, raw in enumerate(values):
         known = None if known_dead is None else known_dead[index]
-        event = judge(raw, book) if known is None else known
+        if known is None:
+            event = judge(raw, book)
+        else:
+            partition, offset, event = known
+            if not isinstance(judge(raw, book), str):
+                kept_dead.append(f"{partition}@{offset}")
         if isinstance(event, str):
             dead_letters.append((index, event))
             continue
@@ -285,20 +301,20 @@ def decode_batch(
         counted.setdefault(identity, []).append(slot)
         accepted.append((index, event, slot))
     try:
-        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates, book.version)
+        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates, book.version, kept_dead)
     except Exception:
         log.exception("a batch failed to fold or encode; retrying its events one at a time")
         # Find the events that trigger the failure, each on its own, and set them aside.
         kept = []
         for one in accepted:
             try:
-                _fold_and_encode(encoder, [one], [], [], 0, book.version)
+                _fold_and_encode(encoder, [one], [], [], 0, book.version, [])
             except Exception as exc:
                 dead_letters.append((one[0], internal_error_reason(exc)))
                 counted.pop((one[1].project_id, one[1].event_id), None)  # not counted after all
                 continue
             kept.append(one)
-        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates, book.version)
+        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates, book.version, kept_dead)
     if recent is not None:
         recent.remember(seq, counted)  # type: ignore[arg-type]
     return decoded
@@ -311,6 +327,7 @@ def _fold_and_encode(
     dead_letters: list[tuple[int, str]],
     duplicates: int,
     price_version: int,
+    kept_dead: list[str],
 ) -> DecodedBatch:
     rollup = BatchRollup()
     newest: dict[str, int] = {}
@@ -324,7 +341,7 @@ def _fold_and_encode(
     # A message refused for want of a price depends on the book as much as a priced one.
     priced = priced or any(reason.startswith(UNPRICED_REASON) for _, reason in dead_letters)
     deltas = [(delta.project.encode(), delta.encode()) for delta in deltas_of_groups(rollup.groups, newest)]
-    payload = encoder.encode(rollup, ranges, price_version if priced else None)
+    payload = encoder.encode(rollup, ranges, price_version if priced else None, kept_dead)
     return DecodedBatch(payload, rollup.events, dead_letters, duplicates, deltas, price_version if priced else None)
 
 

@@ -296,6 +296,8 @@ def ref_models(events: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any
                 "provider": k[1],
                 **row_metrics(groups[k]),
                 "percentage_of_total": 0.0 if share is None else share,
+                # Every generated event supplies its cost.
+                "price_source": "supplied",
             }
         )
     return {"data": rows}

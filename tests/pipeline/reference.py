@@ -16,6 +16,7 @@ Only non-zero counters appear (the product never writes a zero increment).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -138,10 +139,16 @@ def catalog_cost_nano(raw: dict[str, Any]) -> int:
     return cost_nano(price.total_price)
 
 
-def normalize(raw: dict[str, Any]) -> Event:
+# A test's own price of an event without `cost`: (cost nano-dollars, "override"), or None
+# where the catalog prices it.
+PriceOf = Callable[[dict[str, Any]], tuple[int, str] | None]
+
+
+def normalize(raw: dict[str, Any], price_of: PriceOf | None = None) -> Event:
     """A raw *valid* test event -> Event. Test events always carry `provider`; one without
-    `cost` is priced from the catalog."""
+    `cost` is priced by `price_of` when it says, else from the catalog."""
     latency = raw.get("latency_ms")
+    own_price = None if "cost" in raw or price_of is None else price_of(raw)
     return Event(
         event_id=raw["event_id"],
         ts_ms=timestamp_ms(raw["timestamp"]),
@@ -152,20 +159,20 @@ def normalize(raw: dict[str, Any]) -> Event:
         provider=raw["provider"],
         input_tokens=raw["input_tokens"],
         output_tokens=raw["output_tokens"],
-        cost_nano=cost_nano(raw["cost"]) if "cost" in raw else catalog_cost_nano(raw),
+        cost_nano=(cost_nano(raw["cost"]) if "cost" in raw else own_price[0] if own_price else catalog_cost_nano(raw)),
         latency_us=None if latency is None else round(latency * 1000),
         session_id=raw.get("session_id"),
         tags=dict(raw.get("tags") or {}),
-        price_source="supplied" if "cost" in raw else "catalog",
+        price_source="supplied" if "cost" in raw else own_price[1] if own_price else "catalog",
     )
 
 
-def unique_events(raw_events: list[dict[str, Any]]) -> list[Event]:
+def unique_events(raw_events: list[dict[str, Any]], price_of: PriceOf | None = None) -> list[Event]:
     """Valid events, first occurrence of each (project, event_id) in log order."""
     seen: set[tuple[str, str]] = set()
     out: list[Event] = []
     for raw in raw_events:
-        event = normalize(raw)
+        event = normalize(raw, price_of)
         identity = (event.project, event.event_id)
         if identity in seen:
             continue
@@ -187,13 +194,14 @@ def empty_state() -> dict[str, dict]:
     }
 
 
-def expected_state(raw_events: list[dict[str, Any]]) -> dict[str, dict]:
-    """What Redis must hold after the aggregator consumed `raw_events` (valid ones only)."""
+def expected_state(raw_events: list[dict[str, Any]], price_of: PriceOf | None = None) -> dict[str, dict]:
+    """What Redis must hold after the aggregator consumed `raw_events` (valid ones only),
+    events without `cost` priced by `price_of` where it says."""
     state = empty_state()
     cells: dict[tuple, int] = {}
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
     entities_of_session: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for ev in unique_events(raw_events):
+    for ev in unique_events(raw_events, price_of):
         bucket_of = labels(ev.ts_ms)
         tag_set = frozenset(ev.tags.items())
         entity = (ev.entity_type, ev.entity_id)
@@ -357,6 +365,8 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             state["entity_types"][project] = set(await redis.smembers(key))
         elif kind == "tagkeys":
             state["tag_keys"][project] = set(await redis.smembers(key))
+        elif kind == "reprice":
+            continue  # `infraprism reprice`'s job, progress and history: bookkeeping
         elif kind == "ver":
             # The API cache's data version: a count of applied batches, not an aggregate.
             assert int(await redis.get(key)) >= 1, key
