@@ -16,6 +16,7 @@ from infraprism.api import errors, rate_gate, request_limits
 from infraprism.api.budget_routes import router as budget_router
 from infraprism.api.cache import ResponseCache
 from infraprism.api.key_routes import router as key_router
+from infraprism.api.price_routes import router as price_router
 from infraprism.api.repository import load_scripts
 from infraprism.api.routes import router
 from infraprism.api.schemas import ErrorEnvelope, Health
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(key_router)
     app.include_router(budget_router)
+    app.include_router(price_router)
 
     @app.get(
         "/healthz",

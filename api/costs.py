@@ -167,9 +167,9 @@ class CostsService:
         }
 
 
-def _price_sources(cells: dict[Any, Cell]) -> dict[tuple[str, str], dict[str, int]]:
+def _price_sources(cells: dict[Any, Cell]) -> dict[tuple[str | None, ...], dict[str, int]]:
     """(model, provider) -> price source -> events priced so, from PRICE_SOURCE sums."""
-    out: dict[tuple[str, str], dict[str, int]] = {}
+    out: dict[tuple[str | None, ...], dict[str, int]] = {}
     for (model, provider, source), cell in cells.items():
         if cell[EVENTS] > 0:
             out.setdefault((model, provider), {})[source] = cell[EVENTS]

@@ -10,10 +10,15 @@ handler always writes is required, no model allows fields it does not name
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
+from infraprism.core.events import MAX_LENGTH as EVENT_TEXT_LENGTH
+from infraprism.core.price_book import MAX_RATE_PER_MTOK, RATE_FIELDS, InvalidPrice, parse_discount, parse_rate
 from infraprism.stores import apikeys
 from infraprism.stores.anomaly_store import AnomalyStatus, AnomalyType, Severity
 
@@ -572,3 +577,121 @@ class BudgetStatusError(Strict):
 
 class BudgetStatusesResponse(Strict):
     data: list[BudgetStatus | BudgetStatusError]
+
+
+# --- /v1/prices ----------------------------------------------------------------------------------
+
+# As the event contract has `model` and `provider`: 1-128 characters, no control characters.
+TEXT_PATTERN = _NO_CONTROL
+MODEL_MAX_LENGTH = EVENT_TEXT_LENGTH["model"]
+_RATE_DESCRIPTION = (
+    "US dollars per million tokens: a JSON number from 0 to 1,000,000 with at most 18 decimals, read exactly"
+)
+
+
+def _number_or_null(**bounds: float) -> WithJsonSchema:
+    # The fields are Decimals, read from the JSON text exactly (api/price_routes.py), but on the
+    # wire they are plain JSON numbers; pydantic would document a Decimal as number-or-string.
+    return WithJsonSchema({"anyOf": [{"type": "number", **bounds}, {"type": "null"}]})
+
+
+RateIn = Annotated[Decimal | None, _number_or_null(minimum=0, maximum=float(MAX_RATE_PER_MTOK))]
+DiscountIn = Annotated[Decimal | None, _number_or_null(exclusiveMinimum=0, maximum=100)]
+
+
+class PriceBody(Strict):
+    """The body of `PUT /v1/prices/{model}`: the project's own rates for the model, a discount
+    on the catalog's price, or both (a discount on its own rates)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "provider": "openai",
+                "input_per_mtok": 2.0,
+                "output_per_mtok": 8.0,
+                "cache_read_per_mtok": 0.5,
+                "effective_from": "2025-03-01",
+            }
+        },
+    )
+    provider: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=EVENT_TEXT_LENGTH["provider"],
+        pattern=TEXT_PATTERN,
+        description="only the model's events of this provider; null: any provider (one naming the event's wins)",
+        examples=["openai"],
+    )
+    input_per_mtok: RateIn = Field(default=None, description=_RATE_DESCRIPTION)
+    output_per_mtok: RateIn = Field(default=None, description=_RATE_DESCRIPTION)
+    cache_read_per_mtok: RateIn = Field(default=None, description=f"{_RATE_DESCRIPTION}; null: the input rate")
+    cache_write_per_mtok: RateIn = Field(default=None, description=f"{_RATE_DESCRIPTION}; null: the input rate")
+    discount_percent: DiscountIn = Field(
+        default=None,
+        description="percent off: more than 0, at most 100, at most 6 decimals; alone it discounts the catalog's price",
+    )
+    effective_from: str | None = Field(
+        default=None,
+        pattern=DAY,
+        description="YYYY-MM-DD, from local midnight in the project's reporting zone; null: the beginning of time",
+        examples=["2025-03-01"],
+    )
+
+    @field_validator(*RATE_FIELDS, mode="plain")
+    @classmethod
+    def _rate(cls, value: Any, info: ValidationInfo) -> Decimal | None:
+        name = info.field_name or "rate"
+        return _exact(value, lambda checked: parse_rate(name, checked))
+
+    @field_validator("discount_percent", mode="plain")
+    @classmethod
+    def _discount(cls, value: Any) -> Decimal | None:
+        return _exact(value, parse_discount)
+
+
+def _exact(value: Any, parse: Callable[[Any], Decimal | None]) -> Decimal | None:
+    """A number of the body through the price book's own parser (the CLI's checks and
+    messages); text is refused, as `amount` of a budget is, so one form means one thing."""
+    if isinstance(value, str):
+        raise PydanticCustomError("invalid_price", "must be a JSON number, not text: {value}", {"value": value[:40]})
+    try:
+        return parse(value)
+    except InvalidPrice as exc:
+        raise PydanticCustomError("invalid_price", "{message}", {"message": exc.message}) from None
+
+
+class PriceOut(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "model": "gpt-4o",
+                "provider": "openai",
+                "effective_from": "2025-03-01",
+                "effective_from_ms": 1740787200000,
+                "input_per_mtok": 2.0,
+                "output_per_mtok": 8.0,
+                "cache_read_per_mtok": 0.5,
+                "cache_write_per_mtok": None,
+                "discount_percent": None,
+                "set_at": "2025-02-20T09:00:00Z",
+            }
+        }
+    )
+    model: str
+    provider: str | None = Field(description="null: any provider")
+    effective_from: str | None = Field(pattern=DAY, description="the day as set; null: the beginning of time")
+    effective_from_ms: int = Field(
+        description="the first instant, epoch ms UTC: local midnight of `effective_from` in the project's zone "
+        "when it was set; 0 for null"
+    )
+    input_per_mtok: float | None = Field(ge=0, description="the exact decimal as set; null: a discount on the catalog")
+    output_per_mtok: float | None = Field(ge=0)
+    cache_read_per_mtok: float | None = Field(ge=0, description="null: the input rate")
+    cache_write_per_mtok: float | None = Field(ge=0, description="null: the input rate")
+    discount_percent: float | None = Field(gt=0, le=100)
+    set_at: str | None = Field(pattern=INSTANT)
+
+
+class PricesResponse(Strict):
+    data: list[PriceOut]

@@ -686,7 +686,13 @@ def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:
     for r in batch.ranges:
         records = [record for record in batch.records if record.partition == r.partition]
         parts.append(
-            PreparedBatch(ranges=[r], records=records, dead_reasons=batch.dead_reasons, seq=batch.seq, epoch=batch.epoch)
+            PreparedBatch(
+                ranges=[r],
+                records=records,
+                dead_reasons=batch.dead_reasons,
+                seq=batch.seq,
+                epoch=batch.epoch,
+            )
         )
     return parts
 

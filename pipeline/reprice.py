@@ -45,6 +45,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from redis.typing import EncodableT, FieldT
 
 from infraprism.core.cell import Cell
 from infraprism.core.dedupe import DedupeWindow
@@ -86,7 +87,7 @@ class RepriceJob:
     offsets: dict[int, int]
     started_at: str
 
-    def to_record(self) -> dict[str, bytes | str]:
+    def to_record(self) -> dict[str, str]:
         return {
             "project": self.project,
             "start": self.start.isoformat(),
@@ -94,7 +95,7 @@ class RepriceJob:
             "start_ms": str(self.start_ms),
             "end_ms": str(self.end_ms),
             "version": str(self.version),
-            "offsets": orjson.dumps({str(p): o for p, o in self.offsets.items()}),
+            "offsets": orjson.dumps({str(p): o for p, o in self.offsets.items()}).decode(),
             "started_at": self.started_at,
             "status": "running",
         }
@@ -160,12 +161,12 @@ def _history(raw_marks: dict[str, str], raw_done: list[str], project: str) -> _P
     kept_dead: set[tuple[int, int]] = set()
     for name, value in raw_marks.items():
         if "@" in name:
-            partition, _, offset = name.partition("@")
-            kept_dead.add((int(partition), int(offset)))
+            dead_partition, _, dead_offset = name.partition("@")
+            kept_dead.add((int(dead_partition), int(dead_offset)))
         elif ":" in name:
-            partition, _, offset = name.partition(":")
-            marks.setdefault(int(partition), []).append((int(offset), int(value)))
-    ordered = {}
+            marked_partition, _, marked_offset = name.partition(":")
+            marks.setdefault(int(marked_partition), []).append((int(marked_offset), int(value)))
+    ordered: dict[int, tuple[list[int], list[int]]] = {}
     for partition, entries in marks.items():
         entries.sort()
         ordered[partition] = ([o for o, _ in entries], [v for _, v in entries])
@@ -193,9 +194,10 @@ async def reprice(
             raise RepriceError(f"unknown project {project!r}: it has no events, settings or API keys")
         job, resumed = await _start_job(redis, layout, settings, project, start, end)
         result = RepriceResult(job, resumed)
+        marks = await redis.hgetall(layout.price_marks(settings.events_topic, settings.aggregator_group))
         history = _history(
-            await redis.hgetall(layout.price_marks(settings.events_topic, settings.aggregator_group)),
-            await redis.lrange(layout.reprice_history(project), 0, -1),
+            {as_text(name): as_text(value) for name, value in marks.items()},
+            [as_text(entry) for entry in await redis.lrange(layout.reprice_history(project), 0, -1)],
             project,
         )
         for version in history.versions() | {job.version}:
@@ -232,7 +234,7 @@ async def _start_job(
     """The job to run: the unfinished one of this range, or a new one. An unfinished job of
     another range must be finished first (its corrections are half applied)."""
     job_key, progress_key = layout.reprice_job(project), layout.reprice_progress(project)
-    stored = await redis.hgetall(job_key)
+    stored = {as_text(name): as_text(value) for name, value in (await redis.hgetall(job_key)).items()}
     if stored.get("status") == "running":
         job = RepriceJob.from_record(stored)
         if (job.start, job.end) != (start, end):
@@ -264,7 +266,8 @@ async def _start_job(
     beginnings = await _beginnings(settings, list(job.offsets))
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(job_key, progress_key)
-        pipe.hset(job_key, mapping=job.to_record())
+        record: dict[FieldT, EncodableT] = {name: value for name, value in job.to_record().items()}
+        pipe.hset(job_key, mapping=record)
         if job.offsets:
             pipe.hset(progress_key, mapping={str(p): str(beginnings.get(p, 0)) for p in job.offsets})
         await pipe.execute()
@@ -280,8 +283,7 @@ async def _finish(redis: aioredis.Redis, layout: KeyLayout, job: RepriceJob) -> 
             await pipe.unwatch()
             return  # another run of the same job finished it
         pipe.multi()
-        record = {key: as_text(value) for key, value in job.to_record().items()}
-        pipe.rpush(layout.reprice_history(job.project), orjson.dumps(record))
+        pipe.rpush(layout.reprice_history(job.project), orjson.dumps(job.to_record()))
         pipe.hset(job_key, mapping={"status": "done", "finished_at": rfc3339_now()})
         pipe.delete(layout.reprice_progress(job.project))
         await pipe.execute()
@@ -458,37 +460,34 @@ def encode_correction(
     for rollup in (minus, plus):
         for _, day in rollup.event_days():
             touched.update(layout.event_day_version_fields(day))
-    hashes = []
+    hashes: list[list[object]] = []
     plus_cells, minus_cells = plus.cell_lanes(), minus.cell_lanes()
     for where in sorted(set(plus_cells) | set(minus_cells)):
         _, dimension, granularity, bucket = where
         if not is_kept(granularity, bucket, retention, now_s):
             continue  # expired: nothing left to correct
-        added, removed = plus_cells.get(where, {}), minus_cells.get(where, {})
-        increments: list[str] = []
-        for member in sorted(set(added) | set(removed)):
-            change = Cell.from_lanes(added.get(member, 0)).minus(Cell.from_lanes(removed.get(member, 0)))
-            if any(change):
-                increments.extend((member, " ".join(str(value) for value in change)))
-        if increments:
+        cell_changes = _cell_changes(plus_cells.get(where, {}), minus_cells.get(where, {}))
+        if cell_changes:
             key = layout.rollup(project, dimension, granularity, bucket)
-            hashes.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), increments])
+            hashes.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), cell_changes])
             touched.add(layout.bucket_version_field(project, key))
-    zsets = []
+    zsets: list[list[object]] = []
     plus_boards, minus_boards = plus.leaderboard(), minus.leaderboard()
-    for where in sorted(set(plus_boards) | set(minus_boards)):
-        _, granularity, bucket, board_type = where
-        if not is_kept(granularity, bucket, retention, now_s):
+    for board in sorted(set(plus_boards) | set(minus_boards)):
+        _, board_granularity, board_bucket, board_type = board
+        if not is_kept(board_granularity, board_bucket, retention, now_s):
             continue
-        added, removed = plus_boards.get(where, {}), minus_boards.get(where, {})
-        increments = []
-        for member in sorted(set(added) | set(removed)):
-            change = added.get(member, 0) - removed.get(member, 0)
-            if change:
-                increments.extend((member, str(change)))
-        if increments:
-            key = layout.leaderboard(project, granularity, bucket, board_type)
-            zsets.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), increments])
+        added, removed = plus_boards.get(board, {}), minus_boards.get(board, {})
+        score_changes = [
+            text
+            for member in sorted(set(added) | set(removed))
+            if added.get(member, 0) != removed.get(member, 0)
+            for text in (member, str(added.get(member, 0) - removed.get(member, 0)))
+        ]
+        if score_changes:
+            key = layout.leaderboard(project, board_granularity, board_bucket, board_type)
+            expire = expire_at(board_granularity, board_bucket, retention.days_for(board_granularity))
+            zsets.append([key, str(expire), score_changes])
             touched.add(layout.bucket_version_field(project, key))
     sessions = []
     for session_key in sorted(set(plus.sessions) | set(minus.sessions)):
@@ -531,6 +530,16 @@ def encode_correction(
         "versions": [layout.data_version(project)] if hashes or zsets or sessions else [],
         "bucket_versions": [[layout.bucket_versions(project), sorted(touched)]] if hashes or zsets else [],
     }
+
+
+def _cell_changes(added: dict[str, int], removed: dict[str, int]) -> list[str]:
+    """[member, signed packed change, ...] of one hash: the added cells (lanes) less the removed."""
+    changes: list[str] = []
+    for member in sorted(set(added) | set(removed)):
+        change = Cell.from_lanes(added.get(member, 0)).minus(Cell.from_lanes(removed.get(member, 0)))
+        if any(change):
+            changes.extend((member, " ".join(str(value) for value in change)))
+    return changes
 
 
 def main(settings: Settings, project: str, start: date, end: date) -> RepriceResult:

@@ -286,7 +286,9 @@ class PriceBook:
         without `cost`; PricingError when nothing prices it."""
         override = self.override_for(project, model, provider, ts_ms) if self._index else None
         if override is not None:
-            cost = override.cost_nano(ts_ms, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+            cost = override.cost_nano(
+                ts_ms, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
+            )
             return cost, provider or override.provider or catalog_provider_for(model), OVERRIDE
         cost, catalog_provider = price_event_nano(
             model, provider, ts_ms, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens

@@ -123,9 +123,8 @@ async def _change(
         if len(changed) > MAX_OVERRIDES_PER_PROJECT:
             raise InvalidPrice("model", f"a project holds at most {MAX_OVERRIDES_PER_PROJECT} price overrides")
         overrides[project] = tuple(changed)
-        new_version = int(
-            await script(keys=[layout.prices_version(), layout.price_books()], args=[str(version), _encode(PriceBook(0, overrides))])
-        )
+        keys = [layout.prices_version(), layout.price_books()]
+        new_version = int(await script(keys=keys, args=[str(version), _encode(PriceBook(0, overrides))]))
         if new_version > 0:
             return new_version
     raise StoreError("the price book kept changing under this write; try again")
