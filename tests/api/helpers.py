@@ -15,6 +15,7 @@ from infraprism.api import server
 from infraprism.api.app import create_app
 from infraprism.core.events import validate_event
 from infraprism.core.keys import KeyLayout
+from infraprism.core.price_book import EMPTY_BOOK, PriceBook
 from infraprism.core.rollup import BatchRollup
 from infraprism.dev.local_services import free_port
 from infraprism.pipeline.store import Applied, RollupStore
@@ -23,10 +24,15 @@ from infraprism.stores.anomaly_store import AnomalyRecord
 
 
 async def load_events(
-    redis: aioredis.Redis, settings: Settings, events: Iterable[dict[str, Any]], batches: int = 1
+    redis: aioredis.Redis,
+    settings: Settings,
+    events: Iterable[dict[str, Any]],
+    batches: int = 1,
+    book: PriceBook = EMPTY_BOOK,
 ) -> int:
-    """Validate and apply events through BatchRollup + RollupStore, in `batches` batches."""
-    validated = [validate_event(event) for event in events]
+    """Validate (events without cost priced by `book`) and apply events through BatchRollup +
+    RollupStore, in `batches` batches."""
+    validated = [validate_event(event, book) for event in events]
     store = RollupStore(
         redis,
         KeyLayout(settings.key_prefix),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import httpx
 import redis.asyncio as aioredis
@@ -11,6 +12,8 @@ from infraprism.api.cache import ResponseCache
 from infraprism.api.costs import CostsService
 from infraprism.api.planner import Filters, GroupBy, Grouping, Interval
 from infraprism.api.repository import Repository
+from infraprism.core.keys import KeyLayout
+from infraprism.core.price_book import PriceBook, PriceOverride
 from infraprism.settings import Settings
 from tests.api.helpers import RANGE, load_events, sample_event
 
@@ -135,6 +138,36 @@ async def test_models_share_the_total_cost(repository: Repository, redis_client,
         ("o3", 1.0, 33.3),
     ]
     assert await CostsService(repository).models(date(2024, 1, 1), date(2024, 1, 2), Filters(), "UTC") == {"data": []}
+
+
+async def test_models_say_where_their_prices_came_from(repository: Repository, redis_client, settings: Settings):
+    project = repository.project
+    own = PriceOverride("ft:gpt-4o:acme", None, None, 0, input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))
+    book = PriceBook(1, {project: [own]})
+    no_cost = {"input_tokens": 1000, "output_tokens": 100}
+    events = [
+        {**sample_event(project, 1, "acme", 1.0), "model": "gpt-4o"},  # January 2: its own cost
+        {**{k: v for k, v in sample_event(project, 2, "acme", 0).items() if k != "cost"}, **no_cost},  # the catalog
+        {**{k: v for k, v in sample_event(project, 3, "acme", 0).items() if k != "cost"}, **no_cost},
+    ]
+    events[1]["model"] = "gpt-4o"
+    events[2]["model"] = "ft:gpt-4o:acme"
+    await load_events(redis_client, settings, events, book=book)
+    service = CostsService(repository)
+
+    async def sources(start: date, end: date) -> dict[str, str | None]:
+        return {
+            row["model"]: row["price_source"] for row in (await service.models(start, end, Filters(), "UTC"))["data"]
+        }
+
+    assert await sources(date(2025, 1, 2), date(2025, 1, 2)) == {"gpt-4o": "supplied"}
+    assert await sources(date(2025, 1, 3), date(2025, 1, 3)) == {"gpt-4o": "catalog"}
+    assert await sources(*JANUARY) == {"gpt-4o": "mixed", "ft:gpt-4o:acme": "override"}
+    # Aggregated by a build before price sources: the rows say they do not know.
+    layout = KeyLayout(settings.key_prefix)
+    await redis_client.delete(*[key async for key in redis_client.scan_iter(match=f"{layout.root}:{project}:r:ps:*")])
+    service = CostsService(repository)
+    assert await sources(date(2025, 1, 3), date(2025, 1, 4)) == {"gpt-4o": None, "ft:gpt-4o:acme": None}
 
 
 async def test_compare_is_period1_minus_period2(repository: Repository, redis_client, settings: Settings):
