@@ -12,14 +12,19 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from infraprism.errors import InfraprismError
 
 if TYPE_CHECKING:
+    from infraprism.core.price_book import InvalidPrice, PriceOverride
     from infraprism.settings import Settings
 
 log = logging.getLogger("infraprism")
@@ -119,12 +124,15 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         _err("no keys")
         return 0
     columns = list(dict.fromkeys(name for key in keys for name in key))
-    rows = [[_cell(key.get(name)) for name in columns] for key in keys]
-    widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(columns)]
-    _out("  ".join(name.upper().ljust(width) for name, width in zip(columns, widths, strict=True)))
-    for row in rows:
-        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    _table([name.upper() for name in columns], [[_cell(key.get(name)) for name in columns] for key in keys])
     return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell, the header first."""
+    widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(header)]
+    for row in [header, *rows]:
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _cell(value: Any) -> str:
@@ -201,6 +209,287 @@ def cmd_anomalies_dismiss(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"no anomaly with id {args.anomaly_id!r}")
     _out(orjson.dumps({**record.public(), "project": record.project, "version": record.version}).decode())
     return 0
+
+
+# ---- prices -----------------------------------------------------------------------------------
+
+# InvalidPrice.field -> the option that sets it, where the two names differ.
+_PRICE_OPTIONS = {"effective_from": "--from"}
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FIRST_DAY = date(1970, 1, 1)  # no event is older
+_MAX_MODEL_CHARS = 128  # the event contract's bound (shared/spec/events.md)
+
+
+def _price_error(exc: InvalidPrice, *, hint: str = "") -> CliError:
+    option = _PRICE_OPTIONS.get(exc.field, "--" + exc.field.replace("_", "-"))
+    return CliError(f"{option}: {exc.message}{hint}")
+
+
+def _parse_day(text: str | None) -> date | None:
+    """`--from`: a day YYYY-MM-DD (in the project's reporting zone), None for the beginning of time."""
+    if text is None:
+        return None
+    if not _DAY.fullmatch(text):
+        raise CliError(f"--from: expected a day as YYYY-MM-DD, got {text!r}")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--from: not a day of the calendar: {text!r}") from None
+    if day < _FIRST_DAY:
+        raise CliError(f"--from: before {_FIRST_DAY}; leave --from out for the beginning of time")
+    return day
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    if not 1 <= len(args.model) <= _MAX_MODEL_CHARS:
+        raise CliError(f"--model: must be 1-{_MAX_MODEL_CHARS} characters, as an event's model")
+    if args.provider is not None and not args.provider:
+        raise CliError("--provider: must not be empty; leave it out for an override of every provider")
+
+
+def _run_with_redis(settings: Settings, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """`work(redis, layout)` on an asyncio Redis client made, pinged and closed here."""
+    import redis.asyncio as aioredis
+
+    from infraprism.core.keys import KeyLayout
+
+    async def run() -> Any:
+        client = aioredis.Redis.from_url(settings.redis_dsn())
+        try:
+            await client.ping()  # a bad address fails here, loudly
+            return await work(client, KeyLayout(settings.key_prefix))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def _rate_text(value: Decimal | None) -> str:
+    # Positional: a normalized 10 is Decimal("1E+1"), which str() prints as such.
+    return "-" if value is None else format(value, "f")
+
+
+def _cache_rate_text(override: PriceOverride, rate: Decimal | None) -> str:
+    """A cache rate as it applies: the input rate when none was set."""
+    if override.is_discount_only:
+        return "-"
+    return _rate_text(override.input_per_mtok if rate is None else rate)
+
+
+def _describe_override(override: PriceOverride) -> str:
+    """One line: which model, from when, at what price."""
+    who = override.model + ("" if override.provider is None else f" ({override.provider})")
+    since = "the beginning of time" if override.effective_from is None else override.effective_from
+    parts = []
+    if not override.is_discount_only:
+        parts.append(f"input {_rate_text(override.input_per_mtok)}, output {_rate_text(override.output_per_mtok)}")
+        for name, value in (
+            ("cache read", override.cache_read_per_mtok),
+            ("cache write", override.cache_write_per_mtok),
+        ):
+            parts.append(f"{name} {'= input' if value is None else _rate_text(value)}")
+        parts[-1] += " $/Mtok"
+    if override.discount_percent is not None:
+        off = f"{_rate_text(override.discount_percent)}% off"
+        parts.append(off + (" the catalog" if override.is_discount_only else ""))
+    return f"{who} from {since}: {', '.join(parts)}"
+
+
+def cmd_prices_set(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
+    from infraprism.core.price_book import InvalidPrice, PriceOverride, parse_discount, parse_rate
+    from infraprism.stores import prices
+
+    _check_names(args)
+    day = _parse_day(args.effective_from)
+    try:
+        # Checked before Redis is asked anything; the instant comes from the project's zone.
+        override = PriceOverride(
+            model=args.model,
+            provider=args.provider,
+            effective_from=None if day is None else day.isoformat(),
+            effective_from_ms=0,
+            input_per_mtok=parse_rate("input_per_mtok", args.input_per_mtok),
+            output_per_mtok=parse_rate("output_per_mtok", args.output_per_mtok),
+            cache_read_per_mtok=parse_rate("cache_read_per_mtok", args.cache_read_per_mtok),
+            cache_write_per_mtok=parse_rate("cache_write_per_mtok", args.cache_write_per_mtok),
+            discount_percent=parse_discount(args.discount_percent),
+        )
+    except InvalidPrice as exc:
+        raise _price_error(exc) from exc
+
+    async def put(redis: Any, layout: Any) -> PriceOverride:
+        starts_ms = await prices.effective_from_ms(redis, layout, args.project, day)
+        return await prices.set_override(
+            redis,
+            layout,
+            args.project,
+            dataclasses.replace(override, effective_from_ms=starts_ms),
+            replace=args.replace,
+        )
+
+    try:
+        stored = _run_with_redis(settings, put)
+    except InvalidPrice as exc:
+        hint = " with --replace" if exc.field == "effective_from" and not args.replace else ""
+        raise _price_error(exc, hint=hint) from exc
+    _out(f"project {args.project}: {_describe_override(stored)}")
+    return 0
+
+
+def cmd_prices_list(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.stores import prices
+
+    overrides = _run_with_redis(settings, lambda redis, layout: prices.list_overrides(redis, layout, args.project))
+    # A later override of the same model and provider ends the earlier one (core/price_book.py);
+    # the list is ordered by model, provider and start, so it is the next one.
+    until: list[str | None] = [None] * len(overrides)
+    for index, (earlier, later) in enumerate(zip(overrides, overrides[1:], strict=False)):
+        if (later.model, later.provider) == (earlier.model, earlier.provider):
+            until[index] = later.effective_from
+    if args.json:
+        import orjson
+
+        answer = [o.to_json() | {"effective_until": end} for o, end in zip(overrides, until, strict=True)]
+        _out(orjson.dumps(answer).decode())
+        return 0
+    if not overrides:
+        _err(f"no price overrides in project {args.project!r}: the catalog prices its events")
+        return 0
+    header = ["MODEL", "PROVIDER", "FROM", "UNTIL", "INPUT/MTOK", "OUTPUT/MTOK", "CACHE_READ/MTOK", "CACHE_WRITE/MTOK"]
+    rows = [
+        [
+            o.model,
+            o.provider or "(any)",
+            o.effective_from or "(start)",
+            end or "-",
+            _rate_text(o.input_per_mtok),
+            _rate_text(o.output_per_mtok),
+            _cache_rate_text(o, o.cache_read_per_mtok),
+            _cache_rate_text(o, o.cache_write_per_mtok),
+            "-" if o.discount_percent is None else f"{_rate_text(o.discount_percent)}%",
+            o.set_at or "-",
+        ]
+        for o, end in zip(overrides, until, strict=True)
+    ]
+    _table([*header, "DISCOUNT", "SET_AT"], rows)
+    return 0
+
+
+def cmd_prices_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.stores import prices
+
+    _check_names(args)
+    day = _parse_day(args.effective_from)
+
+    async def drop(redis: Any, layout: Any) -> list[PriceOverride]:
+        if day is None:
+            return await prices.delete_overrides(redis, layout, args.project, args.model, provider=args.provider)
+        # The day as it was given when set: its instant is where that day began in the zone the
+        # project had then, which a later `projects set-timezone` does not move.
+        starts = {
+            o.effective_from_ms
+            for o in await prices.list_overrides(redis, layout, args.project)
+            if o.model == args.model
+            and (args.provider is None or o.provider == args.provider)
+            and o.effective_from == day.isoformat()
+        } or {await prices.effective_from_ms(redis, layout, args.project, day)}
+        deleted = []
+        for starts_ms in sorted(starts):
+            deleted += await prices.delete_overrides(
+                redis, layout, args.project, args.model, provider=args.provider, effective_from_ms=starts_ms
+            )
+        return deleted
+
+    deleted = _run_with_redis(settings, drop)
+    _out(f"project {args.project}: deleted {len(deleted)} price override{'s' if len(deleted) != 1 else ''}")
+    for override in deleted:
+        _out(f"  {_describe_override(override)}")
+    return 0
+
+
+# ---- dead letters -----------------------------------------------------------------------------
+
+
+def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from infraprism.pipeline import dlq
+
+    summaries = asyncio.run(dlq.summarise(settings, args.reason))
+    total = sum(summary.count for summary in summaries)
+    if args.json:
+        import orjson
+
+        document = {"topic": settings.dlq_topic, "total": total, "reasons": [s.to_json() for s in summaries]}
+        _out(orjson.dumps(document).decode())
+        return 0
+    matching = "" if args.reason is None else f" whose reason contains {args.reason!r}"
+    if not summaries:
+        _err(f"no dead letters in {settings.dlq_topic}{matching}")
+        return 0
+    _err(f"{total} dead letters in {settings.dlq_topic}{matching}, {len(summaries)} reasons:")
+    _out(f"{'COUNT':>7}  {'RE-DRIVEN':>9}  REASON")
+    for summary in summaries:
+        _out(f"{summary.count:>7}  {summary.redriven:>9}  {summary.reason}")
+        for example in summary.examples:
+            exact = "" if example.reason == summary.reason else f"  [{example.reason}]"
+            _out(
+                f"{'':20}e.g. {example.source} (dlq {example.dlq_partition}@{example.dlq_offset}): "
+                f"{example.payload_prefix}{exact}"
+            )
+    return 0
+
+
+def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from infraprism.pipeline import dlq
+
+    bar = tqdm(
+        total=None,
+        unit=" letters",
+        file=sys.stderr,
+        desc=f"redrive {settings.dlq_topic} -> {settings.events_topic}",
+        disable=args.quiet or args.json,
+        mininterval=0.25,
+    )
+
+    def on_progress(read: int, total: int) -> None:
+        bar.total = total
+        bar.update(read - bar.n)
+
+    try:
+        result = asyncio.run(dlq.redrive(settings, args.reason, dry_run=args.dry_run, on_progress=on_progress))
+    finally:
+        bar.close()
+    if args.json:
+        import orjson
+
+        _out(orjson.dumps(result.to_json()).decode())
+        return 0
+    verb = "would re-drive" if args.dry_run else "re-drove"
+    _out(f"{verb} {result.redriven.total()} dead letters to {settings.events_topic}")
+    _counts(result.redriven)
+    if result.still_failing:
+        _out(f"still failing, left in {settings.dlq_topic}: {result.still_failing.total()}")
+        _counts(result.still_failing)
+    if result.not_kept:
+        _out(f"not re-drivable, the dead letter does not hold the whole message: {result.not_kept.total()}")
+        _counts(result.not_kept)
+    skipped = [
+        (result.redriven_before, "re-driven before"),
+        (result.copies, "copy of a re-driven event" if result.copies == 1 else "copies of a re-driven event"),
+        (result.already_counted, "already counted"),
+        (result.scanned - result.matched, "of other reasons"),
+    ]
+    if any(count for count, _ in skipped):
+        _out("skipped: " + ", ".join(f"{count} {what}" for count, what in skipped if count))
+    return 0
+
+
+def _counts(counts: Counter[str]) -> None:
+    for what, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        _out(f"{count:>7}  {what}")
 
 
 # ---- producers --------------------------------------------------------------------------------
@@ -381,6 +670,98 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("project", metavar="PROJECT")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.set_defaults(handler=cmd_projects_show)
+
+    price_parser = commands.add_parser(
+        "prices",
+        help="a project's own prices of models, over the catalog's",
+        description="Set, list and delete a project's price overrides. An event without `cost` is priced by "
+        "its project's override for its model in effect at its time (one naming its provider first), else by "
+        "the genai-prices catalog, else it is a dead letter (docs/pricing.md). Events already counted keep "
+        "their price.",
+    )
+    price_commands = price_parser.add_subparsers(dest="prices_command", metavar="ACTION", required=True)
+    sub = price_commands.add_parser(
+        "set",
+        help="set a model's price from a day on; a later override of the model ends an earlier one",
+        description="Set a model's price in a project: its own rates in dollars per million tokens "
+        "(--input-per-mtok and --output-per-mtok; the cache rates default to the input rate), a discount on "
+        "the catalog's price (--discount-percent alone), or both (a discount on its own rates). It applies "
+        "from --from on, until a later override of the same model and provider.",
+    )
+    sub.add_argument("--project", required=True, help="the project, which must have events, settings or keys")
+    sub.add_argument("--model", required=True, help="the model, exactly as events name it")
+    sub.add_argument("--provider", default=None, help="only events of this provider (default: any; one naming it wins)")
+    for option, what in (
+        ("--input-per-mtok", "input tokens, e.g. 2.5"),
+        ("--output-per-mtok", "output tokens (reasoning tokens too)"),
+        ("--cache-read-per-mtok", "prompt-cache reads (default: the input rate)"),
+        ("--cache-write-per-mtok", "prompt-cache writes (default: the input rate)"),
+    ):
+        sub.add_argument(option, default=None, metavar="USD", help=f"dollars per million {what}")
+    sub.add_argument(
+        "--discount-percent",
+        default=None,
+        metavar="PCT",
+        help="percent off: of the catalog's price alone, or of the rates given (more than 0, at most 100)",
+    )
+    sub.add_argument(
+        "--from",
+        dest="effective_from",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the first day it applies, in the project's reporting zone (default: the beginning of time)",
+    )
+    sub.add_argument(
+        "--replace", action="store_true", help="replace an override of the same model, provider and --from"
+    )
+    sub.set_defaults(handler=cmd_prices_set)
+    sub = price_commands.add_parser(
+        "list", help="list a project's price overrides", description="list a project's price overrides"
+    )
+    sub.add_argument("--project", required=True)
+    sub.add_argument("--json", action="store_true", help="print one JSON array instead of a table")
+    sub.set_defaults(handler=cmd_prices_list)
+    sub = price_commands.add_parser(
+        "delete",
+        help="delete a model's price overrides; its events are priced by the catalog again",
+        description="Delete a model's price overrides in a project: every one, or only those of --provider "
+        "and of --from. Events already counted keep their price.",
+    )
+    sub.add_argument("--project", required=True)
+    sub.add_argument("--model", required=True)
+    sub.add_argument("--provider", default=None, help="only the overrides naming this provider")
+    sub.add_argument(
+        "--from", dest="effective_from", default=None, metavar="YYYY-MM-DD", help="only the one from this day"
+    )
+    sub.set_defaults(handler=cmd_prices_delete)
+
+    dlq_parser = commands.add_parser(
+        "dlq",
+        help="summarise the dead letters, or re-drive those that would now pass",
+        description="The dead-letter topic (INFRAPRISM_DLQ_TOPIC) holds every refused message with its reason.",
+    )
+    dlq_commands = dlq_parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    sub = dlq_commands.add_parser(
+        "list",
+        help="the dead letters by reason, with counts and examples",
+        description="Read the dead-letter topic to its end and summarise it by reason (the offending value "
+        "masked), with how many of each were re-driven and up to three examples.",
+    )
+    sub.add_argument("--reason", default=None, metavar="TEXT", help="only reasons containing TEXT (any case)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.set_defaults(handler=cmd_dlq_list)
+    sub = dlq_commands.add_parser(
+        "redrive",
+        help="re-submit the dead letters that would now pass, each once",
+        description="Judge every dead letter again with the current prices and re-submit those that pass "
+        "to the events topic, as they arrived. Each is counted once: a second run, or one after a crash, "
+        "adds nothing. Those that still fail stay in the topic with their reason.",
+    )
+    sub.add_argument("--reason", default=None, metavar="TEXT", help="only reasons containing TEXT (any case)")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be re-driven; send nothing")
+    sub.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sub.set_defaults(handler=cmd_dlq_redrive)
 
     anomalies = commands.add_parser("anomalies", help="manage anomalies", description="manage anomalies")
     anomaly_commands = anomalies.add_subparsers(dest="anomalies_command", metavar="ACTION", required=True)

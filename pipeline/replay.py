@@ -70,7 +70,8 @@ def topics_of(settings: Settings) -> list[str]:
     ]
 
 
-def _producer(settings: Settings) -> AIOKafkaProducer:
+def event_producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer for the events topic (not started): acks from every replica, batched sends."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
@@ -94,7 +95,7 @@ async def replay_lines(
     the lines before it were delivered.
     """
     await ensure_topics(settings.kafka_bootstrap, topics_of(settings), settings.topic_partitions)
-    producer = _producer(settings)
+    producer = event_producer(settings)
     await producer.start()
     topic = settings.events_topic
     pending: deque[asyncio.Future[RecordMetadata]] = deque()
@@ -140,7 +141,7 @@ async def replay_lines(
 async def send_event(settings: Settings, raw: bytes) -> RecordMetadata:
     """Produce one event (raw bytes, as-is) to the events topic and wait for its ack."""
     await ensure_topics(settings.kafka_bootstrap, topics_of(settings), settings.topic_partitions)
-    producer = _producer(settings)
+    producer = event_producer(settings)
     await producer.start()
     try:
         return await producer.send_and_wait(settings.events_topic, raw, key=line_key(raw))

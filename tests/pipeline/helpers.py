@@ -14,8 +14,11 @@ from infraprism.pipeline.topics import ensure_topics
 from infraprism.settings import Settings
 
 
-async def produce(settings: Settings, values: Iterable[bytes | dict], *, topic: str | None = None) -> int:
-    """Produce values (dicts are JSON-encoded) to the events topic; returns how many."""
+async def produce(
+    settings: Settings, values: Iterable[bytes | dict], *, topic: str | None = None, record_time_ms: int | None = None
+) -> int:
+    """Produce values (dicts are JSON-encoded) to the events topic; returns how many. The
+    records' Kafka timestamp is now, or `record_time_ms`."""
     topic = topic or settings.events_topic
     await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
@@ -26,7 +29,7 @@ async def produce(settings: Settings, values: Iterable[bytes | dict], *, topic: 
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
             key = value.get("entity_id", "").encode() if isinstance(value, dict) else None
-            futures.append(await producer.send(topic, raw, key=key))
+            futures.append(await producer.send(topic, raw, key=key, timestamp_ms=record_time_ms))
             count += 1
         await asyncio.gather(*futures)
     finally:
