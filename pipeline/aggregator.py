@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from infraprism.core.keys import KeyLayout
 from infraprism.core.price_book import PriceBook
 from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
-from infraprism.pipeline.decode import DecodedBatch, PartitionRange, Retention, decode_batch
+from infraprism.pipeline.decode import REDRIVEN, DecodedBatch, PartitionRange, Retention, decode_batch
 from infraprism.pipeline.metrics import AggregatorMetrics
 from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore, StalePrices
 from infraprism.pipeline.topics import ensure_topics
@@ -125,6 +125,8 @@ class Aggregator:
         self._stopping = asyncio.Event()  # set by run()'s stop: ends a retry's wait
         self._book = PriceBook()  # prices events without `cost`; replaced when its version moves
         self._book_checked = 0.0
+        # (partition, offset) of the messages `dlq redrive` re-submitted: a rebuild leaves them out.
+        self._redriven: set[tuple[int, int]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -143,6 +145,11 @@ class Aggregator:
         )
         self._book = await prices.load_book(self._redis, self.layout)
         self._book_checked = time.monotonic()
+        if self.stop_at_end:
+            # Only a rebuild re-reads messages that were dead letters once: the live worker meets
+            # each message when it is new, before any re-drive.
+            positions = await self._redis.smembers(self.layout.redriven_sources(s.events_topic))
+            self._redriven = {_position(member) for member in positions}
         if not await self._store.claim_layout():
             log.warning(
                 "this store was written by an earlier build: hours lack their quarter-hour fields and the cube "
@@ -259,10 +266,10 @@ class Aggregator:
         await self._drain()
         if batch.epoch != self._epoch:
             return 0  # positions were re-seeked meanwhile: these records are fetched again
-        batch.dead_reasons = {
-            (batch.records[index].partition, batch.records[index].offset): reason
+        batch.dead_reasons.update(
+            ((batch.records[index].partition, batch.records[index].offset), reason)
             for index, reason in batch.decoded.dead_letters
-        }
+        )
         await self._dead_letter(batch)
         self.metrics.events_duplicate.inc(batch.decoded.duplicates_in_batch)
         self._inflight = asyncio.create_task(self._apply(batch))
@@ -284,6 +291,16 @@ class Aggregator:
             await self._commit_for_lag()
 
     def _slice(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
+        batch = self._slice_records(fetched)
+        if self._redriven:
+            batch.dead_reasons = {
+                (record.partition, record.offset): REDRIVEN
+                for record in batch.records
+                if (record.partition, record.offset) in self._redriven
+            }
+        return batch
+
+    def _slice_records(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
         """Take the records that follow what is already prepared, per owned partition."""
         self._seq += 1
         batch = PreparedBatch(seq=self._seq, epoch=self._epoch)
@@ -678,6 +695,11 @@ def _warm_up() -> None:
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
+
+
+def _position(member: bytes | str) -> tuple[int, int]:
+    partition, _, offset = (member.decode() if isinstance(member, bytes) else member).partition(":")
+    return int(partition), int(offset)
 
 
 def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:

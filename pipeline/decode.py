@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # How the dead-letter reason of an event that has no cost and no price begins (core/events.py).
 UNPRICED_REASON = "cost: absent"
+# The `known_dead` reason of a message whose dead letter `infraprism dlq redrive` re-submitted:
+# left out silently (its copy counts it), neither counted nor dead-lettered again.
+REDRIVEN = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +267,8 @@ def decode_batch(
     `known_dead`, aligned with `values`, holds (partition, offset, reason) of messages
     already sent to the DLQ by an earlier decode of this batch: they stay dead letters.
     One that `book` would price now is marked as kept dead in Redis with the batch
-    (KeyLayout.price_marks), so a re-price knows it was not counted.
+    (KeyLayout.price_marks), so a re-price knows it was not counted. One of reason
+    REDRIVEN is left out altogether.
     """
     window = encoder.dedupe_window
     dead_letters: list[tuple[int, str]] = []
@@ -283,6 +287,8 @@ def decode_batch(
             event = judge(raw, book)
         else:
             partition, offset, event = known
+            if event == REDRIVEN:
+                continue
             if not isinstance(judge(raw, book), str):
                 kept_dead.append(f"{partition}@{offset}")
         if isinstance(event, str):

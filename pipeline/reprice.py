@@ -195,6 +195,10 @@ async def reprice(
         job, resumed = await _start_job(redis, layout, settings, project, start, end)
         result = RepriceResult(job, resumed)
         marks = await redis.hgetall(layout.price_marks(settings.events_topic, settings.aggregator_group))
+        # Messages whose dead letters were re-driven: their copies count them, they do not.
+        for member in await redis.smembers(layout.redriven_sources(settings.events_topic)):
+            partition, _, offset = as_text(member).partition(":")
+            marks[f"{partition}@{offset}"] = "redriven"
         history = _history(
             {as_text(name): as_text(value) for name, value in marks.items()},
             [as_text(entry) for entry in await redis.lrange(layout.reprice_history(project), 0, -1)],

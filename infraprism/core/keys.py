@@ -291,6 +291,12 @@ class KeyLayout:
         """Set: `partition:offset` of every dead letter `infraprism dlq redrive` re-submitted."""
         return f"{self.root}:dlq-redriven:{topic}"
 
+    def redriven_sources(self, topic: str) -> str:
+        """Set: `partition:offset` in the events topic of every message whose dead letter
+        `infraprism dlq redrive` re-submitted. Its copy counts it: `rebuild` and `reprice`
+        leave the original out, even where today's prices would pass it. Never deleted."""
+        return f"{self.root}:redriven-sources:{topic}"
+
     def budgets(self, project: str) -> str:
         """Hash: budget id -> the budget as JSON (stores/budgets.py)."""
         return f"{self.root}:{project}:budgets"

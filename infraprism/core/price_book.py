@@ -183,7 +183,8 @@ class PriceOverride:
         }
         for name in (*RATE_FIELDS, "discount_percent"):
             value = getattr(self, name)
-            out[name] = None if value is None else str(value)
+            # Fixed-point text: normalize() leaves 10 as 1E+1.
+            out[name] = None if value is None else format(value, "f")
         out["set_at"] = self.set_at
         return out
 
