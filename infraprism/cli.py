@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
@@ -84,6 +85,55 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from infraprism.pipeline import rebuild
 
     rebuild.main(settings)
+    return 0
+
+
+def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from infraprism.core.zones import local_date, zone
+    from infraprism.pipeline.reprice import RepriceError, reprice
+    from infraprism.stores.projects import project_settings
+
+    start = _parse_day(args.start, "--from")
+    assert start is not None  # required
+    end = _parse_day(args.end, "--to")
+    if end is None:
+        client, layout = _project_store(settings)
+        with client:
+            tz = project_settings(client, layout, args.project).tz
+        end = local_date(zone(tz), int(time.time() * 1000))  # today, in the project's zone
+    bar = tqdm(
+        total=None,
+        unit=" events",
+        unit_scale=True,
+        file=sys.stderr,
+        desc=f"reprice {args.project} {start}..{end}",
+        disable=args.quiet,
+        mininterval=0.25,
+    )
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = asyncio.run(reprice(settings, args.project, start, end, on_progress=on_progress))
+    except RepriceError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+    job = result.job
+    how = "resumed and finished" if result.resumed else "re-priced"
+    _out(
+        f"{how} {args.project} {job.start}..{job.end} with price book version {job.version}: "
+        f"{result.events_repriced} events changed, {result.cost_change_nano / 1e9:+,.6f} USD, "
+        f"{result.events_read} events read"
+    )
+    if result.unpriced_now:
+        _out(f"{result.unpriced_now} events have no price today (an override was deleted?) and keep theirs")
+    if result.book_moved_to is not None:
+        _out(f"prices changed while re-pricing (now version {result.book_moved_to}): run it again to apply them")
     return 0
 
 
@@ -225,18 +275,19 @@ def _price_error(exc: InvalidPrice, *, hint: str = "") -> CliError:
     return CliError(f"{option}: {exc.message}{hint}")
 
 
-def _parse_day(text: str | None) -> date | None:
-    """`--from`: a day YYYY-MM-DD (in the project's reporting zone), None for the beginning of time."""
+def _parse_day(text: str | None, option: str = "--from") -> date | None:
+    """A day option YYYY-MM-DD (in the project's reporting zone); None when absent (for
+    `prices set --from`, the beginning of time)."""
     if text is None:
         return None
     if not _DAY.fullmatch(text):
-        raise CliError(f"--from: expected a day as YYYY-MM-DD, got {text!r}")
+        raise CliError(f"{option}: expected a day as YYYY-MM-DD, got {text!r}")
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise CliError(f"--from: not a day of the calendar: {text!r}") from None
+        raise CliError(f"{option}: not a day of the calendar: {text!r}") from None
     if day < _FIRST_DAY:
-        raise CliError(f"--from: before {_FIRST_DAY}; leave --from out for the beginning of time")
+        raise CliError(f"{option}: before {_FIRST_DAY}; leave --from out for the beginning of time")
     return day
 
 
@@ -774,6 +825,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_anomalies_dismiss)
 
     command("rebuild", cmd_rebuild, "recompute every aggregate from the events still in Kafka")
+
+    sub = command(
+        "reprice",
+        cmd_reprice,
+        "price a project's days again with today's prices, from the events still in Kafka (exactly once)",
+    )
+    sub.add_argument("--project", required=True)
+    sub.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day, in the project's zone")
+    sub.add_argument("--to", dest="end", default=None, metavar="DATE", help="last day, inclusive (default: today)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sub = command(
         "replay",

@@ -45,6 +45,7 @@ SUBCOMMANDS = [
     ["dlq"],
     ["dlq", "list"],
     ["dlq", "redrive"],
+    ["reprice"],
     ["rebuild"],
     ["replay"],
     ["send"],

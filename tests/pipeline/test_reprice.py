@@ -23,6 +23,7 @@ from infraprism.pipeline.reprice import RepriceError, reprice
 from infraprism.stores import prices
 from tests.pipeline import reference
 from tests.pipeline.helpers import produce, running_aggregator, wait_caught_up
+from tests.test_cli import cli
 
 DAY_MS = 86_400_000
 FIRST_DAY = date(2025, 3, 1)
@@ -205,3 +206,27 @@ async def test_reprice_killed_with_9_midway_and_rerun_is_exact(settings, setting
     assert await redis_client.hget(layout.reprice_job("default"), "status") == "done"
     expected = reference.expected_state(events, repriced_between(0, 5, 0))
     await assert_state(redis_client, settings, expected)
+
+
+async def test_the_reprice_command(settings, settings_env, redis_client):
+    events = [event(i) for i in range(60)]
+    await produce(settings, events)
+    async with running_aggregator(settings):
+        await wait_caught_up(redis_client, settings)
+    await set_price(redis_client, settings, from_day=None)
+    env = {**os.environ, **settings_env}
+    done = cli("reprice", "--project", "default", "--from", "2025-03-01", "--to", "2025-03-06", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    changed = sum(1 for raw in events if raw["model"] == MODEL)
+    assert done.stdout.decode().startswith(
+        f"re-priced default 2025-03-01..2025-03-06 with price book version 1: {changed} events changed"
+    )
+    await assert_state(redis_client, settings, reference.expected_state(events, repriced_between(0, 5, 0)))
+
+    unknown = cli("reprice", "--project", "nobody", "--from", "2025-03-01", "-q", env=env)
+    assert unknown.returncode != 0
+    assert "unknown project 'nobody'" in unknown.stderr.decode()
+    assert "Traceback" not in unknown.stderr.decode()
+    bad_day = cli("reprice", "--project", "default", "--from", "2025-02-30", "-q", env=env)
+    assert bad_day.returncode != 0
+    assert "--from: not a day of the calendar: '2025-02-30'" in bad_day.stderr.decode()
