@@ -13,7 +13,10 @@ timestamps over 45 days. Then, in this run and on the same events, one core:
   the first `--baseline-events` events (it takes ~100-200 us a call);
 - price_event_nano with a warm memo, every event, best of five passes;
 - price_event_nano's first call for each model (a memo miss: the catalog
-  match, the rate cards and their probes against calc_price).
+  match, the rate cards and their probes against calc_price);
+- PriceBook.price, which the aggregator calls, for a project with overrides of
+  four models (own rates changing mid-window, a provider-specific one,
+  discounts on the catalog) and for a project without any.
 
 It checks that both give the same nano-dollars on the baseline events, then
 prints a one-line summary and a markdown table.
@@ -22,11 +25,13 @@ prints a one-line summary and a markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from genai_prices import Usage, calc_price
@@ -38,6 +43,7 @@ import workload  # noqa: E402
 
 from infraprism.core import pricing  # noqa: E402
 from infraprism.core.money import usd_to_nano  # noqa: E402
+from infraprism.core.price_book import PriceBook, PriceOverride  # noqa: E402
 
 MODELS = [(model, provider) for model, provider, _, _ in workload.MODELS] + [
     ("claude-sonnet-4-5", "anthropic"),
@@ -99,6 +105,22 @@ def calc_price_nano(
     return usd_to_nano(result.total_price), str(result.provider.id)
 
 
+def override_book() -> PriceBook:
+    """Project `tenant`'s overrides, as a negotiated contract has them: own rates for two models
+    (one changing mid-window, one provider-specific), a discount on two others."""
+    (m0, p0), (m1, p1), (m2, _), (m3, _) = MODELS[:4]
+    mid = START_MS + DAYS // 2 * DAY_MS
+    own = {"input_per_mtok": Decimal("2.25"), "output_per_mtok": Decimal(9), "cache_read_per_mtok": Decimal("1.125")}
+    overrides = [
+        PriceOverride(m0, None, None, 0, **own),
+        PriceOverride(m0, None, None, mid, input_per_mtok=Decimal(2), output_per_mtok=Decimal(8)),
+        PriceOverride(m1, p1, None, 0, **own),
+        PriceOverride(m2, None, None, 0, discount_percent=Decimal(20)),
+        PriceOverride(m3, None, None, 0, discount_percent=Decimal("12.5")),
+    ]
+    return PriceBook(1, {"tenant": overrides})
+
+
 def seconds_per_call(price: Callable[..., object], events: list[Event]) -> float:
     started = time.perf_counter()
     for event in events:
@@ -125,6 +147,9 @@ def main() -> None:
 
     calc_s = seconds_per_call(calc_price_nano, baseline_events)
     hit_s = min(seconds_per_call(pricing.price_event_nano, events) for _ in range(5))
+    book = override_book()
+    own_s = min(seconds_per_call(functools.partial(book.price, "tenant"), events) for _ in range(5))
+    none_s = min(seconds_per_call(functools.partial(book.price, "other"), events) for _ in range(5))
 
     print(
         f"price_event_nano: {1 / hit_s:,.0f} unpriced events/s per core ({hit_s * 1e6:.2f} us a call), "
@@ -138,6 +163,8 @@ def main() -> None:
         ("calc_price (baseline)", len(baseline_events), calc_s),
         ("price_event_nano, memo hit", len(events), hit_s),
         ("price_event_nano, memo miss (first event of a model)", len(first_calls), miss_s),
+        ("PriceBook.price, a project with overrides of 4 of its 9 models", len(events), own_s),
+        ("PriceBook.price, a project without overrides (the catalog)", len(events), none_s),
     ]
     for name, count, seconds in rows:
         print(f"| {name} | {count:,} | {1 / seconds:,.0f} | {seconds * 1e6:,.2f} | {calc_s / seconds:,.2f}x |")
