@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from infraprism.api.budgets import BudgetService, public_budget
 from infraprism.api.deps import ProjectKeyDep, RepositoryDep
-from infraprism.api.errors import ApiError, Conflict, InvalidParameter, NotFound
+from infraprism.api.errors import Conflict, InvalidParameter, NotFound
 from infraprism.api.params import DATE_PATTERN, parse_date
 from infraprism.api.routes import BODY_ERRORS, CSV_CONTENT, ERRORS, Format, FormatParam, respond
 from infraprism.api.schemas import (
@@ -137,16 +137,10 @@ async def all_statuses(
     """Every budget's status for the period holding `date`, in one answer, for a dashboard."""
     day = _day(date_)
     zone = await reporting_zone(repository.redis, repository.layout, repository.project)
-    service = BudgetService(repository)
     found = await budgets.list_all(repository.redis, repository.layout, repository.project)
-    statuses: list[dict[str, Any]] = []
-    for budget in found:
-        try:
-            statuses.append(await service.status(budget, day, zone))
-        except ApiError as exc:
-            # One budget that cannot be answered exactly (expired buckets, a scan over its
-            # bound) is said in its row; the dashboard still gets every other one.
-            statuses.append({"budget": public_budget(budget), "error": {"code": exc.code, "message": exc.message}})
+    # One budget that cannot be answered exactly (expired buckets, a scan over its bound) is
+    # said in its row; the dashboard still gets every other one.
+    statuses = await BudgetService(repository).statuses(found, day, zone)
     return _respond({"data": statuses}, fmt, STATUS_COLUMNS, status_cells)
 
 
