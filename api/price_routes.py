@@ -235,12 +235,9 @@ async def delete_price(
     effective from `effective_from`. Its events are priced by what applies without it (an
     earlier override, or the catalog) from the next aggregated on."""
     redis, layout, project = repository.redis, repository.layout, repository.project
-    starts_ms = None
-    if effective_from is not None:
-        day = parse_date("effective_from", effective_from)
-        starts_ms = await prices.effective_from_ms(redis, layout, project, day)
+    day = None if effective_from is None else parse_date("effective_from", effective_from)
     try:
-        await prices.delete_overrides(redis, layout, project, model, provider=provider, effective_from_ms=starts_ms)
+        await prices.delete_overrides(redis, layout, project, model, provider=provider, effective_from=day)
     except NoSuchOverride as exc:
         raise NotFound(str(exc)) from None
     return Response(status_code=204)

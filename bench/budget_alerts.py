@@ -1,12 +1,14 @@
 """Budget alert latency at a steady event rate: from the crossing event being applied to its alert.
 
-    .venv/bin/python bench/budget_alerts.py [--rate 5000] [--seconds 20] [--budgets 10]
+    .venv/bin/python bench/budget_alerts.py [--rate 5000] [--seconds 20] [--budgets 10] [--scope customer]
 
 What it does:
 1. starts its own Tansu broker and redis-server on free ports, and `infraprism aggregator`
    and `infraprism budget-watcher` as processes (the CLI, as deployed);
-2. sets `--budgets` monthly budgets, one per customer, each with twenty thresholds (5% to
-   100%) of an amount its customer reaches about two thirds into the run;
+2. sets `--budgets` monthly budgets, each with twenty thresholds (5% to 100%) of an amount
+   its scope reaches about two thirds into the run. `--scope customer`: one per customer;
+   `--scope model` / `--scope tag`: one per model / per `feature` tag value, scopes that
+   name no entity, so every change of any customer may move them (the watcher's worst case);
 3. produces `--rate` events a second, timestamped now, over 200 customers of which the
    budgeted ones carry 40% of the traffic, for `--seconds`;
 4. polls Redis every 10 ms: each budget's spend, read with the API's read model (when the
@@ -100,7 +102,11 @@ async def run(args: argparse.Namespace) -> None:
         per_budget_usd = total_events * 0.4 / args.budgets * EVENT_USD * 2 / 3
         plan = []
         for n in range(args.budgets):
-            scope = BudgetScope(entity_type="customer", entity_id=f"c{n}")
+            scope = {
+                "customer": BudgetScope(entity_type="customer", entity_id=f"c{n}"),
+                "model": BudgetScope(model=f"model-{n}"),
+                "tag": BudgetScope(tags=(("feature", f"f{n}"),)),
+            }[args.scope]
             plan.append(
                 Budget(f"b{n}", f"customer {n}", round(per_budget_usd * 1e9), BudgetPeriod.MONTH, scope, THRESHOLDS)
             )
@@ -149,7 +155,11 @@ async def run(args: argparse.Namespace) -> None:
                 due = int((time.perf_counter() - started) * args.rate)
                 while sent < min(due, total_events):
                     budgeted = rng.random() < 0.4
-                    customer = rng.randrange(args.budgets) if budgeted else rng.randrange(args.budgets, CUSTOMERS)
+                    slot = rng.randrange(args.budgets) if budgeted else None
+                    if args.scope == "customer":
+                        customer = slot if slot is not None else rng.randrange(args.budgets, CUSTOMERS)
+                    else:  # any customer: the scope is the model or the tag
+                        customer = rng.randrange(CUSTOMERS)
                     ts_ms = time.time_ns() // 1_000_000
                     value = {
                         "event_id": f"e{sent}",
@@ -157,14 +167,15 @@ async def run(args: argparse.Namespace) -> None:
                         "project_id": PROJECT,
                         "entity_type": "customer",
                         "entity_id": f"c{customer}",
-                        "model": "gpt-4o",
+                        "model": f"model-{slot}" if args.scope == "model" and slot is not None else "gpt-4o",
                         "input_tokens": 10,
                         "output_tokens": 10,
                         "cost": EVENT_USD,
+                        "tags": {"feature": f"f{slot}" if args.scope == "tag" and slot is not None else "other"},
                     }
                     await producer.send(settings.events_topic, orjson.dumps(value), key=value["entity_id"].encode())
-                    if budgeted:
-                        budget_id = f"b{customer}"
+                    if slot is not None:
+                        budget_id = f"b{slot}"
                         before = spent_of[budget_id]
                         spent_of[budget_id] += round(EVENT_USD * 1e9)
                         for t in THRESHOLDS:
@@ -208,7 +219,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=5000, help="events per second (default 5,000)")
     parser.add_argument("--seconds", type=int, default=20, help="how long to produce (default 20)")
-    parser.add_argument("--budgets", type=int, default=10, help="budgets, one per customer (default 10)")
+    parser.add_argument("--budgets", type=int, default=10, help="budgets (default 10)")
+    parser.add_argument(
+        "--scope", choices=("customer", "model", "tag"), default="customer", help="what each budget is of"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -435,23 +435,9 @@ def cmd_prices_delete(args: argparse.Namespace, settings: Settings) -> int:
     day = _parse_day(args.effective_from)
 
     async def drop(redis: Any, layout: Any) -> list[PriceOverride]:
-        if day is None:
-            return await prices.delete_overrides(redis, layout, args.project, args.model, provider=args.provider)
-        # The day as it was given when set: its instant is where that day began in the zone the
-        # project had then, which a later `projects set-timezone` does not move.
-        starts = {
-            o.effective_from_ms
-            for o in await prices.list_overrides(redis, layout, args.project)
-            if o.model == args.model
-            and (args.provider is None or o.provider == args.provider)
-            and o.effective_from == day.isoformat()
-        } or {await prices.effective_from_ms(redis, layout, args.project, day)}
-        deleted = []
-        for starts_ms in sorted(starts):
-            deleted += await prices.delete_overrides(
-                redis, layout, args.project, args.model, provider=args.provider, effective_from_ms=starts_ms
-            )
-        return deleted
+        return await prices.delete_overrides(
+            redis, layout, args.project, args.model, provider=args.provider, effective_from=day
+        )
 
     deleted = _run_with_redis(settings, drop)
     _out(f"project {args.project}: deleted {len(deleted)} price override{'s' if len(deleted) != 1 else ''}")
@@ -531,6 +517,7 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         (result.redriven_before, "re-driven before"),
         (result.copies, "copy of a re-driven event" if result.copies == 1 else "copies of a re-driven event"),
         (result.already_counted, "already counted"),
+        (result.waiting, "not applied by the aggregator yet (run again later)"),
         (result.scanned - result.matched, "of other reasons"),
     ]
     if any(count for count, _ in skipped):

@@ -125,6 +125,7 @@ class Aggregator:
         self._stopping = asyncio.Event()  # set by run()'s stop: ends a retry's wait
         self._book = PriceBook()  # prices events without `cost`; replaced when its version moves
         self._book_checked = 0.0
+        self._book_sent: int | None = None  # the version the decoder process holds
         # (partition, offset) of the messages `dlq redrive` re-submitted: a rebuild leaves them out.
         self._redriven: set[tuple[int, int]] = set()
 
@@ -266,11 +267,7 @@ class Aggregator:
         await self._drain()
         if batch.epoch != self._epoch:
             return 0  # positions were re-seeked meanwhile: these records are fetched again
-        batch.dead_reasons.update(
-            ((batch.records[index].partition, batch.records[index].offset), reason)
-            for index, reason in batch.decoded.dead_letters
-        )
-        await self._dead_letter(batch)
+        await self._dead_letter(batch, batch.decoded)
         self.metrics.events_duplicate.inc(batch.decoded.duplicates_in_batch)
         self._inflight = asyncio.create_task(self._apply(batch))
         return len(batch.records)
@@ -352,25 +349,32 @@ class Aggregator:
             exclude,
             seq=batch.seq,
             epoch=batch.epoch,
-            book=self._book,
+            book=self._book.version if self._book_sent == self._book.version else self._book,
             known_dead=verdicts,
         )
+        self._book_sent = self._book.version
         return asyncio.get_running_loop().run_in_executor(self._decoder, decode)
 
-    async def _dead_letter(self, batch: PreparedBatch) -> None:
-        """Produce every rejected message to the DLQ and wait for the broker's ack.
+    async def _dead_letter(self, batch: PreparedBatch, decoded: DecodedBatch) -> None:
+        """Produce every message `decoded` rejects that no earlier decode of the batch sent to
+        the DLQ, and wait for the broker's ack.
 
-        Until the broker has them all, the batch is not applied: while the DLQ
-        cannot be written the worker waits with backoff, so no event is skipped
-        and none is applied without its dead letters. A retry may send a dead
+        Called before each apply of the batch, a re-decode's included (another price book may
+        refuse what the first one priced): until the broker has them all, the batch is not
+        applied. While the DLQ cannot be written the worker waits with backoff, so no event
+        is skipped and none is applied without its dead letters. A retry may send a dead
         letter twice, never lose one.
         """
         assert self._producer is not None
-        assert batch.decoded is not None
-        if not batch.decoded.dead_letters:
+        new = [
+            (index, reason)
+            for index, reason in decoded.dead_letters
+            if (batch.records[index].partition, batch.records[index].offset) not in batch.dead_reasons
+        ]
+        if not new:
             return
         letters = []
-        for index, reason in batch.decoded.dead_letters:
+        for index, reason in new:
             record = batch.records[index]
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
             value = dead_letter_record(
@@ -389,6 +393,9 @@ class Aggregator:
             try:
                 futures = [await self._producer.send(self.settings.dlq_topic, value=v, key=k) for v, k in letters]
                 await asyncio.gather(*futures)
+                batch.dead_reasons.update(
+                    ((batch.records[index].partition, batch.records[index].offset), reason) for index, reason in new
+                )
                 return
             except MessageSizeTooLargeError as exc:
                 # Cannot happen with the bounded records; if it does, the payloads go, never the letters.
@@ -404,7 +411,7 @@ class Aggregator:
                         ),
                         None,
                     )
-                    for index, reason in batch.decoded.dead_letters
+                    for index, reason in new
                 ]
             except KafkaError as exc:
                 log.error(
@@ -447,13 +454,15 @@ class Aggregator:
                 self.metrics.events_duplicate.inc(len(result.ids))
                 excluded |= result.ids
                 decoded = await self._start_decode(batch, excluded)
+                await self._dead_letter(batch, decoded)
                 continue
             if isinstance(result, StalePrices):
                 # Prices changed since this batch was decoded: price it again with the new book.
-                # Its dead letters stay as sent; a re-decode that now prices one of them counts
-                # it, and `infraprism dlq redrive` skips what is counted.
+                # What was dead-lettered stays a dead letter (decode_batch's known_dead); what
+                # the new book cannot price (an override deleted) becomes one, sent first.
                 await self._refresh_book(result.current_version)
                 decoded = await self._start_decode(batch, excluded)
+                await self._dead_letter(batch, decoded)
                 continue
             if isinstance(result, Refused):
                 await self._apply_each_partition(batch, result)
@@ -496,7 +505,8 @@ class Aggregator:
         if len(batch.ranges) > 1:
             for part in _by_partition(batch):
                 if TopicPartition(self.settings.events_topic, part.ranges[0].partition) in self._expected:
-                    part.decoded = await self._start_decode(part)  # its dead letters are sent already
+                    part.decoded = await self._start_decode(part)
+                    await self._dead_letter(part, part.decoded)  # only those no earlier decode sent
                     _, applied = await self._apply(part)
                     if applied:
                         await self._publish_deltas(part)

@@ -35,11 +35,13 @@
 -- (The per-type and per-entity session index keys are prefix .. entity_type [.. US .. entity_id],
 --  as KeyLayout.session_type_index and session_entity_index build them from the prefixes
 --  session_type_index_prefix and session_entity_index_prefix, which the batch carries.)
---   "prices": null, or {"version_key": k, "version": v, "marks_key": k, "kept_dead": ["P@OFFSET", ...]}
---    when the batch priced events (see 1b below).
+--   "prices": null, or {"version_key": k, "version": v, "changed_key": k, "projects": [project, ...],
+--    "marks_key": k, "kept_dead": ["P@OFFSET", ...]} when the batch priced events (see 1b below).
+--   "require": optional [[hash_key, field, expected_value], ...] (see 1a below).
 -- Cell and session increments may be negative (a re-price, pipeline/reprice.py); a counter
 -- that would go below zero refuses the batch.
--- Returns {"ok"}, {"fenced", partition, stored_offset}, {"stale_prices", current_version}, or
+-- Returns {"ok"}, {"fenced", partition, stored_offset}, {"stale_prices", current_version},
+-- {"unmet", key, field, stored_value}, or
 -- {"duplicates", dedupe_key, event_id, dedupe_key, event_id, ...}.
 
 local batch = cjson.decode(ARGV[1])
@@ -194,9 +196,20 @@ for _, range in ipairs(batch.ranges) do
   offset_args[#offset_args + 1] = to_offset
 end
 
--- 1b. Prices: a batch that priced events (`prices` is not null) applies only while the
--- price book it priced them with is the current one, so that once a price changes
--- every batch applied after it has the new price (a re-price relies on it). Each
+-- 1a. What else the batch rests on (a re-price: its job, pipeline/reprice.py): each
+-- [key, field, expected] of `require` must hold, or the batch is refused as unmet.
+for _, requirement in ipairs(batch.require or {}) do
+  local stored, failure = read('HGET', requirement[1], requirement[2])
+  if failure then return refused(failure) end
+  if stored ~= requirement[3] then
+    return {'unmet', requirement[1], requirement[2], stored or ''}
+  end
+end
+
+-- 1b. Prices: a batch that priced events (`prices` is not null) applies only while no
+-- project it priced has changed its prices since the version it priced them with, so
+-- that once a project's price changes every batch applied after it has the new price
+-- (a re-price relies on it), and another project's change refuses nothing of it. Each
 -- partition range is marked with the version its events were priced at, where that
 -- differs from the partition's last mark.
 local mark_args = {}
@@ -206,7 +219,14 @@ if type(prices) == 'table' then
   if failure then return refused(failure) end
   current = current or '0'
   if current ~= prices.version then
-    return {'stale_prices', current}
+    -- Changes since: only one of a project this batch priced makes it stale.
+    for _, project in ipairs(prices.projects) do
+      local changed, failure = read('HGET', prices.changed_key, project)
+      if failure then return refused(failure) end
+      if changed and tonumber(changed) > tonumber(prices.version) then
+        return {'stale_prices', current}
+      end
+    end
   end
   local marks_key = prices.marks_key
   problem = wrong_type(marks_key, 'hash')

@@ -16,8 +16,8 @@ import orjson
 
 from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.deltas import deltas_of_groups
-from infraprism.core.events import CostEvent, InvalidEvent, parse_event
-from infraprism.core.keys import KeyLayout
+from infraprism.core.events import DEFAULT_PROJECT, CostEvent, InvalidEvent, parse_event
+from infraprism.core.keys import KeyLayout, kept_dead_field
 from infraprism.core.price_book import EMPTY_BOOK, SUPPLIED, PriceBook
 from infraprism.core.rollup import BatchRollup, Retention, cell_increments, expire_at
 
@@ -70,13 +70,15 @@ class BatchEncoder:
         ranges: list[PartitionRange],
         price_version: int | None = None,
         kept_dead: list[str] | None = None,
+        priced_projects: list[str] | None = None,
     ) -> bytes:
         """The JSON document apply_batch.lua reads; every integer as decimal text.
 
         `price_version` is the price book's version when the batch priced any event (None
-        when every event supplied its cost): the script applies it only while that version
-        is current, and marks each partition range with it, and `kept_dead` ("P@OFFSET": a
-        message kept a dead letter that this version would price) with "dead".
+        when every event supplied its cost): the script applies it only while no project of
+        `priced_projects` changed its prices since, marks each partition range with it, and
+        `kept_dead` ("P@OFFSET": a message kept a dead letter that this version would price)
+        with "dead".
         """
         layout = self.layout
         retention = self.retention
@@ -144,6 +146,8 @@ class BatchEncoder:
             else {
                 "version_key": layout.prices_version(),
                 "version": str(price_version),
+                "changed_key": layout.prices_changed(),
+                "projects": priced_projects or [],
                 "marks_key": layout.price_marks(self.topic, self.group),
                 "kept_dead": kept_dead or [],
             }
@@ -226,6 +230,20 @@ class RecentlyCounted:
 
 # One memo per (prefix, topic, group) in the decoder process; it outlives a call.
 _RECENTLY_COUNTED: dict[tuple[str, str, str], RecentlyCounted] = {}
+# The price book last sent to this process: the worker sends a book once per version and
+# its version alone after that (a big book pickled with every batch would cost more than
+# decoding it).
+_BOOK_HELD: list[PriceBook] = [EMPTY_BOOK]
+
+
+def _book_of(book: PriceBook | int) -> PriceBook:
+    if isinstance(book, PriceBook):
+        _BOOK_HELD[0] = book
+        return book
+    held = _BOOK_HELD[0]
+    if held.version != book:
+        raise RuntimeError(f"internal error: the decoder holds price book {held.version}, not {book}")
+    return held
 
 
 @dataclass(slots=True)
@@ -249,7 +267,7 @@ def decode_batch(
     *,
     seq: int | None = None,
     epoch: int = 0,
-    book: PriceBook = EMPTY_BOOK,
+    book: PriceBook | int = EMPTY_BOOK,
     known_dead: list[tuple[int, int, str] | None] | None = None,
 ) -> DecodedBatch:
     """Validate, de-duplicate, fold and encode one batch of raw event messages.
@@ -263,13 +281,15 @@ def decode_batch(
     Nothing one message holds can make this raise: a message that fails any
     step becomes a dead letter with its reason, "internal error: ..." when the
     failure is a bug of ours rather than a broken contract. An event without `cost`
-    is priced by `book`; the batch then applies only while that book is current.
+    is priced by `book` (or by the book of that version this process was sent last);
+    the batch then applies only while that book is current.
     `known_dead`, aligned with `values`, holds (partition, offset, reason) of messages
     already sent to the DLQ by an earlier decode of this batch: they stay dead letters.
     One that `book` would price now is marked as kept dead in Redis with the batch
     (KeyLayout.price_marks), so a re-price knows it was not counted. One of reason
     REDRIVEN is left out altogether.
     """
+    book = _book_of(book)
     window = encoder.dedupe_window
     dead_letters: list[tuple[int, str]] = []
     # (project, event_id) -> the slots of the copies this batch counts.
@@ -281,6 +301,7 @@ def decode_batch(
         recent = _RECENTLY_COUNTED.setdefault((encoder.key_prefix, encoder.topic, encoder.group), RecentlyCounted())
         recent.start(epoch)
     kept_dead: list[str] = []
+    unpriced_projects: set[str] = set()  # of the messages refused for want of a price
     for index, raw in enumerate(values):
         known = None if known_dead is None else known_dead[index]
         if known is None:
@@ -290,9 +311,11 @@ def decode_batch(
             if event == REDRIVEN:
                 continue
             if not isinstance(judge(raw, book), str):
-                kept_dead.append(f"{partition}@{offset}")
+                kept_dead.append(kept_dead_field(partition, offset))
         if isinstance(event, str):
             dead_letters.append((index, event))
+            if event.startswith(UNPRICED_REASON):
+                unpriced_projects.add(_project_of(raw))
             continue
         slot = window.slot_of(record_times_ms[index])
         identity = (event.project_id, event.event_id)
@@ -307,20 +330,24 @@ def decode_batch(
         counted.setdefault(identity, []).append(slot)
         accepted.append((index, event, slot))
     try:
-        decoded = _fold_and_encode(encoder, accepted, ranges, dead_letters, duplicates, book.version, kept_dead)
+        decoded = _fold_and_encode(
+            encoder, accepted, ranges, dead_letters, duplicates, book.version, kept_dead, unpriced_projects
+        )
     except Exception:
         log.exception("a batch failed to fold or encode; retrying its events one at a time")
         # Find the events that trigger the failure, each on its own, and set them aside.
         kept = []
         for one in accepted:
             try:
-                _fold_and_encode(encoder, [one], [], [], 0, book.version, [])
+                _fold_and_encode(encoder, [one], [], [], 0, book.version, [], set())
             except Exception as exc:
                 dead_letters.append((one[0], internal_error_reason(exc)))
                 counted.pop((one[1].project_id, one[1].event_id), None)  # not counted after all
                 continue
             kept.append(one)
-        decoded = _fold_and_encode(encoder, kept, ranges, sorted(dead_letters), duplicates, book.version, kept_dead)
+        decoded = _fold_and_encode(
+            encoder, kept, ranges, sorted(dead_letters), duplicates, book.version, kept_dead, unpriced_projects
+        )
     if recent is not None:
         recent.remember(seq, counted)  # type: ignore[arg-type]
     return decoded
@@ -334,21 +361,32 @@ def _fold_and_encode(
     duplicates: int,
     price_version: int,
     kept_dead: list[str],
+    unpriced_projects: set[str],
 ) -> DecodedBatch:
     rollup = BatchRollup()
     newest: dict[str, int] = {}
-    priced = False
+    # The projects whose verdicts depend on the price book: a message refused for want of
+    # a price as much as a priced one.
+    priced = set(unpriced_projects)
     for _, event, slot in accepted:
         rollup.add(event, slot)
         if event.ts_ms > newest.get(event.project_id, -1):
             newest[event.project_id] = event.ts_ms
         if event.price_source != SUPPLIED:
-            priced = True
-    # A message refused for want of a price depends on the book as much as a priced one.
-    priced = priced or any(reason.startswith(UNPRICED_REASON) for _, reason in dead_letters)
+            priced.add(event.project_id)
     deltas = [(delta.project.encode(), delta.encode()) for delta in deltas_of_groups(rollup.groups, newest)]
-    payload = encoder.encode(rollup, ranges, price_version if priced else None, kept_dead)
-    return DecodedBatch(payload, rollup.events, dead_letters, duplicates, deltas, price_version if priced else None)
+    version = price_version if priced else None
+    payload = encoder.encode(rollup, ranges, version, kept_dead, sorted(priced))
+    return DecodedBatch(payload, rollup.events, dead_letters, duplicates, deltas, version)
+
+
+def _project_of(raw: bytes | None) -> str:
+    """The project of a message that was valid up to its price (so a JSON object)."""
+    try:
+        project = orjson.loads(raw or b"{}").get("project_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return DEFAULT_PROJECT
+    return project if isinstance(project, str) else DEFAULT_PROJECT
 
 
 def judge(raw: bytes | None, book: PriceBook = EMPTY_BOOK) -> CostEvent | str:

@@ -51,6 +51,7 @@ from infraprism.core.keys import KeyLayout
 from infraprism.core.price_book import PriceBook
 from infraprism.pipeline import PipelineError
 from infraprism.pipeline.decode import UNPRICED_REASON, judge
+from infraprism.pipeline.price_marks import PriceMarks
 from infraprism.pipeline.replay import event_producer, line_key, topics_of
 from infraprism.pipeline.topics import ensure_topics, log_ends
 from infraprism.settings import Settings
@@ -376,7 +377,8 @@ class RedriveResult:
     not_kept: Counter[str] = field(default_factory=Counter)  # why the message cannot be rebuilt -> how many
     redriven_before: int = 0  # in the ledger already
     copies: int = 0  # the same (project, event_id) as one re-driven before or earlier in this run
-    already_counted: int = 0  # the aggregator's dedupe sets hold its event_id
+    already_counted: int = 0  # counted already: its message was applied with a book that prices it, or a copy was
+    waiting: int = 0  # its message is not applied yet: the aggregator judges it with today's book when it is
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -389,6 +391,7 @@ class RedriveResult:
             "redriven_before": self.redriven_before,
             "copies": self.copies,
             "already_counted": self.already_counted,
+            "waiting": self.waiting,
         }
 
 
@@ -493,9 +496,18 @@ class _Redrive:
         # Sends awaiting their ack: (future, ledger member, reason group as dead-lettered).
         self.pending: deque[tuple[asyncio.Future[RecordMetadata], str, str | None, str]] = deque()
         self.failures: list[KafkaError] = []
+        self.marks = PriceMarks({}, frozenset())  # loaded by run()
+        self.applied_until: dict[int, int] = {}
+        self.books: dict[int, PriceBook] = {}
 
     async def run(self, reason_filter: str | None, on_progress: Callable[[int, int], None] | None) -> None:
         book = await prices.load_book(self.redis, self.layout)
+        s = self.settings
+        # Read after the book: whatever the aggregator applied since was priced with it or later.
+        self.marks = await PriceMarks.load(self.redis, self.layout, s.events_topic, s.aggregator_group)
+        applied = await self.redis.hgetall(self.layout.offsets(s.events_topic, s.aggregator_group))
+        self.applied_until = {int(p): int(o) for p, o in applied.items()}
+        self.books = {book.version: book}
         async with _DeadLetterReader(self.settings) as reader:
             reads = 2 if await self.redis.scard(self.ledger_key) > 0 else 1
             read = 0
@@ -511,7 +523,6 @@ class _Redrive:
                 # topic (on another partition): every earlier run's events are known first.
                 self.done = await _redriven_identities(reader, self.redis, self.ledger_key, progressed)
             if not self.dry_run and reader.total:
-                s = self.settings
                 await ensure_topics(s.kafka_bootstrap, topics_of(s), s.topic_partitions)
                 self.producer = event_producer(s)
                 await self.producer.start()
@@ -554,6 +565,15 @@ class _Redrive:
             if identity in self.done:
                 result.copies += 1
                 continue
+            where = await self._counted_where_it_is(letter, original)
+            if where == "waiting":
+                result.waiting += 1
+                continue
+            if where == "counted":
+                result.already_counted += 1
+                if not self.dry_run:
+                    await self.redis.sadd(self.ledger_key, letter.position)
+                continue
             self.done.add(identity)
             passing.append((letter, original))
             identities.append((identity, letter.dead_lettered_at_ms))
@@ -563,6 +583,30 @@ class _Redrive:
         if settled and not self.dry_run:
             await self.redis.sadd(self.ledger_key, *settled)
         return [one for one, is_counted in zip(passing, counted, strict=True) if not is_counted]
+
+    async def _counted_where_it_is(self, letter: DeadLetter, original: bytes | None) -> str:
+        """ "counted" when the aggregates count the dead letter's message itself, "waiting" when
+        the aggregator has not applied it yet, else "dead".
+
+        A message can be both a dead letter and counted: its batch was not applied (a crash)
+        and was read again once a price existed, or a rebuild judged it with today's book.
+        The price marks say with which book its batch was applied; if that book prices it,
+        and it was not kept a dead letter, the aggregates count it."""
+        source = letter.record.get("source")
+        if not isinstance(source, dict) or source.get("topic") != self.settings.events_topic:
+            return "dead"
+        partition, offset = source.get("partition"), source.get("offset")
+        if type(partition) is not int or type(offset) is not int:
+            return "dead"
+        if offset >= self.applied_until.get(partition, 0):
+            return "waiting"
+        if (partition, offset) in self.marks.left_out:
+            return "dead"
+        version = self.marks.marked_version(partition, offset)
+        book = self.books.get(version)
+        if book is None:
+            book = self.books[version] = await prices.book_at(self.redis, self.layout, version)
+        return "dead" if isinstance(judge(original, book), str) else "counted"
 
     async def _resubmit(self, passing: list[tuple[DeadLetter, bytes | None]]) -> None:
         for letter, original in passing:

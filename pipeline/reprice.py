@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_right
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -45,6 +45,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
 from infraprism.core.cell import Cell
@@ -57,7 +58,8 @@ from infraprism.core.text import as_text, rfc3339_now
 from infraprism.core.zones import day_range_ms, zone
 from infraprism.pipeline import PipelineError
 from infraprism.pipeline.decode import BatchEncoder, PartitionRange, judge
-from infraprism.pipeline.store import Applied, Fenced, RollupStore
+from infraprism.pipeline.price_marks import PriceMarks
+from infraprism.pipeline.store import Applied, Fenced, RollupStore, Unmet
 from infraprism.settings import Settings
 from infraprism.stores import prices
 from infraprism.stores.projects import reporting_zone
@@ -67,6 +69,9 @@ log = logging.getLogger(__name__)
 # Offsets of one partition applied in one atomic call (a chunk's corrections are at most this many events).
 CHUNK_RECORDS = 20_000
 FETCH_RECORDS = 5_000
+
+
+_STARTED_TOGETHER = "another re-price of {project!r} started at the same moment; let it finish, then rerun this"
 
 
 class RepriceError(PipelineError):
@@ -86,6 +91,7 @@ class RepriceJob:
     version: int
     offsets: dict[int, int]
     started_at: str
+    token: str  # names this job: a chunk applies only while the job record still holds it
 
     def to_record(self) -> dict[str, str]:
         return {
@@ -97,6 +103,7 @@ class RepriceJob:
             "version": str(self.version),
             "offsets": orjson.dumps({str(p): o for p, o in self.offsets.items()}).decode(),
             "started_at": self.started_at,
+            "token": self.token,
             "status": "running",
         }
 
@@ -111,6 +118,7 @@ class RepriceJob:
             version=int(raw["version"]),
             offsets={int(p): int(o) for p, o in orjson.loads(raw["offsets"]).items()},
             started_at=raw["started_at"],
+            token=raw.get("token", raw["started_at"]),
         )
 
     def covers(self, partition: int, offset: int, ts_ms: int) -> bool:
@@ -131,47 +139,18 @@ class RepriceResult:
 
 @dataclass(slots=True)
 class _PriceHistory:
-    """What priced each event of the project: the partition marks and the finished re-prices."""
+    """What priced each event of the project: the price marks and the finished re-prices."""
 
-    marks: dict[int, tuple[list[int], list[int]]]  # partition -> (offsets, versions), ascending
-    kept_dead: set[tuple[int, int]]
+    marks: PriceMarks
     done: list[RepriceJob]
     books: dict[int, PriceBook] = field(default_factory=dict)
 
-    def marked_version(self, partition: int, offset: int) -> int:
-        """The version that priced the message when it was applied (0: before any override)."""
-        offsets, versions = self.marks.get(partition, ([], []))
-        index = bisect_right(offsets, offset)
-        return versions[index - 1] if index else 0
-
-    def version_at(self, partition: int, offset: int, ts_ms: int) -> int:
-        """The version its aggregates hold it at: the latest of its mark and its re-prices."""
-        version = self.marked_version(partition, offset)
-        for job in self.done:
-            if job.covers(partition, offset, ts_ms):
-                version = max(version, job.version)
-        return version
+    def repriced_versions(self, partition: int, offset: int, ts_ms: int) -> list[int]:
+        """The versions of the finished re-prices that covered the event, the latest first."""
+        return [job.version for job in reversed(self.done) if job.covers(partition, offset, ts_ms)]
 
     def versions(self) -> set[int]:
-        return {0} | {v for _, versions in self.marks.values() for v in versions} | {j.version for j in self.done}
-
-
-def _history(raw_marks: dict[str, str], raw_done: list[str], project: str) -> _PriceHistory:
-    marks: dict[int, list[tuple[int, int]]] = {}
-    kept_dead: set[tuple[int, int]] = set()
-    for name, value in raw_marks.items():
-        if "@" in name:
-            dead_partition, _, dead_offset = name.partition("@")
-            kept_dead.add((int(dead_partition), int(dead_offset)))
-        elif ":" in name:
-            marked_partition, _, marked_offset = name.partition(":")
-            marks.setdefault(int(marked_partition), []).append((int(marked_offset), int(value)))
-    ordered: dict[int, tuple[list[int], list[int]]] = {}
-    for partition, entries in marks.items():
-        entries.sort()
-        ordered[partition] = ([o for o, _ in entries], [v for _, v in entries])
-    done = [RepriceJob.from_record(orjson.loads(entry)) for entry in raw_done]
-    return _PriceHistory(ordered, kept_dead, [job for job in done if job.project == project])
+        return self.marks.versions() | {job.version for job in self.done}
 
 
 async def reprice(
@@ -194,16 +173,12 @@ async def reprice(
             raise RepriceError(f"unknown project {project!r}: it has no events, settings or API keys")
         job, resumed = await _start_job(redis, layout, settings, project, start, end)
         result = RepriceResult(job, resumed)
-        marks = await redis.hgetall(layout.price_marks(settings.events_topic, settings.aggregator_group))
-        # Messages whose dead letters were re-driven: their copies count them, they do not.
-        for member in await redis.smembers(layout.redriven_sources(settings.events_topic)):
-            partition, _, offset = as_text(member).partition(":")
-            marks[f"{partition}@{offset}"] = "redriven"
-        history = _history(
-            {as_text(name): as_text(value) for name, value in marks.items()},
-            [as_text(entry) for entry in await redis.lrange(layout.reprice_history(project), 0, -1)],
-            project,
-        )
+        marks = await PriceMarks.load(redis, layout, settings.events_topic, settings.aggregator_group)
+        done = [
+            RepriceJob.from_record(orjson.loads(entry))
+            for entry in await redis.lrange(layout.reprice_history(project), 0, -1)
+        ]
+        history = _PriceHistory(marks, [job for job in done if job.project == project])
         for version in history.versions() | {job.version}:
             history.books[version] = await prices.book_at(redis, layout, version)
         new_book = history.books[job.version]
@@ -249,32 +224,40 @@ async def _start_job(
         return job, True
     start_ms, end_ms = day_range_ms(zone(await reporting_zone(redis, layout, project)), start, end)
     offsets_key = layout.offsets(settings.events_topic, settings.aggregator_group)
-    # The version and the applied offsets are read in one transaction: every batch applied
-    # after it was priced with this version or a later one (the apply script's price fence).
+    beginnings = await _beginnings(settings, [int(p) for p in await redis.hkeys(offsets_key)])
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.get(layout.prices_version())
-        pipe.hgetall(offsets_key)
-        version_raw, offsets_raw = await pipe.execute()
-    if any(int(offset) < 0 for offset in offsets_raw.values()):
-        raise RepriceError("`infraprism rebuild` is running (the offsets are fenced); re-price after it")
-    job = RepriceJob(
-        project=project,
-        start=start,
-        end=end,
-        start_ms=start_ms,
-        end_ms=end_ms,
-        version=int(version_raw or 0),
-        offsets={int(p): int(o) for p, o in offsets_raw.items()},
-        started_at=rfc3339_now(),
-    )
-    beginnings = await _beginnings(settings, list(job.offsets))
-    async with redis.pipeline(transaction=True) as pipe:
+        # Another run starting at the same moment: one of the two transactions fails.
+        await pipe.watch(job_key)
+        if await pipe.hget(job_key, "status") == "running":
+            raise RepriceError(_STARTED_TOGETHER.format(project=project))
+        # The version and the applied offsets are read together: every batch applied after
+        # this priced the project's events with its book as of this version (the apply
+        # script refuses one priced with an older book of the project).
+        version_raw = await pipe.get(layout.prices_version())
+        offsets_raw = await pipe.hgetall(offsets_key)
+        if any(int(offset) < 0 for offset in offsets_raw.values()):
+            raise RepriceError("`infraprism rebuild` is running (the offsets are fenced); re-price after it")
+        job = RepriceJob(
+            project=project,
+            start=start,
+            end=end,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            version=int(version_raw or 0),
+            offsets={int(p): int(o) for p, o in offsets_raw.items()},
+            started_at=rfc3339_now(),
+            token=uuid.uuid4().hex,
+        )
+        pipe.multi()
         pipe.delete(job_key, progress_key)
         record: dict[FieldT, EncodableT] = {name: value for name, value in job.to_record().items()}
         pipe.hset(job_key, mapping=record)
         if job.offsets:
             pipe.hset(progress_key, mapping={str(p): str(beginnings.get(p, 0)) for p in job.offsets})
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except WatchError:
+            raise RepriceError(_STARTED_TOGETHER.format(project=project)) from None
     return job, False
 
 
@@ -283,7 +266,7 @@ async def _finish(redis: aioredis.Redis, layout: KeyLayout, job: RepriceJob) -> 
     job_key = layout.reprice_job(job.project)
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(job_key)
-        if await pipe.hget(job_key, "status") != "running" or await pipe.hget(job_key, "started_at") != job.started_at:
+        if await pipe.hget(job_key, "status") != "running" or await pipe.hget(job_key, "token") != job.token:
             await pipe.unwatch()
             return  # another run of the same job finished it
         pipe.multi()
@@ -383,24 +366,24 @@ def _consider(
     """Replay one record's verdict and dedupe as the live path decided them; add its
     correction to the chunk when it is a counted, priced event of the range not yet corrected."""
     partition, offset, raw = record.partition, record.offset, record.value
-    if raw is None or (partition, offset) in history.kept_dead:
+    if raw is None or (partition, offset) in history.marks.left_out:
         return
     # A cheap test before the verdict: only this project's events matter (an event without
     # project_id is of the default project).
     if job.project != DEFAULT_PROJECT and job.project.encode() not in raw:
         return
-    # The marks say which book priced it when it was applied; a finished re-price that
-    # covered it since says which book priced it last. Its time does not depend on the book.
-    marked = history.marked_version(partition, offset)
+    # The marks say which book priced it when it was applied; the latest finished re-price
+    # that covered it and could price it says which book priced it since (one that could not
+    # kept the price it had). Its time does not depend on the book.
+    marked = history.marks.marked_version(partition, offset)
     old = judge(raw, history.books[marked])
     if isinstance(old, str) or old.project_id != job.project:
         return  # a dead letter when it was applied, or another project's: never counted here
-    version = history.version_at(partition, offset, old.ts_ms)
-    if version != marked:
+    for version in history.repriced_versions(partition, offset, old.ts_ms):
         repriced = judge(raw, history.books[version])
-        if isinstance(repriced, str):
-            raise RepriceError(f"internal error: an event re-priced earlier no longer validates: {repriced}")
-        old = repriced
+        if not isinstance(repriced, str):
+            old = repriced
+            break
     slot = window.slot_of(record.timestamp)
     slots = counted.get(old.event_id)
     if slots is not None and any(window.are_near(slot, other) for other in slots):
@@ -432,11 +415,19 @@ async def _apply_chunk(
     payload = encode_correction(
         store.encoder, job.project, chunk.minus, chunk.plus, layout.reprice_progress(job.project)
     )
+    # Only while this job is the project's running one: a rebuild deletes it, a new job replaces it.
+    job_key = layout.reprice_job(job.project)
+    payload["require"] = [[job_key, "token", job.token], [job_key, "status", "running"]]
     ranges = [PartitionRange(partition, chunk.from_offset, to_offset)]
     applied = await store.apply_payload(_with_ranges(payload, ranges))
     if isinstance(applied, Fenced):
         log.info("chunk %d [%d, %d) was applied by another run of this job", partition, chunk.from_offset, to_offset)
         return
+    if isinstance(applied, Unmet):
+        raise RepriceError(
+            f"this re-price of {job.project!r} is no longer the project's running one: another run of it finished "
+            "it, or a rebuild (which prices every event anew) removed it. Nothing more of it was applied"
+        )
     if not isinstance(applied, Applied):
         raise RepriceError(
             f"Redis refused the corrections of partition {partition} offsets [{chunk.from_offset}, {to_offset}): "

@@ -59,11 +59,20 @@ class StalePrices:
 
 
 @dataclass(frozen=True, slots=True)
+class Unmet:
+    """Redis refused the batch: a field it requires (`require`) holds `stored`, not what it expects."""
+
+    key: str
+    field: str
+    stored: str
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     pass
 
 
-ApplyResult = Applied | Fenced | Duplicates | Refused | StalePrices
+ApplyResult = Applied | Fenced | Duplicates | Refused | StalePrices | Unmet
 
 REFUSED_PREFIX = "INFRAPRISM_REFUSED "
 
@@ -128,10 +137,22 @@ class RollupStore:
             return Applied()
         if status == "fenced":
             return Fenced(int(reply[1]), int(reply[2]))
+        if status == "unmet":
+            return Unmet(as_text(reply[1]), as_text(reply[2]), as_text(reply[3]))
         if status == "stale_prices":
             return StalePrices(int(reply[1]))
         pairs = reply[1:]
         return Duplicates(frozenset((as_text(pairs[i]), as_text(pairs[i + 1])) for i in range(0, len(pairs), 2)))
 
 
-__all__ = ["Applied", "Duplicates", "Fenced", "PartitionRange", "Refused", "Retention", "RollupStore", "StalePrices"]
+__all__ = [
+    "Applied",
+    "Duplicates",
+    "Fenced",
+    "PartitionRange",
+    "Refused",
+    "Retention",
+    "RollupStore",
+    "StalePrices",
+    "Unmet",
+]

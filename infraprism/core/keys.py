@@ -64,6 +64,16 @@ def entity_member(entity_type: str, entity_id: str) -> str:
     return f"{entity_type}{SEP}{entity_id}"
 
 
+def price_mark_field(partition: int | str, offset: int | str) -> str:
+    """The `KeyLayout.price_marks` field of the version that priced a partition from `offset` on."""
+    return f"{partition}:{offset}"
+
+
+def kept_dead_field(partition: int | str, offset: int | str) -> str:
+    """The `KeyLayout.price_marks` field of a message kept a dead letter on a re-decode."""
+    return f"{partition}@{offset}"
+
+
 def tag_member(key: str, value: str) -> str:
     return f"{key}{SEP}{value}"
 
@@ -267,13 +277,23 @@ class KeyLayout:
     # --- price overrides (written by `infraprism prices` and the API, read by the aggregator) ---
     def prices_version(self) -> str:
         """Counter: the price book's version, bumped by every change of any project's overrides.
-        The apply script refuses a batch priced with another version (stale prices). Not derived."""
+        The apply script refuses a batch priced with a version older than a change of one of its
+        projects (`prices_changed`). Not derived."""
         return f"{self.root}:prices:version"
 
     def price_books(self) -> str:
-        """Hash: version -> the whole price book at that version as JSON (stores/prices.py), every
-        version kept, so a re-price knows what an event was priced at. Not derived."""
+        """Hash: `project SEP version` -> the project's overrides after its change at that
+        version, as JSON (stores/prices.py). Every change kept, so a re-price knows what an
+        event was priced at. Not derived."""
         return f"{self.root}:prices:books"
+
+    def price_changes(self) -> str:
+        """Hash: project -> the versions its overrides changed at, ascending ("3,7,12"). Not derived."""
+        return f"{self.root}:prices:changes"
+
+    def prices_changed(self) -> str:
+        """Hash: project -> the version of its last change: the apply script's per-project price fence."""
+        return f"{self.root}:prices:changed"
 
     def reprice_job(self, project: str) -> str:
         """Hash: the project's re-price in progress, or the last one (pipeline/reprice.py)."""

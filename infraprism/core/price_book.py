@@ -141,8 +141,10 @@ class PriceOverride:
         object.__setattr__(self, "_yocto", yocto)
 
     @property
-    def identity(self) -> tuple[str, str | None, int]:
-        return (self.model, self.provider, self.effective_from_ms)
+    def identity(self) -> tuple[str, str | None, str | None]:
+        """What two overrides must not share: the model, the provider and the day (as given) it
+        starts on. A day names one instant, its midnight in the project's zone when it was set."""
+        return (self.model, self.provider, self.effective_from)
 
     @property
     def is_discount_only(self) -> bool:

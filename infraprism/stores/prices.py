@@ -3,29 +3,33 @@
 Written by `infraprism prices` and `PUT`/`DELETE /v1/prices`, read by the aggregator
 (which prices events without `cost` with the current book) and by `infraprism reprice`.
 
-The book is one JSON document per version, kept for every version
-(`KeyLayout.price_books`), and `KeyLayout.prices_version` names the current one. A
-change writes the next version in one atomic call that refuses when another change
-landed meanwhile (then it is recomputed and tried again), so versions form one
-sequence. The aggregator's apply script refuses a batch priced with any other
-version than the current one, so every event applied after a change has its new
-price; a re-price reads old versions to know what an event was priced at. A book
-is small (an override is ~300 bytes) and changes are rare, so keeping every
-version costs little.
+A change of one project's overrides makes the next version of the whole book
+(`KeyLayout.prices_version`), in one atomic call that refuses when another change landed
+meanwhile (then it is recomputed and tried again), so versions form one sequence. What
+is stored per change is the changed project's overrides only (`KeyLayout.price_books`,
+every version kept, with `price_changes` listing each project's versions), so the book
+at any version is each project's overrides as of its last change at or before it.
+
+The aggregator's apply script refuses a batch that priced a project's events with a
+book older than that project's last change (`KeyLayout.prices_changed`), so every event
+counted after a change has its new price, and a change in one project never refuses
+another project's batches. A re-price reads old versions to know what an event was
+priced at. A change that would store what is stored makes no version.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from datetime import date
 
 import orjson
 import redis.asyncio as aioredis
 
-from infraprism.core.keys import KeyLayout
+from infraprism.core.keys import SEP, KeyLayout
 from infraprism.core.price_book import InvalidPrice, PriceBook, PriceOverride
-from infraprism.core.text import rfc3339_now
+from infraprism.core.text import as_text, rfc3339_now
 from infraprism.core.zones import local_midnight_ms, zone
 from infraprism.stores import StoreError
 from infraprism.stores.projects import reporting_zone
@@ -34,15 +38,19 @@ from infraprism.stores.projects import reporting_zone
 MAX_OVERRIDES_PER_PROJECT = 10_000
 _COMMIT_ATTEMPTS = 20
 
-# KEYS[1] the version counter, KEYS[2] the books hash; ARGV[1] the version the change was
-# computed from, ARGV[2] the new book. Returns the new version, or -1 when another change
-# landed first.
+# KEYS: the version counter, the hash project -> version of its last change, the hash
+# project -> its change versions ("3,7,12"), the books hash. ARGV: the version the change
+# was computed from, the project, its overrides as JSON, the separator of a books field. Returns the new version, or -1
+# when another change landed first.
 _COMMIT = """
 local current = redis.call('GET', KEYS[1]) or '0'
 if current ~= ARGV[1] then return -1 end
-local version = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], tostring(version), ARGV[2])
-return version
+local version = tostring(redis.call('INCR', KEYS[1]))
+redis.call('HSET', KEYS[2], ARGV[2], version)
+local changes = redis.call('HGET', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], changes and (changes .. ',' .. version) or version)
+redis.call('HSET', KEYS[4], ARGV[2] .. ARGV[4] .. version, ARGV[3])
+return tonumber(version)
 """
 
 
@@ -54,29 +62,54 @@ class NoSuchOverride(StoreError, LookupError):
     """A delete named no stored override."""
 
 
-def _encode(book: PriceBook) -> bytes:
-    return orjson.dumps(
-        {"projects": {project: [o.to_json() for o in items] for project, items in sorted(book.by_project.items())}}
-    )
+class CorruptPriceBook(StoreError, ValueError):
+    """What Redis holds as the price book is not what InfraPrism writes."""
 
 
-def _decode(version: int, raw: str | bytes | None) -> PriceBook:
-    if raw is None:
-        return PriceBook(version)
-    projects = orjson.loads(raw).get("projects") or {}
-    return PriceBook(version, {p: [PriceOverride.from_json(o) for o in items] for p, items in projects.items()})
+def _encode(overrides: Iterable[PriceOverride]) -> bytes:
+    return orjson.dumps([o.to_json() for o in overrides])
+
+
+def _decode(project: str, raw: str | bytes) -> list[PriceOverride]:
+    try:
+        items = orjson.loads(raw)
+        return [PriceOverride.from_json(item) for item in items]
+    except (orjson.JSONDecodeError, InvalidPrice, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptPriceBook(f"the stored price overrides of project {project!r} are unreadable: {exc!r}") from exc
 
 
 async def current_version(redis: aioredis.Redis, layout: KeyLayout) -> int:
     raw = await redis.get(layout.prices_version())
-    return 0 if raw is None else int(raw)
+    try:
+        return 0 if raw is None else int(raw)
+    except ValueError:
+        raise CorruptPriceBook(f"{layout.prices_version()} holds {raw!r}, not a version") from None
 
 
 async def book_at(redis: aioredis.Redis, layout: KeyLayout, version: int) -> PriceBook:
-    """The book as it was at `version` (0: no overrides at all)."""
+    """The book as it was at `version` (0: no overrides at all): each project's overrides as
+    of its last change at or before `version`. Versions are immutable once written."""
     if version == 0:
         return PriceBook(0)
-    return _decode(version, await redis.hget(layout.price_books(), str(version)))
+    fields: dict[str, str] = {}
+    for raw_project, raw_changes in (await redis.hgetall(layout.price_changes())).items():
+        project = as_text(raw_project)
+        try:
+            changes = [int(v) for v in as_text(raw_changes).split(",")]
+        except ValueError:
+            raise CorruptPriceBook(f"the change versions of project {project!r} are unreadable") from None
+        at = bisect_right(changes, version)
+        if at:
+            fields[project] = f"{project}{SEP}{changes[at - 1]}"
+    if not fields:
+        return PriceBook(version)
+    stored = await redis.hmget(layout.price_books(), list(fields.values()))
+    overrides = {}
+    for project, raw in zip(fields, stored, strict=True):
+        if raw is None:
+            raise CorruptPriceBook(f"the overrides of project {project!r} at {fields[project]!r} are missing")
+        overrides[project] = _decode(project, raw)
+    return PriceBook(version, overrides)
 
 
 async def load_book(redis: aioredis.Redis, layout: KeyLayout) -> PriceBook:
@@ -115,16 +148,14 @@ async def _change(
 ) -> int:
     """Apply `change` to the project's overrides as the next version; returns that version."""
     script = redis.register_script(_COMMIT)
+    keys = [layout.prices_version(), layout.prices_changed(), layout.price_changes(), layout.price_books()]
     for _ in range(_COMMIT_ATTEMPTS):
         version = await current_version(redis, layout)
         book = await book_at(redis, layout, version)
-        overrides = dict(book.by_project)
-        changed = change(list(overrides.get(project, ())))
+        changed = change(list(book.by_project.get(project, ())))
         if len(changed) > MAX_OVERRIDES_PER_PROJECT:
             raise InvalidPrice("model", f"a project holds at most {MAX_OVERRIDES_PER_PROJECT} price overrides")
-        overrides[project] = tuple(changed)
-        keys = [layout.prices_version(), layout.price_books()]
-        new_version = int(await script(keys=keys, args=[str(version), _encode(PriceBook(0, overrides))]))
+        new_version = int(await script(keys=keys, args=[str(version), project, _encode(changed), SEP]))
         if new_version > 0:
             return new_version
     raise StoreError("the price book kept changing under this write; try again")
@@ -138,8 +169,9 @@ async def set_override(
     *,
     replace: bool = False,
 ) -> PriceOverride:
-    """Store `override`. One of the same model, provider and effective day is an overlap:
-    refused (InvalidPrice on effective_from) unless `replace`."""
+    """Store `override`. One of the same model, provider and effective day (as given) is an
+    overlap: refused (InvalidPrice on effective_from) unless `replace`. A change to what is
+    stored already makes no new version."""
     if not await project_exists(redis, layout, project):
         raise UnknownProject(
             f"unknown project {project!r}: it has no events, settings or API keys yet. Check the name; a new "
@@ -158,10 +190,23 @@ async def set_override(
                 + (f" (provider {override.provider!r})" if override.provider else "")
                 + f" already in effect from {since}; delete it first, or replace it",
             )
+        if same and _same_prices(same[0], override):
+            raise _Unchanged
         return [o for o in existing if o.identity != override.identity] + [stored]
 
-    await _change(redis, layout, project, put)
+    try:
+        await _change(redis, layout, project, put)
+    except _Unchanged:
+        return next(o for o in await list_overrides(redis, layout, project) if o.identity == override.identity)
     return stored
+
+
+class _Unchanged(Exception):
+    """The change would store what is stored: no new version (each refuses batches in flight)."""
+
+
+def _same_prices(a: PriceOverride, b: PriceOverride) -> bool:
+    return a.to_json() | {"set_at": None} == b.to_json() | {"set_at": None}
 
 
 async def delete_overrides(
@@ -171,17 +216,19 @@ async def delete_overrides(
     model: str,
     *,
     provider: str | None = None,
-    effective_from_ms: int | None = None,
+    effective_from: date | None = None,
 ) -> list[PriceOverride]:
-    """Delete the model's overrides (of `provider` only, from `effective_from_ms` only, when
-    given); NoSuchOverride when none matches. Returns what was deleted."""
+    """Delete the model's overrides (of `provider` only, starting on the day `effective_from`
+    only, when given: the day as it was set, which a later change of the project's zone does
+    not move); NoSuchOverride when none matches. Returns what was deleted."""
     deleted: list[PriceOverride] = []
+    day = None if effective_from is None else effective_from.isoformat()
 
     def matches(o: PriceOverride) -> bool:
         return (
             o.model == model
             and (provider is None or o.provider == provider)
-            and (effective_from_ms is None or o.effective_from_ms == effective_from_ms)
+            and (effective_from is None or o.effective_from == day)
         )
 
     def drop(existing: list[PriceOverride]) -> list[PriceOverride]:

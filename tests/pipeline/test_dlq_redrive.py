@@ -125,7 +125,9 @@ async def test_unknown_model_is_dead_lettered_then_priced_redriven_and_counted_o
             cache_read_per_mtok=Decimal(CACHE_READ_PER_MTOK),
         ),
     )
-    dry = orjson.loads(cli("dlq", "redrive", "--dry-run", "--json", env=settings_env).stdout)
+    dry_run = cli("dlq", "redrive", "--dry-run", "--json", env=settings_env)
+    assert dry_run.returncode == 0, dry_run.stderr
+    dry = orjson.loads(dry_run.stdout)
     assert (dry["redriven"], dry["copies"], dry["still_failing"]) == ({UNKNOWN_REASON: 6}, 1, {MALFORMED_GROUP: 1})
     assert await redis_client.scard(ledger) == 0
     filtered = await dlq.redrive(settings, "json")
