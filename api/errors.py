@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from infraprism.errors import InfraprismError
+from infraprism.stores.prices import CorruptPriceBook
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,12 @@ async def _redis_error(request: Request, exc: Exception) -> Response:
     return envelope(503, "unavailable", "the data store is unavailable; retry shortly", {"Retry-After": "1"})
 
 
+async def _corrupt_price_book(request: Request, exc: Exception) -> Response:
+    # Stored data this build did not write: no answer can be computed until an operator repairs it.
+    log.error("unreadable price book", extra={"path": request.url.path, "error": repr(exc)})
+    return envelope(503, "unavailable", f"{exc}; an operator must repair or delete it")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug. Logged with the request so it can be fixed; the client still gets the envelope.
     log.exception("unhandled error", extra={"path": request.url.path, "query": str(request.url.query)})
@@ -168,6 +175,7 @@ def install(app: FastAPI) -> None:
         (RedisConnectionError, _redis_error),
         (RedisTimeoutError, _redis_error),
         (RedisError, _redis_error),
+        (CorruptPriceBook, _corrupt_price_book),
         (Exception, _unexpected),
     ]
     for exc_class, handler in handlers:

@@ -213,6 +213,8 @@ async def put_price(
         # holds (an overlap, or a full project).
         hint = " with ?replace=true" if exc.field == "effective_from" else ""
         raise Conflict(f"{exc}{hint}") from None
+    except prices.CorruptPriceBook:
+        raise  # a 503 (api/errors.py): nothing can be answered until it is repaired
     except StoreError as exc:  # other writes kept landing first: nothing was stored
         raise Conflict(str(exc)) from None
     return _json(public_price(stored))

@@ -314,14 +314,23 @@ class Aggregator:
         return batch
 
     async def _refresh_book(self, version: int | None = None) -> None:
-        """Load the price book when its version moved (to `version` when Redis named it)."""
+        """Load the price book when its version moved (to `version` when Redis named it).
+
+        A failure keeps the book held: the apply script refuses what it would misprice, and
+        the next check tries again. Nothing here may stop the worker."""
         assert self._redis is not None
         self._book_checked = time.monotonic()
-        if version is None:
-            version = await prices.current_version(self._redis, self.layout)
-        if version != self._book.version:
-            self._book = await prices.book_at(self._redis, self.layout, version)
-            log.info("price book version %d loaded: events without cost are priced with it from now on", version)
+        try:
+            if version is None:
+                version = await prices.current_version(self._redis, self.layout)
+            if version != self._book.version:
+                self._book = await prices.book_at(self._redis, self.layout, version)
+                log.info("price book version %d loaded: events without cost are priced with it from now on", version)
+        except (RedisConnectionError, RedisTimeoutError, ResponseError, prices.CorruptPriceBook) as exc:
+            log.error(
+                "the price book could not be loaded (%s); pricing with version %d meanwhile", exc, self._book.version
+            )
+            self.metrics.retries.labels(dependency="prices").inc()
 
     def _start_decode(
         self, batch: PreparedBatch, exclude: frozenset[tuple[str, str]] = frozenset()
@@ -437,6 +446,7 @@ class Aggregator:
         assert batch.decoded is not None
         decoded = batch.decoded
         excluded: frozenset[tuple[str, str]] = frozenset()
+        stale_delay = RETRY_FIRST_S
         while True:
             started = time.perf_counter()
             result = await self._apply_payload(decoded.payload)
@@ -460,7 +470,11 @@ class Aggregator:
                 # Prices changed since this batch was decoded: price it again with the new book.
                 # What was dead-lettered stays a dead letter (decode_batch's known_dead); what
                 # the new book cannot price (an override deleted) becomes one, sent first.
+                held = self._book.version
                 await self._refresh_book(result.current_version)
+                if self._book.version == held:  # it could not be loaded: wait, as for Redis
+                    await self._backoff(stale_delay)
+                    stale_delay = min(stale_delay * 2, RETRY_MAX_S)
                 decoded = await self._start_decode(batch, excluded)
                 await self._dead_letter(batch, decoded)
                 continue

@@ -308,3 +308,19 @@ async def test_another_projects_prices_are_not_seen_or_deleted(
     assert (await authed.get("/v1/prices", headers=bearer(other))).json() == {"data": []}
     assert (await authed.delete("/v1/prices/gpt-4o", headers=bearer(other))).status_code == 404
     assert len((await authed.get("/v1/prices")).json()["data"]) == 1
+
+
+async def test_a_price_book_this_build_did_not_write_is_a_503_not_a_500(
+    authed: httpx.AsyncClient, settings: Settings, redis_client: aioredis.Redis, project: str
+):
+    layout = KeyLayout(settings.key_prefix)
+    await redis_client.hset(layout.price_changes(), project, "1")
+    await redis_client.set(layout.prices_version(), "1")
+    await redis_client.hset(layout.price_books(), f"{project}\x1f1", b"{not json")
+    for response in (
+        await authed.get("/v1/prices"),
+        await authed.put("/v1/prices/gpt-4o", json={"input_per_mtok": 1, "output_per_mtok": 2}),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "unavailable"
+        assert "unreadable" in response.json()["error"]["message"]

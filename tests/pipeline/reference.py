@@ -367,6 +367,8 @@ async def read_state(redis: Any, prefix: str) -> dict[str, dict]:
             state["tag_keys"][project] = set(await redis.smembers(key))
         elif kind == "reprice":
             continue  # `infraprism reprice`'s job, progress and history: bookkeeping
+        elif kind == "settings":
+            continue  # the project's settings (its zone): configuration
         elif kind == "ver":
             # The API cache's data version: a count of applied batches, not an aggregate.
             assert int(await redis.get(key)) >= 1, key

@@ -214,3 +214,26 @@ REASON_GROUPS = [
 @pytest.mark.parametrize(("reason", "group"), REASON_GROUPS)
 def test_a_reason_groups_without_its_variable_part(reason: str, group: str) -> None:
     assert dlq.reason_group(reason) == group
+
+
+@pytest.mark.timeout(240)
+async def test_a_redrive_after_a_rebuild_sends_nothing_the_rebuild_counted(settings, redis_client):
+    layout = KeyLayout(settings.key_prefix)
+    unknown = [unknown_model_event(i) for i in range(4)]
+    month_ago = int(time.time() * 1000) - 30 * 86_400_000  # beyond the dedupe window of a copy sent now
+    await produce(settings, [valid_event(0, project_id=PROJECT), *unknown], record_time_ms=month_ago)
+    await aggregate(redis_client, settings)
+    await prices.set_override(
+        redis_client,
+        layout,
+        PROJECT,
+        PriceOverride(MODEL, None, None, 0, input_per_mtok=Decimal(INPUT_PER_MTOK), output_per_mtok=Decimal(1)),
+    )
+    # The rebuild judges the dead letters' messages with today's book: it counts them.
+    await rebuild(settings)
+    counted = await day_total(redis_client, settings)
+    assert counted[0] == 1 + len(unknown)
+    result = await dlq.redrive(settings)
+    assert (result.redriven, result.already_counted) == ({}, len(unknown))
+    await aggregate(redis_client, settings)
+    assert await day_total(redis_client, settings) == counted

@@ -230,3 +230,81 @@ async def test_the_reprice_command(settings, settings_env, redis_client):
     bad_day = cli("reprice", "--project", "default", "--from", "2025-02-30", "-q", env=env)
     assert bad_day.returncode != 0
     assert "--from: not a day of the calendar: '2025-02-30'" in bad_day.stderr.decode()
+
+
+PRIVATE = "ft:gpt-4o:acme"
+
+
+def private_override(input_rate: str) -> PriceOverride:
+    return PriceOverride(
+        PRIVATE, None, None, 0, input_per_mtok=parse_rate("input_per_mtok", input_rate), output_per_mtok=Decimal(1)
+    )
+
+
+async def test_an_override_deleted_then_set_again_is_repriced_from_the_price_each_event_kept(settings, redis_client):
+    layout = KeyLayout(settings.key_prefix)
+    await redis_client.hset(layout.project_settings("default"), "tz", "UTC")  # a project before its events
+    await prices.set_override(redis_client, layout, "default", private_override("2"))
+    events = [{**event(i), "model": PRIVATE} for i in range(30)]
+    await produce(settings, events)
+    async with running_aggregator(settings):
+        await wait_caught_up(redis_client, settings)
+
+    def priced_at(input_rate: str):
+        def price_of(raw: dict[str, Any]) -> tuple[int, str]:
+            usd = (Decimal(input_rate) * raw["input_tokens"] + raw["output_tokens"]) / 1_000_000
+            return int((usd * 1_000_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)), "override"
+
+        return price_of
+
+    def expected(input_rate: str) -> dict:
+        return reference.expected_state(events, priced_at(input_rate))
+
+    # Deleted: the catalog does not know the model, so a re-price keeps every event's price.
+    await prices.delete_overrides(redis_client, layout, "default", PRIVATE)
+    kept = await reprice(settings, "default", *days(0, 5))
+    assert (kept.unpriced_now, kept.events_repriced) == (len(events), 0)
+    await assert_state(redis_client, settings, expected("2"))
+    # Set again at another rate: the events move from the price they kept to the new one.
+    await prices.set_override(redis_client, layout, "default", private_override("3"))
+    moved = await reprice(settings, "default", *days(0, 5))
+    assert (moved.unpriced_now, moved.events_repriced) == (0, len(events))
+    await assert_state(redis_client, settings, expected("3"))
+
+
+async def test_two_runs_of_one_reprice_at_once_apply_each_chunk_once(settings, redis_client, monkeypatch):
+    import infraprism.pipeline.reprice as reprice_module
+
+    monkeypatch.setattr(reprice_module, "CHUNK_RECORDS", 25)
+    events = [event(i) for i in range(300)]
+    await produce(settings, events)
+    async with running_aggregator(settings):
+        await wait_caught_up(redis_client, settings)
+    await set_price(redis_client, settings, from_day=None)
+    runs = await asyncio.gather(
+        reprice(settings, "default", *days(0, 5)), reprice(settings, "default", *days(0, 5)), return_exceptions=True
+    )
+    for run in runs:  # each either took part in the job or was told another one started with it
+        assert not isinstance(run, BaseException) or "at the same moment" in str(run), run
+    await assert_state(redis_client, settings, reference.expected_state(events, repriced_between(0, 5, 0)))
+
+
+async def test_a_rebuild_during_a_reprice_stops_it_and_leaves_the_rebuilt_totals(settings, redis_client):
+    events = [event(i) for i in range(120)]
+    await produce(settings, events)
+    async with running_aggregator(settings):
+        await wait_caught_up(redis_client, settings)
+    await set_price(redis_client, settings, from_day=None)
+    layout = KeyLayout(settings.key_prefix)
+    rebuilt = asyncio.Event()
+
+    def rebuild_first(done: int, total: int) -> None:
+        # Reading went on; before its first chunk lands, a rebuild deletes its job and progress.
+        if not rebuilt.is_set():
+            rebuilt.set()
+            asyncio.get_running_loop().create_task(redis_client.delete(layout.reprice_job("default")))
+
+    with pytest.raises(RepriceError, match="a rebuild"):
+        await reprice(settings, "default", *days(0, 5), on_progress=rebuild_first)
+    # Nothing of it was applied: the totals are still the catalog's.
+    await assert_state(redis_client, settings, reference.expected_state(events))
