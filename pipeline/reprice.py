@@ -60,6 +60,7 @@ from infraprism.pipeline import PipelineError
 from infraprism.pipeline.decode import BatchEncoder, PartitionRange, judge
 from infraprism.pipeline.price_marks import PriceMarks
 from infraprism.pipeline.store import Applied, Fenced, RollupStore, Unmet
+from infraprism.pipeline.topics import log_ends
 from infraprism.settings import Settings
 from infraprism.stores import prices
 from infraprism.stores.projects import reporting_zone
@@ -312,6 +313,16 @@ async def _run(
     )
     await consumer.start()
     try:
+        tps = [TopicPartition(settings.events_topic, p) for p in sorted(job.offsets)]
+        ends = await log_ends(settings.kafka_bootstrap, tps) if tps else {}
+        for tp, end in ends.items():
+            applied = job.offsets[tp.partition]
+            if end < applied:
+                raise RepriceError(
+                    f"partition {tp.partition} of {tp.topic} ends at offset {end}, before the {applied} "
+                    "applied from it: the broker lost events the aggregates count, so they cannot be re-priced; "
+                    "`infraprism rebuild` recomputes the aggregates from what the broker has"
+                )
         for partition in sorted(job.offsets):
             stop_at = job.offsets[partition]
             tp = TopicPartition(settings.events_topic, partition)
@@ -369,8 +380,8 @@ def _consider(
     if raw is None or (partition, offset) in history.marks.left_out:
         return
     # A cheap test before the verdict: only this project's events matter (an event without
-    # project_id is of the default project).
-    if job.project != DEFAULT_PROJECT and job.project.encode() not in raw:
+    # project_id is of the default project; one may spell its project with JSON escapes).
+    if job.project != DEFAULT_PROJECT and job.project.encode() not in raw and b"\\u" not in raw:
         return
     # The marks say which book priced it when it was applied; the latest finished re-price
     # that covered it and could price it says which book priced it since (one that could not

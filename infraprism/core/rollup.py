@@ -171,7 +171,8 @@ class BatchRollup:
         """`cells`, each cell's six counters summed as one integer of lanes (`Cell.lanes`).
 
         The hot loop of the decoder: a backfill batch has about one group per
-        event and each group adds to 18 cells (and most to 6 quarter cells), so a
+        event and each group adds to 18 cells (and most to 6 quarter cells; its price source to
+        3 and a quarter cell more), so a
         cell's sum is one integer addition rather than six, and the bucket dicts
         of a (project, hour) are looked up once for all the groups of that hour.
         """
