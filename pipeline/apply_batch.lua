@@ -295,7 +295,14 @@ for _, entry in ipairs(batch.hashes) do
     local args = {}
     for k = 1, #members do
       local increment = cells[i + 2 * k - 1]
-      local value, why = add_cells(stored[k] or '0 0 0 0 0 0', increment)
+      local value, why = increment, nil
+      if stored[k] then
+        value, why = add_cells(stored[k], increment)
+      elseif string.find(increment, '-', 1, true) then
+        -- A new cell is its increment (most of a backfill's cells are new: no parsing, no
+        -- sums); a negative one would start a counter below zero.
+        value, why = nil, 'would start below zero: ' .. increment
+      end
       if not value then
         return refused('rollup cell ' .. key .. ' ' .. members[k] .. ' ' .. why)
       end
