@@ -46,6 +46,7 @@ from infraprism.api.repository import Repository, load_scripts
 from infraprism.api.sums import by_period, grand_total, read_sums
 from infraprism.core import zones
 from infraprism.core.anomalies import AnomalyRecord, AnomalyStatus, AnomalyType, Severity, record_time
+from infraprism.core.buckets import days as days_between
 from infraprism.core.budgets import Budget, crossed, period_of
 from infraprism.core.cell import COST, Cell
 from infraprism.core.deltas import BadDelta, Delta, decode_checked, hour_of_label
@@ -237,24 +238,47 @@ class BudgetWatcher:
     ) -> dict[int, tuple[int, int]]:
         """Each threshold's crossing: the start (epoch ms) of the local hour in which the
         period's cumulative spend first reached it, and that cumulative spend. Empty when the
-        period's hours cannot be read exactly (they are kept for less long than its days)."""
-        plan = plan_timeseries(start, end, filters_of(budget), Interval.HOUR, tz)
+        period's hours cannot be read exactly (they are kept for less long than its days).
+
+        The period's daily spend says on which day each threshold was crossed; only those
+        days are read by the hour (a month by the hour is 744 reads, and a crossing is
+        looked for whenever one is new)."""
+        filters = filters_of(budget)
+        pending = sorted(thresholds)
+        days_plan = plan_timeseries(start, end, filters, Interval.DAY, tz)
         try:
-            (sums,) = await read_sums(repository, [plan])
+            (day_sums,) = await read_sums(repository, [days_plan])
         except ApiError:
             return {}
-        hourly = by_period(sums)
-        hours = local_periods(start, end, Interval.HOUR, tz)
-        pending = sorted(thresholds)
-        out: dict[int, tuple[int, int]] = {}
-        cumulative = 0
+        daily = by_period(day_sums)
         zero = Cell.zero()
-        for label, hour in zip(plan.periods, hours, strict=True):
-            cumulative += hourly.get(label, zero)[COST]
+        crossing_days: dict[date, tuple[int, list[int]]] = {}  # day -> (spend before it, its thresholds)
+        cumulative = 0
+        for label, day in zip(days_plan.periods, days_between(start, end), strict=True):
+            before = cumulative
+            cumulative += daily.get(label, zero)[COST]
+            reached = []
             while pending and cumulative * 100 >= pending[0] * budget.amount_nano:
-                out[pending.pop(0)] = (hour.start_ms, cumulative)
+                reached.append(pending.pop(0))
+            if reached:
+                crossing_days[day] = (before, reached)
             if not pending:
                 break
+        out: dict[int, tuple[int, int]] = {}
+        for day, (before, reached) in crossing_days.items():
+            plan = plan_timeseries(day, day, filters, Interval.HOUR, tz)
+            try:
+                (sums,) = await read_sums(repository, [plan])
+            except ApiError:
+                return {}
+            hourly = by_period(sums)
+            cumulative = before
+            for label, hour in zip(plan.periods, local_periods(day, day, Interval.HOUR, tz), strict=True):
+                cumulative += hourly.get(label, zero)[COST]
+                while reached and cumulative * 100 >= reached[0] * budget.amount_nano:
+                    out[reached.pop(0)] = (hour.start_ms, cumulative)
+                if not reached:
+                    break
         return out
 
     async def _check_forecast(
