@@ -50,7 +50,7 @@ from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_lett
 from infraprism.pipeline.decode import REDRIVEN, DecodedBatch, PartitionRange, Retention, decode_batch
 from infraprism.pipeline.metrics import AggregatorMetrics
 from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore, StalePrices
-from infraprism.pipeline.topics import ensure_topics
+from infraprism.pipeline.topics import ensure_topics, log_ends
 from infraprism.settings import Settings
 from infraprism.stores import prices
 
@@ -669,31 +669,10 @@ class Aggregator:
         return await self._log_ends(tps) if tps else {}
 
     async def _log_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Each partition's log end, read from a Fetch response's high watermark.
-
-        Not ListOffsets(latest): Tansu, the embedded broker, answers it with the
-        last record batch's base offset + 1 rather than the log end, which made
-        a healthy partition look truncated after every restart or rebalance (and
-        halted it), and made `rebuild` stop short of the last batch. The high
-        watermark in a Fetch response is the log end on Tansu and on Kafka.
-        """
-        probe = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=1,  # the broker still sends one batch; we only want the watermark
-        )
-        await probe.start()
-        try:
-            probe.assign(tps)
-            await probe.seek_to_end(*tps)  # a position inside the log on either broker
-            async with asyncio.timeout(60):
-                while any(probe.highwater(tp) is None for tp in tps):
-                    await probe.getmany(timeout_ms=100)
-            return {tp: probe.highwater(tp) for tp in tps}
-        finally:
-            await probe.stop()
+        """Each partition's log end (topics.log_ends: a Fetch's high watermark, since Tansu's
+        ListOffsets(latest) made a healthy partition look truncated after every restart or
+        rebalance, and made `rebuild` stop short of the last batch)."""
+        return await log_ends(self.settings.kafka_bootstrap, tps)
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -38,8 +38,7 @@ async def log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicParti
 
     Not ListOffsets(latest) (`end_offsets()`): Tansu, the embedded broker, answers
     it with the last record batch's base offset + 1 rather than the log end. The
-    high watermark in a Fetch response is the log end on Tansu and on Kafka. The
-    same probe as `Aggregator._log_ends`.
+    high watermark in a Fetch response is the log end on Tansu and on Kafka.
     """
     if not tps:
         return {}
