@@ -93,3 +93,47 @@ def test_a_corrupt_stored_cell_refuses_the_batch_whole(sync_redis):
         apply(keys=[], args=[document])
     assert client.hget(good, "") == packed([1, 2, 3, 4, 5, 6])  # the good hash was not touched either
     assert client.hget(bad, "") == "12"
+
+
+@st.composite
+def stored_and_change(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    """A stored cell and a signed change to it: mostly one that keeps every counter at or
+    above zero (down to exactly zero too), sometimes one that takes a counter below it."""
+    stored = draw(cell)
+    below = draw(st.booleans()) and draw(st.booleans())
+    change = [draw(st.integers(min_value=-value, max_value=10**32)) for value in stored]
+    if below:
+        index = draw(st.integers(0, 5))
+        change[index] = -stored[index] - draw(st.integers(1, 10**20))
+    return stored, change
+
+
+@hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=stored_and_change())
+def test_a_signed_increment_subtracts_exactly_or_refuses_a_counter_below_zero(sync_redis, case):
+    """A re-price's corrections are signed: exact at any size, and never below zero."""
+    stored, change = case
+    client, prefix = sync_redis
+    apply = client.register_script(APPLY_SCRIPT)
+    key = f"{prefix}:v2:p:r:m:d:20250101"
+    client.delete(key)
+    member = "gpt-4o\x1fopenai"
+    client.hset(key, member, packed(stored))
+    expected = [a + b for a, b in zip(stored, change, strict=True)]
+    document = payload([[key, "0", [member, packed(change)]]], f"{prefix}:o")
+    if min(expected) < 0:
+        with pytest.raises(ResponseError, match="would go below zero"):
+            apply(keys=[], args=[document])
+        assert client.hget(key, member) == packed(stored)  # nothing written
+    else:
+        assert apply(keys=[], args=[document]) == ["ok"]
+        assert client.hget(key, member) == packed(expected)
+
+
+def test_a_new_cell_cannot_start_below_zero(sync_redis):
+    client, prefix = sync_redis
+    apply = client.register_script(APPLY_SCRIPT)
+    key = f"{prefix}:v2:p:r:m:d:20250102"
+    with pytest.raises(ResponseError, match="would start below zero"):
+        apply(keys=[], args=[payload([[key, "0", ["m\x1fp", packed([0, -5, 0, 0, 0, 0])]]], f"{prefix}:o")])
+    assert not client.exists(key)
