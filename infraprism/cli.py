@@ -88,7 +88,15 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _quiet_kafka_client() -> None:
+    """A command that reads a topic to answer a person: aiokafka's INFO lines (subscriptions,
+    group joins) would bury what it prints. Its warnings still show."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
 def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_kafka_client()
     from tqdm import tqdm
 
     from infraprism.core.zones import local_date, zone
@@ -450,6 +458,7 @@ def cmd_prices_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_kafka_client()
     from infraprism.pipeline import dlq
 
     summaries = asyncio.run(dlq.summarise(settings, args.reason))
@@ -478,6 +487,7 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_kafka_client()
     from tqdm import tqdm
 
     from infraprism.pipeline import dlq
