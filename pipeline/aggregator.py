@@ -49,6 +49,7 @@ from infraprism.core.price_book import PriceBook
 from infraprism.pipeline.deadletter import dead_letter_record, minimal_dead_letter_record
 from infraprism.pipeline.decode import REDRIVEN, DecodedBatch, PartitionRange, Retention, decode_batch
 from infraprism.pipeline.metrics import AggregatorMetrics
+from infraprism.pipeline.price_marks import redriven_positions
 from infraprism.pipeline.store import Applied, ApplyResult, Duplicates, Fenced, Refused, RollupStore, StalePrices
 from infraprism.pipeline.topics import ensure_topics, log_ends
 from infraprism.settings import Settings
@@ -149,8 +150,7 @@ class Aggregator:
         if self.stop_at_end:
             # Only a rebuild re-reads messages that were dead letters once: the live worker meets
             # each message when it is new, before any re-drive.
-            positions = await self._redis.smembers(self.layout.redriven_sources(s.events_topic))
-            self._redriven = {_position(member) for member in positions}
+            self._redriven = await redriven_positions(self._redis, self.layout, s.events_topic)
         if not await self._store.claim_layout():
             log.warning(
                 "this store was written by an earlier build: hours lack their quarter-hour fields and the cube "
@@ -288,16 +288,6 @@ class Aggregator:
             await self._commit_for_lag()
 
     def _slice(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
-        batch = self._slice_records(fetched)
-        if self._redriven:
-            batch.dead_reasons = {
-                (record.partition, record.offset): REDRIVEN
-                for record in batch.records
-                if (record.partition, record.offset) in self._redriven
-            }
-        return batch
-
-    def _slice_records(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> PreparedBatch:
         """Take the records that follow what is already prepared, per owned partition."""
         self._seq += 1
         batch = PreparedBatch(seq=self._seq, epoch=self._epoch)
@@ -311,6 +301,12 @@ class Aggregator:
             batch.ranges.append(PartitionRange(tp.partition, expected, records[-1].offset + 1))
             batch.records.extend(records)
             self._prepared[tp] = records[-1].offset + 1
+        if self._redriven:  # a rebuild leaves re-driven originals out (decode_batch's REDRIVEN)
+            batch.dead_reasons = {
+                (record.partition, record.offset): REDRIVEN
+                for record in batch.records
+                if (record.partition, record.offset) in self._redriven
+            }
         return batch
 
     async def _refresh_book(self, version: int | None = None) -> None:
@@ -698,11 +694,6 @@ def _warm_up() -> None:
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
-
-
-def _position(member: bytes | str) -> tuple[int, int]:
-    partition, _, offset = (member.decode() if isinstance(member, bytes) else member).partition(":")
-    return int(partition), int(offset)
 
 
 def _by_partition(batch: PreparedBatch) -> list[PreparedBatch]:

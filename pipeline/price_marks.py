@@ -40,8 +40,8 @@ class PriceMarks:
             pipe.hgetall(layout.price_marks(topic, group))
             pipe.smembers(layout.redriven_sources(topic))
             raw_marks, redriven = await pipe.execute()
+        left_out = {_position(member) for member in redriven}
         marks: dict[int, list[tuple[int, int]]] = {}
-        left_out: set[tuple[int, int]] = set()
         for raw_name, raw_value in raw_marks.items():
             name = as_text(raw_name)
             if "@" in name:
@@ -50,9 +50,6 @@ class PriceMarks:
             elif ":" in name:
                 mark_partition, _, mark_offset = name.partition(":")
                 marks.setdefault(int(mark_partition), []).append((int(mark_offset), int(as_text(raw_value))))
-        for member in redriven:
-            source_partition, _, source_offset = as_text(member).partition(":")
-            left_out.add((int(source_partition), int(source_offset)))
         ordered: dict[int, tuple[list[int], list[int]]] = {}
         for marked, entries in marks.items():
             entries.sort()
@@ -69,4 +66,15 @@ class PriceMarks:
         return {0} | {v for _, versions in self.marks.values() for v in versions}
 
 
-__all__ = ["PriceMarks"]
+async def redriven_positions(redis: aioredis.Redis, layout: KeyLayout, topic: str) -> set[tuple[int, int]]:
+    """(partition, offset) of every message of `topic` whose dead letter was re-driven."""
+    return {_position(member) for member in await redis.smembers(layout.redriven_sources(topic))}
+
+
+def _position(member: bytes | str) -> tuple[int, int]:
+    """A `KeyLayout.redriven_sources` member, `partition:offset` (`keys.redriven_member`)."""
+    partition, _, offset = as_text(member).partition(":")
+    return int(partition), int(offset)
+
+
+__all__ = ["PriceMarks", "redriven_positions"]
