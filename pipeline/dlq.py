@@ -47,7 +47,7 @@ from aiokafka.structs import RecordMetadata
 
 from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.events import DEFAULT_PROJECT
-from infraprism.core.keys import KeyLayout
+from infraprism.core.keys import KeyLayout, redriven_member
 from infraprism.core.price_book import PriceBook
 from infraprism.pipeline import PipelineError
 from infraprism.pipeline.decode import UNPRICED_REASON, judge
@@ -129,16 +129,15 @@ class DeadLetter:
             return "?"
         return f"{source.get('topic')}[{source.get('partition')}]@{source.get('offset')}"
 
-    @property
-    def source_position(self) -> str | None:
-        """`partition:offset` of the refused message in the topic it came from, or None."""
+    def source_in(self, topic: str) -> tuple[int, int] | None:
+        """(partition, offset) of the refused message when it came from `topic`, else None."""
         source = self.record.get("source")
-        if not isinstance(source, dict):
+        if not isinstance(source, dict) or source.get("topic") != topic:
             return None
         partition, offset = source.get("partition"), source.get("offset")
         if type(partition) is not int or type(offset) is not int:
             return None
-        return f"{partition}:{offset}"
+        return partition, offset
 
     @property
     def dead_lettered_at_ms(self) -> int | None:
@@ -592,12 +591,10 @@ class _Redrive:
         and was read again once a price existed, or a rebuild judged it with today's book.
         The price marks say with which book its batch was applied; if that book prices it,
         and it was not kept a dead letter, the aggregates count it."""
-        source = letter.record.get("source")
-        if not isinstance(source, dict) or source.get("topic") != self.settings.events_topic:
+        source = letter.source_in(self.settings.events_topic)
+        if source is None:
             return "dead"
-        partition, offset = source.get("partition"), source.get("offset")
-        if type(partition) is not int or type(offset) is not int:
-            return "dead"
+        partition, offset = source
         if offset >= self.applied_until.get(partition, 0):
             return "waiting"
         if (partition, offset) in self.marks.left_out:
@@ -624,7 +621,9 @@ class _Redrive:
             except KafkaError as exc:  # refused before sending
                 self.failures.append(exc)
                 return
-            self.pending.append((future, letter.position, letter.source_position, group))
+            source = letter.source_in(self.settings.events_topic)
+            member = None if source is None else redriven_member(*source)
+            self.pending.append((future, letter.position, member, group))
             if len(self.pending) >= 2 * _ACK_WINDOW:
                 await self._settle(_ACK_WINDOW)
 

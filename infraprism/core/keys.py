@@ -74,6 +74,11 @@ def kept_dead_field(partition: int | str, offset: int | str) -> str:
     return f"{partition}@{offset}"
 
 
+def redriven_member(partition: int, offset: int) -> str:
+    """The `KeyLayout.redriven_sources` member of a message re-driven from the DLQ."""
+    return f"{partition}:{offset}"
+
+
 def tag_member(key: str, value: str) -> str:
     return f"{key}{SEP}{value}"
 

@@ -237,3 +237,13 @@ async def test_a_redrive_after_a_rebuild_sends_nothing_the_rebuild_counted(setti
     assert (result.redriven, result.already_counted) == ({}, len(unknown))
     await aggregate(redis_client, settings)
     assert await day_total(redis_client, settings) == counted
+
+
+def test_a_dead_letters_source_counts_only_in_the_topic_it_came_from() -> None:
+    letter = dlq.DeadLetter.of(
+        0, 7, orjson.dumps({"reason": "r", "source": {"topic": "a", "partition": 2, "offset": 9}})
+    )
+    assert letter.source_in("a") == (2, 9)
+    # Another topic's position names another message: never one of the events topic.
+    assert letter.source_in("b") is None
+    assert dlq.DeadLetter.of(0, 8, b'{"source": {"topic": "a", "partition": "2", "offset": 9}}').source_in("a") is None
