@@ -19,7 +19,7 @@ from infraprism.core.deltas import deltas_of_groups
 from infraprism.core.events import DEFAULT_PROJECT, CostEvent, InvalidEvent, parse_event
 from infraprism.core.keys import KeyLayout, kept_dead_field
 from infraprism.core.price_book import EMPTY_BOOK, SUPPLIED, PriceBook
-from infraprism.core.rollup import BatchRollup, Retention, cell_increments, expire_at
+from infraprism.core.rollup import BatchRollup, Retention, SessionDelta, cell_increments, expire_at
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +113,7 @@ class BatchEncoder:
             zsets.append([key, str(expire_at(granularity, bucket, retention.days_for(granularity))), increments])
             touched.setdefault(project, set()).add(layout.bucket_version_field(project, key))
         sessions = [
-            [
-                layout.session(project, session_id),
-                session_id,
-                layout.session_index(project),
-                layout.session_type_index_prefix(project),
-                layout.session_entity_index_prefix(project),
-                s.entity_type,
-                s.entity_id,
-                str(s.started_ms),
-                str(s.ended_ms),
-                str(s.turns),
-                str(s.cost_nano),
-                str(s.input_tokens),
-                str(s.output_tokens),
-                "1" if s.shared else "",
-            ]
-            for (project, session_id), s in rollup.sessions.items()
+            session_entry(layout, project, session_id, s) for (project, session_id), s in rollup.sessions.items()
         ]
         sets: list[list[object]] = []
         projects = sorted({project for project, *_ in rollup.groups})
@@ -168,6 +152,26 @@ class BatchEncoder:
                 ],
             }
         )
+
+
+def session_entry(layout: KeyLayout, project: str, session_id: str, s: SessionDelta) -> list[str]:
+    """apply_batch.lua's entry of what a batch adds to one session (its counters may be negative)."""
+    return [
+        layout.session(project, session_id),
+        session_id,
+        layout.session_index(project),
+        layout.session_type_index_prefix(project),
+        layout.session_entity_index_prefix(project),
+        s.entity_type,
+        s.entity_id,
+        str(s.started_ms),
+        str(s.ended_ms),
+        str(s.turns),
+        str(s.cost_nano),
+        str(s.input_tokens),
+        str(s.output_tokens),
+        "1" if s.shared else "",
+    ]
 
 
 class RecentlyCounted:

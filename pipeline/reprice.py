@@ -53,11 +53,11 @@ from infraprism.core.dedupe import DedupeWindow
 from infraprism.core.events import DEFAULT_PROJECT
 from infraprism.core.keys import KeyLayout
 from infraprism.core.price_book import SUPPLIED, PriceBook
-from infraprism.core.rollup import BatchRollup, Retention, expire_at, is_kept
+from infraprism.core.rollup import BatchRollup, Retention, SessionDelta, expire_at, is_kept
 from infraprism.core.text import as_text, rfc3339_now
 from infraprism.core.zones import day_range_ms, zone
 from infraprism.pipeline import PipelineError
-from infraprism.pipeline.decode import BatchEncoder, PartitionRange, judge
+from infraprism.pipeline.decode import BatchEncoder, PartitionRange, judge, session_entry
 from infraprism.pipeline.price_marks import PriceMarks
 from infraprism.pipeline.store import Applied, Fenced, RollupStore, Unmet
 from infraprism.pipeline.topics import log_ends
@@ -184,21 +184,17 @@ async def reprice(
             history.books[version] = await prices.book_at(redis, layout, version)
         new_book = history.books[job.version]
         progress = {int(p): int(o) for p, o in (await redis.hgetall(layout.reprice_progress(project))).items()}
-        raw_redis = aioredis.Redis.from_url(settings.redis_dsn())
-        try:
-            store = RollupStore(
-                raw_redis,
-                layout,
-                topic=settings.events_topic,
-                group=settings.aggregator_group,
-                dedupe_window_days=settings.dedupe_window_days,
-                retention=Retention(
-                    settings.retention_hour_days, settings.retention_day_days, settings.retention_month_days
-                ),
-            )
-            await _run(settings, redis, store, job, history, new_book, progress, result, on_progress)
-        finally:
-            await raw_redis.aclose()
+        store = RollupStore(
+            redis,
+            layout,
+            topic=settings.events_topic,
+            group=settings.aggregator_group,
+            dedupe_window_days=settings.dedupe_window_days,
+            retention=Retention(
+                settings.retention_hour_days, settings.retention_day_days, settings.retention_month_days
+            ),
+        )
+        await _run(settings, store, job, history, new_book, progress, result, on_progress)
         await _finish(redis, layout, job)
         current = await prices.current_version(redis, layout)
         if current != job.version:
@@ -291,7 +287,6 @@ async def _beginnings(settings: Settings, partitions: list[int]) -> dict[int, in
 
 async def _run(
     settings: Settings,
-    redis: aioredis.Redis,
     store: RollupStore,
     job: RepriceJob,
     history: _PriceHistory,
@@ -500,30 +495,18 @@ def encode_correction(
         new, old = plus.sessions.get(session_key), minus.sessions.get(session_key)
         base = new or old
         assert base is not None
-        changes = [
-            (new.turns if new else 0) - (old.turns if old else 0),
-            (new.cost_nano if new else 0) - (old.cost_nano if old else 0),
-            (new.input_tokens if new else 0) - (old.input_tokens if old else 0),
-            (new.output_tokens if new else 0) - (old.output_tokens if old else 0),
-        ]
-        if not any(changes):
-            continue
-        session_id = session_key[1]
-        sessions.append(
-            [
-                layout.session(project, session_id),
-                session_id,
-                layout.session_index(project),
-                layout.session_type_index_prefix(project),
-                layout.session_entity_index_prefix(project),
-                base.entity_type,
-                base.entity_id,
-                str(base.started_ms),
-                str(base.ended_ms),
-                *(str(change) for change in changes),
-                "",
-            ]
+        change = SessionDelta(
+            base.entity_type,
+            base.entity_id,
+            base.started_ms,
+            base.ended_ms,
+            turns=(new.turns if new else 0) - (old.turns if old else 0),
+            cost_nano=(new.cost_nano if new else 0) - (old.cost_nano if old else 0),
+            input_tokens=(new.input_tokens if new else 0) - (old.input_tokens if old else 0),
+            output_tokens=(new.output_tokens if new else 0) - (old.output_tokens if old else 0),
         )
+        if change.turns or change.cost_nano or change.input_tokens or change.output_tokens:
+            sessions.append(session_entry(layout, project, session_key[1], change))
     return {
         "offsets_key": progress_key,
         "prices": None,
