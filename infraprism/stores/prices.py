@@ -86,13 +86,20 @@ async def current_version(redis: aioredis.Redis, layout: KeyLayout) -> int:
         raise CorruptPriceBook(f"{layout.prices_version()} holds {raw!r}, not a version") from None
 
 
-async def book_at(redis: aioredis.Redis, layout: KeyLayout, version: int) -> PriceBook:
+async def book_at(redis: aioredis.Redis, layout: KeyLayout, version: int, *, project: str | None = None) -> PriceBook:
     """The book as it was at `version` (0: no overrides at all): each project's overrides as
-    of its last change at or before `version`. Versions are immutable once written."""
+    of its last change at or before `version`, or `project`'s alone. Versions are immutable
+    once written."""
     if version == 0:
         return PriceBook(0)
+    changes_of: list[tuple[bytes | str, bytes | str]]
+    if project is None:
+        changes_of = list((await redis.hgetall(layout.price_changes())).items())
+    else:
+        one = await redis.hget(layout.price_changes(), project)
+        changes_of = [] if one is None else [(project, one)]
     fields: dict[str, str] = {}
-    for raw_project, raw_changes in (await redis.hgetall(layout.price_changes())).items():
+    for raw_project, raw_changes in changes_of:
         project = as_text(raw_project)
         try:
             changes = [int(v) for v in as_text(raw_changes).split(",")]
@@ -119,7 +126,7 @@ async def load_book(redis: aioredis.Redis, layout: KeyLayout) -> PriceBook:
 
 async def list_overrides(redis: aioredis.Redis, layout: KeyLayout, project: str) -> list[PriceOverride]:
     """The project's overrides by model, provider and effective instant."""
-    book = await load_book(redis, layout)
+    book = await book_at(redis, layout, await current_version(redis, layout), project=project)
     return sorted(book.by_project.get(project, ()), key=lambda o: (o.model, o.provider or "", o.effective_from_ms))
 
 
@@ -151,7 +158,7 @@ async def _change(
     keys = [layout.prices_version(), layout.prices_changed(), layout.price_changes(), layout.price_books()]
     for _ in range(_COMMIT_ATTEMPTS):
         version = await current_version(redis, layout)
-        book = await book_at(redis, layout, version)
+        book = await book_at(redis, layout, version, project=project)
         changed = change(list(book.by_project.get(project, ())))
         if len(changed) > MAX_OVERRIDES_PER_PROJECT:
             raise InvalidPrice("model", f"a project holds at most {MAX_OVERRIDES_PER_PROJECT} price overrides")
